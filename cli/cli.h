@@ -1,0 +1,35 @@
+/* cli: the `dpo` command. Each subcommand is one file that parses its flags and
+ * calls the libraries; no logic that a library folder should own lives here. */
+#ifndef DPO_CLI_H
+#define DPO_CLI_H
+
+#include "core/core.h"
+
+/* Exit statuses: 0 success, 1 runtime or data error, 2 usage error. */
+enum { EXIT_OK = 0, EXIT_DATA = 1, EXIT_USAGE = 2 };
+
+typedef struct {
+  const char *name;
+  const char *summary;
+  int (*run)(int argc, char **argv);   /* argv[0] is the subcommand name */
+  void (*help)(FILE *out);             /* full help for `dpo CMD --help` */
+} cli_command;
+
+const cli_command *cli_find_command(const char *name);
+
+/* Prints "dpo CMD: message" and a pointer to --help; returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prints "dpo: error: message" from a library error; returns its exit status. */
+int cli_report_error(const dpo_error *err);
+/* True when argv[i] is -h or --help. */
+int cli_is_help(const char *arg);
+/* Parses a non-negative integer flag value; fails as a usage error naming the flag. */
+int cli_parse_u64(const char *cmd, const char *flag, const char *text, uint64_t *out);
+
+/* The subcommands. */
+int cmd_help(int argc, char **argv);
+void cmd_help_help(FILE *out);
+int cmd_version(int argc, char **argv);
+void cmd_version_help(FILE *out);
+
+#endif
