@@ -102,6 +102,25 @@ int dpo_mkdir_p(const char *path, dpo_error *err);
 /* fsyncs a directory so that a rename inside it is durable. */
 int dpo_fsync_dir(const char *dir, dpo_error *err);
 
+/* ----------------------------------------------------------------- SHA-256 */
+
+/* FIPS 180-4 SHA-256, for content hashes of images and imported files (the
+ * allowed libraries have none; this is small and checked against the
+ * standard's test vectors). */
+typedef struct {
+  uint32_t state[8];
+  uint64_t length;       /* bytes hashed so far */
+  uint8_t block[64];
+  size_t block_used;
+} dpo_sha256;
+
+void dpo_sha256_init(dpo_sha256 *h);
+void dpo_sha256_update(dpo_sha256 *h, const void *data, size_t n);
+void dpo_sha256_final(dpo_sha256 *h, uint8_t digest[32]);
+/* Lower-case hex digest (65 bytes with the NUL) of a buffer or a whole file. */
+void dpo_sha256_hex(const void *data, size_t n, char hex[65]);
+int dpo_sha256_file(const char *path, char hex[65], dpo_error *err);
+
 /* ------------------------------------------------------------------- JSON */
 
 /* Parses a JSON file (at most max_bytes); errors read "path:line:column: ...". */
