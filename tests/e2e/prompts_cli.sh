@@ -70,6 +70,8 @@ has out '^image: /.*/tedbench/originals/bird\.png$'
 has out '^format: jpeg \(from magic bytes; the file name says png\)$'
 image=$(sed -n 's/^image: //p' "$tmp/out")
 [ -f "$image" ] || fail "tedbench:63 image $image does not exist"
+run 0 prompts show --json hpsv2:photo:204
+has out '^\{"id":"hpsv2:photo:204","category":"photo","prompt":"A man is standing in front of a case filled with pastries\.\\n"\}$'
 run 0 prompts show tedbench:3
 has out '^format: png \(from magic bytes\)$'
 
@@ -131,6 +133,8 @@ has err '\-\-json applies to .show. only'
 run 2 prompts show --bogus parti
 has err 'unknown option "--bogus"'
 run 2 prompts list extra
+run 2 prompts show parti:
+has err 'empty id after "parti:"'
 run 2 prompts show nosuchset
 has err 'unknown prompt set "nosuchset"'
 printf 'x\n' >"$tmp/prompts.csv"
