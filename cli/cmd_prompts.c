@@ -348,8 +348,8 @@ static int prompts_stats(const char *spec) {
   group *groups;
   int n = group_prompts(&set, NULL, &groups);
   if (n < 0) {
-    prompt_set_free(&set);
     dpo_fail(&err, DPO_ERR_DATA, "out of memory counting %d prompts", set.n);
+    prompt_set_free(&set);
     return cli_report_error(&err);
   }
   int distinct_texts = count_distinct_texts(&set);
