@@ -10,6 +10,7 @@
 static const cli_command commands[] = {
     {"help", "show help for dpo or for one command", cmd_help, cmd_help_help},
     {"version", "print the version", cmd_version, cmd_version_help},
+    {"prompts", "list, show and count the built-in prompt sets and prompt files", cmd_prompts, cmd_prompts_help},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
