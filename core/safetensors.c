@@ -372,28 +372,32 @@ static uint32_t load_u32_le(const uint8_t *p) {
 
 int dpo_st_to_f32(const dpo_tensor_view *t, float *out, dpo_error *err) {
   const uint8_t *p = t->data;
-  for (int64_t i = 0; i < t->numel; i++) {
-    switch (t->dtype) {
-      case DPO_DTYPE_F32: {
+  switch (t->dtype) {
+    case DPO_DTYPE_F32:
+      /* Compilers turn the byte assembly into plain loads on little-endian hosts. */
+      for (int64_t i = 0; i < t->numel; i++) {
         uint32_t bits = load_u32_le(p + 4 * i);
         memcpy(&out[i], &bits, sizeof bits);
-        break;
       }
-      case DPO_DTYPE_F16: out[i] = dpo_f16_to_f32(load_u16_le(p + 2 * i)); break;
-      case DPO_DTYPE_BF16: out[i] = dpo_bf16_to_f32(load_u16_le(p + 2 * i)); break;
-      case DPO_DTYPE_F64: {
+      return DPO_OK;
+    case DPO_DTYPE_F16:
+      for (int64_t i = 0; i < t->numel; i++) out[i] = dpo_f16_to_f32(load_u16_le(p + 2 * i));
+      return DPO_OK;
+    case DPO_DTYPE_BF16:
+      for (int64_t i = 0; i < t->numel; i++) out[i] = dpo_bf16_to_f32(load_u16_le(p + 2 * i));
+      return DPO_OK;
+    case DPO_DTYPE_F64:
+      for (int64_t i = 0; i < t->numel; i++) {
         uint64_t bits = read_u64_le(p + 8 * i);
         double d;
         memcpy(&d, &bits, sizeof d);
-        out[i] = (float)d;
-        break;
+        out[i] = (float)d;   /* round to nearest even, overflow to infinity */
       }
-      default:
-        return dpo_fail(err, DPO_ERR_DATA, "tensor \"%s\": dtype %s cannot be converted to F32 (expected F32, F16, "
-                        "BF16 or F64)", t->name, dpo_dtype_name(t->dtype));
-    }
+      return DPO_OK;
+    default:
+      return dpo_fail(err, DPO_ERR_DATA, "tensor \"%s\": dtype %s cannot be converted to F32 (expected F32, F16, "
+                      "BF16 or F64)", t->name, dpo_dtype_name(t->dtype));
   }
-  return DPO_OK;
 }
 
 /* ------------------------------------------------------------------ writer */
