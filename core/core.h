@@ -239,9 +239,12 @@ const char *dpo_st_meta(const dpo_safetensors *st, const char *key);
 int dpo_st_to_f32(const dpo_tensor_view *t, float *out, dpo_error *err);
 
 /* Writer: collects tensors (data is borrowed until write), then writes the
- * file atomically. Tensors are laid out in the order added; the header's keys
- * are sorted, as the Python package writes them, with data 8-byte aligned by
- * padding the header with spaces. */
+ * file atomically, byte for byte as the Python package (safetensors 0.4.5)
+ * writes the same tensors: data sorted by dtype, widest first (I64, F64, F32,
+ * I32, BF16, F16, U8, BOOL), then by name, so each tensor is aligned to its
+ * element size; header "__metadata__" first (keys sorted, which the package
+ * leaves to hash order), then the tensors in data order, padded with spaces
+ * to a multiple of 8. */
 typedef struct {
   dpo_tensor_view *tensors;
   int n_tensors;
