@@ -30,6 +30,10 @@
 #define IMAGE_MAX_FILE_BYTES (512u * 1024u * 1024u)
 /* Largest text chunk value accepted, read or written. */
 #define PNG_MAX_TEXT_BYTES (1024u * 1024u)
+/* Largest decompressed zTXt/iTXt/iCCP that libpng may allocate (it drops
+ * such a chunk with a warning past this). Chunk lengths themselves are
+ * checked against the file's size by png_check_chunk_lengths. */
+#define PNG_MAX_CHUNK_BYTES (16u * 1024u * 1024u)
 /* Ancillary chunks libpng keeps per file (it drops the rest with a warning). */
 #define PNG_MAX_CACHED_CHUNKS 256
 /* Progressive JPEGs with thousands of tiny scans take quadratic time; real
@@ -181,9 +185,38 @@ static void png_read_from_memory(png_structp png, png_bytep out, png_size_t n) {
   r->pos += n;
 }
 
+/* Walks the chunk lengths up to IEND before libpng sees them. libpng
+ * allocates an ancillary chunk's buffer from its length field before reading
+ * it, and this build only warns (then allocates anyway) when the length
+ * passes the chunk_malloc_max limit; a length past the end of the bytes we
+ * hold is a truncated or corrupt file whatever the chunk is. */
+static int png_check_chunk_lengths(const uint8_t *data, size_t size, const char *where, dpo_error *err) {
+  size_t pos = 8;
+  while (size - pos >= 8) {
+    uint32_t len = (uint32_t)data[pos] << 24 | (uint32_t)data[pos + 1] << 16 | (uint32_t)data[pos + 2] << 8 |
+                   data[pos + 3];
+    char type[5];
+    for (int i = 0; i < 4; i++) {
+      uint8_t c = data[pos + 4 + i];
+      type[i] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ? (char)c : '?';
+    }
+    type[4] = '\0';
+    if ((uint64_t)len + 12 > size - pos)
+      return dpo_fail(err, DPO_ERR_DATA,
+                      "%s: invalid PNG (at byte %zu of %zu): chunk %s claims %u bytes, past the end of the "
+                      "file (truncated or corrupt)",
+                      where, pos, size, type, len);
+    if (memcmp(type, "IEND", 4) == 0) break;
+    pos += 12 + (size_t)len;
+  }
+  return DPO_OK;
+}
+
 static int png_reader_init(png_reader *r, const uint8_t *data, size_t size, const char *where,
                            dpo_error *err) {
   memset(r, 0, sizeof *r);
+  int rc = png_check_chunk_lengths(data, size, where, err);
+  if (rc) return rc;
   r->where = where;
   r->data = data;
   r->size = size;
@@ -195,6 +228,7 @@ static int png_reader_init(png_reader *r, const uint8_t *data, size_t size, cons
   }
   png_set_read_fn(r->png, r, png_read_from_memory);
   png_set_chunk_cache_max(r->png, PNG_MAX_CACHED_CHUNKS);
+  png_set_chunk_malloc_max(r->png, PNG_MAX_CHUNK_BYTES);
   return DPO_OK;
 }
 

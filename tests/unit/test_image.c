@@ -511,6 +511,22 @@ static void test_png_text_limits(void) {
   if (n == 1) CHECK_STR(texts[0].value, "caf\xc3\xa9");
   dpo_image_texts_free(texts, n);
 
+  /* A text chunk whose length runs past the end of the file. */
+  dpo_image tiny;
+  CHECK_INT(dpo_image_alloc(&tiny, 2, 2, 1, &err), DPO_OK);
+  const dpo_image_text note = {"note", "hello"};
+  uint8_t *encoded;
+  size_t size;
+  CHECK_INT(dpo_png_encode(&tiny, &note, 1, &encoded, &size, &err), DPO_OK);
+  size_t itxt = find_chunk(encoded, size, "iTXt");
+  CHECK(itxt > 0);
+  put_be32(encoded + itxt, 0x40000000);
+  CHECK_INT(dpo_png_decode_texts(encoded, size, "long_text.png", &texts, &n, &err), DPO_ERR_DATA);
+  CHECK_CONTAINS(err.msg, "long_text.png");
+  CHECK_CONTAINS(err.msg, "chunk iTXt claims");
+  free(encoded);
+  dpo_image_free(&tiny);
+
   /* Texts of something that is not a PNG. */
   const char *jpeg_path = test_path("not_png.jpg");
   CHECK_INT(test_write_file(jpeg_path, "\xff\xd8\xff\xe0", 4), 0);
@@ -685,6 +701,14 @@ static void test_png_malformed(void) {
   path = test_path("bad_zlib.png");
   CHECK_INT(test_write_file(path, bad, size), 0);
   check_data_error(path, "IDAT");
+
+  /* A chunk length far past the end of the file: refused before libpng
+   * allocates anything for it. */
+  memcpy(bad, png, size);
+  put_be32(bad + idat, 0x6d10001d);
+  path = test_path("huge_idat_length.png");
+  CHECK_INT(test_write_file(path, bad, size), 0);
+  check_data_error(path, "chunk IDAT claims 1829765149 bytes");
 
   /* A bad IHDR (bit depth 3) with a correct CRC. */
   memcpy(bad, png, size);
