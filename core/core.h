@@ -301,6 +301,9 @@ int dpo_image_decode(const uint8_t *data, size_t size, const char *where, int wa
 /* PNG text chunks (tEXt/iTXt/zTXt) of a PNG file, for run-folder metadata;
  * *texts is freed with dpo_image_texts_free. */
 int dpo_png_read_texts(const char *path, dpo_image_text **texts, int *n, dpo_error *err);
+/* The same over PNG bytes in memory; `where` names the origin in errors. */
+int dpo_png_decode_texts(const uint8_t *data, size_t size, const char *where, dpo_image_text **texts,
+                         int *n, dpo_error *err);
 void dpo_image_texts_free(dpo_image_text *texts, int n);
 /* Writes an 8-bit PNG atomically with optional text chunks (UTF-8, iTXt). */
 int dpo_png_write(const char *path, const dpo_image *img, const dpo_image_text *texts, int n_texts,
