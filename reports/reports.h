@@ -150,9 +150,11 @@ stats_interval stats_clopper_pearson(double x, double n, double confidence);
  * (all ties drawn, ties excluded) are dropped and counted in *n_dropped; the
  * interval is undefined if every resample was dropped. Prompts without votes
  * still take part in the draw. */
+#define STATS_BOOTSTRAP_RESAMPLES 10000   /* what reports use */
+
 typedef struct {
   uint64_t seed;
-  int n_resamples;      /* 10000 in reports */
+  int n_resamples;
   double confidence;
 } stats_bootstrap_options;
 
@@ -182,15 +184,15 @@ int stats_holm(const stats_value *p_values, int n, double alpha, stats_value *ad
 
 /* ------------------------------------------------------------ agreement */
 
-/* Fleiss' kappa over the choices A / B / tie, as statsmodels
- * fleiss_kappa(table, method="fleiss") when every item has the same number of
- * votes: with n_ij the votes of item i for choice j and n_i = sum_j n_ij,
+/* Fleiss' kappa over the choices A / B / tie. Items with fewer than two
+ * votes carry no agreement and are left out; when the remaining items all
+ * have the same number of votes this is statsmodels
+ * fleiss_kappa(table, method="fleiss") on them: with n_ij the votes of item i for choice j and n_i = sum_j n_ij,
  *   P_i = (sum_j n_ij^2 - n_i) / (n_i (n_i - 1)),  P = mean_i P_i,
  *   p_j = sum_i n_ij / sum_i n_i,  Pe = sum_j p_j^2,  kappa = (P - Pe) / (1 - Pe).
  * Unequal counts (statsmodels refuses them): the same formula with each
  * item's own n_i, the usual generalisation; *equal_counts (may be NULL) says
- * which case applied so reports can label it. Items with fewer than two votes
- * are left out. Undefined with no item of two or more votes, or when every
+ * which case applied so reports can label it. Undefined with no item of two or more votes, or when every
  * vote is the same choice (Pe = 1). */
 stats_value stats_fleiss_kappa(const stats_item *items, int n_items, int *equal_counts);
 
@@ -218,6 +220,7 @@ typedef struct {
   stats_value rate;
 } stats_rater_agreement;
 
+/* items: stats_item_outcomes of the same table; per_rater: n_raters entries. */
 int stats_rater_majority_agreement(const stats_table *table, const stats_item *items,
                                    stats_rater_agreement *per_rater, dpo_error *err);
 

@@ -94,9 +94,11 @@ int stats_holm(const stats_value *p_values, int n, double alpha, stats_value *ad
   if (!sorted) return dpo_fail(err, DPO_ERR_DATA, "holm: out of memory for %d p-values", n);
   int m = 0;
   for (int i = 0; i < n; i++) {
-    adjusted[i] = stats_undefined(p_values[i].defined ? "" : p_values[i].reason);
     reject[i] = 0;
-    if (!p_values[i].defined) continue;
+    if (!p_values[i].defined) {
+      adjusted[i] = stats_undefined(p_values[i].reason);
+      continue;
+    }
     if (!(p_values[i].value >= 0 && p_values[i].value <= 1)) {
       free(sorted);
       return dpo_fail(err, DPO_ERR_USAGE, "holm: p-value %d is %g, outside [0, 1]", i, p_values[i].value);

@@ -159,7 +159,7 @@ static void test_agreement_by_hand(void) {
 
 static void test_bootstrap(void) {
   stats_table t = table6();
-  stats_bootstrap_options opt = {12345, 10000, 0.95};
+  stats_bootstrap_options opt = {12345, STATS_BOOTSTRAP_RESAMPLES, 0.95};
   stats_interval a, b, c;
   int dropped = -1;
   dpo_error err = {0};
