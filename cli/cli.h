@@ -29,9 +29,13 @@ int cli_parse_u64(const char *cmd, const char *flag, const char *text, uint64_t 
 /* The subcommands. */
 int cmd_help(int argc, char **argv);
 void cmd_help_help(FILE *out);
+int cmd_inspect(int argc, char **argv);
+void cmd_inspect_help(FILE *out);
 int cmd_prompts(int argc, char **argv);
 void cmd_prompts_help(FILE *out);
 int cmd_version(int argc, char **argv);
 void cmd_version_help(FILE *out);
+int cmd_report(int argc, char **argv);
+void cmd_report_help(FILE *out);
 
 #endif

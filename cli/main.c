@@ -10,7 +10,9 @@
 static const cli_command commands[] = {
     {"help", "show help for dpo or for one command", cmd_help, cmd_help_help},
     {"version", "print the version", cmd_version, cmd_version_help},
+    {"inspect", "validate and describe safetensors, PNG and JPEG files", cmd_inspect, cmd_inspect_help},
     {"prompts", "list, show and count the built-in prompt sets and prompt files", cmd_prompts, cmd_prompts_help},
+    {"report", "win rates, intervals, tests, agreement; study sizes (power)", cmd_report, cmd_report_help},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
