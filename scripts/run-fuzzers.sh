@@ -4,7 +4,7 @@
 # usage: scripts/run-fuzzers.sh BUILD_DIR [RUNS]
 set -euo pipefail
 build=${1:?usage: run-fuzzers.sh BUILD_DIR [RUNS]}
-runs=${2:-20000}
+runs=${2:-200000}
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
