@@ -29,6 +29,14 @@ static json_t *shape_json(const dpo_tensor_view *t) {
   return shape;
 }
 
+/* Prints one compact JSON object per line (JSON Lines) and releases it. */
+static void print_json_line(json_t *o) {
+  char *text = json_dumps(o, JSON_COMPACT);
+  printf("%s\n", text ? text : "null");
+  free(text);
+  json_decref(o);
+}
+
 static int inspect_safetensors(const char *path, int as_json, dpo_error *err) {
   dpo_safetensors st;
   int rc = dpo_st_open(&st, path, err);
@@ -48,10 +56,7 @@ static int inspect_safetensors(const char *path, int as_json, dpo_error *err) {
     for (int i = 0; i < st.n_meta; i++) json_object_set_new(meta, st.meta_keys[i], json_string(st.meta_values[i]));
     json_object_set_new(o, "tensor_list", list);
     json_object_set_new(o, "metadata", meta);
-    char *text = json_dumps(o, JSON_COMPACT);
-    printf("%s\n", text);
-    free(text);
-    json_decref(o);
+    print_json_line(o);
   } else {
     printf("%s: safetensors, %d tensors, %zu data bytes\n", path, st.n_tensors, total);
     for (int i = 0; i < st.n_meta; i++) printf("  metadata %s = %s\n", st.meta_keys[i], st.meta_values[i]);
@@ -83,10 +88,7 @@ static int inspect_image(const char *path, dpo_image_format format, int as_json,
     json_t *t = json_object();
     for (int i = 0; i < n_texts; i++) json_object_set_new(t, texts[i].key, json_string(texts[i].value));
     json_object_set_new(o, "text", t);
-    char *text = json_dumps(o, JSON_COMPACT);
-    printf("%s\n", text);
-    free(text);
-    json_decref(o);
+    print_json_line(o);
   } else {
     printf("%s: %s, %dx%d, %d channel%s\n", path, name, img.width, img.height, img.channels,
            img.channels == 1 ? "" : "s");
