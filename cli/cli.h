@@ -31,5 +31,7 @@ int cmd_help(int argc, char **argv);
 void cmd_help_help(FILE *out);
 int cmd_version(int argc, char **argv);
 void cmd_version_help(FILE *out);
+int cmd_study(int argc, char **argv);
+void cmd_study_help(FILE *out);
 
 #endif

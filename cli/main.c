@@ -10,6 +10,7 @@
 static const cli_command commands[] = {
     {"help", "show help for dpo or for one command", cmd_help, cmd_help_help},
     {"version", "print the version", cmd_version, cmd_version_help},
+    {"study", "A/B human studies: create, export, ingest, review, status, serve, invite", cmd_study, cmd_study_help},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
