@@ -201,8 +201,58 @@ static int study_status(const study_flags *f) {
   return EXIT_OK;
 }
 
+static int study_invite(const study_flags *f) {
+  const char *cmd = "study invite";
+  int rc;
+  if ((rc = need(cmd, f->db, "--db")) || (rc = need(cmd, f->study, "--study"))) return rc;
+  if (f->raters < 1 || f->raters > 100000) return cli_usage_error(cmd, "--raters expects 1 to 100000");
+  if (f->port > 65535) return cli_usage_error(cmd, "--port expects 0 to 65535");
+  if (f->n_positional) return cli_usage_error(cmd, "unexpected argument \"%s\"", f->positional[0]);
+  char (*tokens)[65] = calloc((size_t)f->raters, sizeof *tokens);
+  if (!tokens) return EXIT_DATA;
+  studies_db *db;
+  if ((rc = open_db(f->db, 0, &db))) {
+    free(tokens);
+    return rc;
+  }
+  dpo_error err = {0};
+  rc = studies_invite(db, f->study, (int)f->raters, tokens, &err);
+  studies_close(db);
+  if (rc == DPO_OK) {
+    /* The tokens are shown once and stored only as hashes. */
+    for (uint64_t i = 0; i < f->raters; i++)
+      printf("http://%s:%d/r/%s\n", f->bind, f->port ? (int)f->port : 8080, tokens[i]);
+  }
+  free(tokens);
+  return rc ? cli_report_error(&err) : EXIT_OK;
+}
+
+static volatile sig_atomic_t stop_requested;
+static void on_stop_signal(int sig) {
+  (void)sig;
+  stop_requested = 1;
+}
+
+static int study_serve(const study_flags *f) {
+  const char *cmd = "study serve";
+  int rc;
+  if ((rc = need(cmd, f->db, "--db"))) return rc;
+  if (f->port > 65535) return cli_usage_error(cmd, "--port expects 0 to 65535");
+  if (f->n_positional) return cli_usage_error(cmd, "unexpected argument \"%s\"", f->positional[0]);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  studies_serve_options opt = {.db_path = f->db, .bind_address = f->bind, .port = (int)f->port,
+                               .port_file = f->port_file, .stop = &stop_requested};
+  dpo_error err = {0};
+  if (studies_serve(&opt, &err)) return cli_report_error(&err);
+  return EXIT_OK;
+}
+
 int cmd_study(int argc, char **argv) {
-  if (argc < 2) return cli_usage_error("study", "expects a verb: create, export, ingest, review, status, serve or invite");
+  if (argc < 2) return cli_usage_error("study", "expects a verb: create, export, ingest, review, status, invite or serve");
   if (cli_is_help(argv[1])) {
     cmd_study_help(stdout);
     return EXIT_OK;
@@ -223,6 +273,8 @@ int cmd_study(int argc, char **argv) {
   if (strcmp(verb, "ingest") == 0) return study_ingest(&f);
   if (strcmp(verb, "review") == 0) return study_review(&f);
   if (strcmp(verb, "status") == 0) return study_status(&f);
+  if (strcmp(verb, "invite") == 0) return study_invite(&f);
+  if (strcmp(verb, "serve") == 0) return study_serve(&f);
   return cli_usage_error("study", "unknown verb \"%s\"", verb);
 }
 
@@ -234,6 +286,8 @@ void cmd_study_help(FILE *out) {
           "       dpo study ingest --db DB --study NAME [--min-work-seconds S] FILE.csv\n"
           "       dpo study review --db DB --study NAME [--min-work-seconds S] --out approve.csv FILE.csv\n"
           "       dpo study status --db DB --study NAME\n"
+          "       dpo study invite --db DB --study NAME --raters N [--port P] [--bind ADDR]\n"
+          "       dpo study serve --db DB [--port P] [--bind 127.0.0.1] [--port-file FILE]\n"
           "\n"
           "A/B human preference studies between two run folders (dpo generate).\n"
           "\n"
@@ -256,5 +310,11 @@ void cmd_study_help(FILE *out) {
           "        but not counted; votes beyond --votes are kept and flagged.\n"
           "review  writes the results file back with Approve/Reject filled (gold failures and\n"
           "        too-fast work rejected), ready to upload.\n"
-          "status  items, completion, votes per question, raters and their gold pass rates.\n");
+          "status  items, completion, votes per question, raters and their gold pass rates.\n"
+          "invite  registers N local raters and prints one URL each, with a secret token\n"
+          "        (stored only as a hash; the URL uses --bind and --port, default 8080).\n"
+          "serve   the local rating page (binds 127.0.0.1 unless --bind says otherwise; --port 0\n"
+          "        picks a free port, written to --port-file). Each rater gets every item once in\n"
+          "        a random order, sides randomised per (rater, item); keys 1/2/0 or clicks; each\n"
+          "        vote is committed before the next item is sent.\n");
 }

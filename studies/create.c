@@ -150,11 +150,6 @@ typedef struct {
   const char *decoy_prompt_id;
 } pending_item;
 
-static uint64_t seed63(uint64_t seed, uint64_t stream) {
-  uint64_t hi = dpo_rng_u32(seed, stream, 0), lo = dpo_rng_u32(seed, stream, 1);
-  return ((hi << 32) | lo) & (uint64_t)INT64_MAX;
-}
-
 static int insert_items(studies_db *db, int64_t study_id, const char *name, uint64_t seed, pending_item *items,
                         int n_items, studies_create_result *res, dpo_error *err) {
   /* Shuffled order (Fisher-Yates): gold items land anywhere. */
@@ -192,7 +187,7 @@ static int insert_items(studies_db *db, int64_t study_id, const char *name, uint
     snprintf(id_text, sizeof id_text, "%s\n%llu\n%d", name, (unsigned long long)seed, pos);
     dpo_sha256_hex(id_text, strlen(id_text), hex);
     snprintf(public_id, sizeof public_id, "%.12s", hex);
-    uint64_t side_seed = seed63(seed, dpo_rng_stream_id("study-side", (uint64_t)pos, 0));
+    uint64_t side_seed = studies_seed63(seed, dpo_rng_stream_id("study-side", (uint64_t)pos, 0));
     const char *a_side = studies_side_from_seed(side_seed);
     if (strcmp(a_side, "left") == 0 && !it->is_gold) res->n_a_left++;
     sqlite3_reset(ins);

@@ -44,6 +44,8 @@ int db_find_study(studies_db *db, const char *name, study_info *info, dpo_error 
 /* The side arm A is shown on, from a seed: the one rule both MTurk items and
  * local (rater, item) pairs use, so a recorded seed can always be re-checked. */
 const char *studies_side_from_seed(uint64_t side_seed);
+/* A non-negative 63-bit seed (SQLite integers are signed) from a stream. */
+uint64_t studies_seed63(uint64_t seed, uint64_t stream);
 /* Maps a shown answer (left/right/tie) to a choice (a/b/tie). */
 const char *studies_unswap(const char *shown, const char *a_side);
 /* Flags counted assignments beyond votes_per_item (in arrival order). */

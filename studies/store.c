@@ -245,6 +245,11 @@ int db_find_study(studies_db *db, const char *name, study_info *info, dpo_error 
   return DPO_OK;
 }
 
+uint64_t studies_seed63(uint64_t seed, uint64_t stream) {
+  uint64_t hi = dpo_rng_u32(seed, stream, 0), lo = dpo_rng_u32(seed, stream, 1);
+  return ((hi << 32) | lo) & (uint64_t)INT64_MAX;
+}
+
 const char *studies_side_from_seed(uint64_t side_seed) {
   return (dpo_rng_u32(side_seed, 0, 0) & 1u) ? "right" : "left";
 }

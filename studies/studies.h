@@ -15,6 +15,7 @@
 #ifndef DPO_STUDIES_H
 #define DPO_STUDIES_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -214,7 +215,7 @@ typedef struct {
   const char *bind_address;   /* "127.0.0.1" unless asked otherwise */
   int port;                   /* 0 picks a free port */
   const char *port_file;      /* when set, the bound port is written there */
-  volatile int *stop;         /* the server returns when *stop becomes non-zero */
+  volatile sig_atomic_t *stop;   /* the server returns when *stop becomes non-zero */
 } studies_serve_options;
 
 int studies_serve(const studies_serve_options *opt, dpo_error *err);
