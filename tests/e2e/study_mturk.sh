@@ -145,4 +145,15 @@ PY
 equal "review decisions" "$(cat review.txt | tr '\n' ';')" "W0 approve 8;W1 approve 6;W1 gold 2;W2 fast 8;"
 check "review refuses a bad file" 1 "$dpo" study review --db study.db --study s1 --out approve2.csv bad.csv
 [ ! -e approve2.csv ] || { echo "FAIL: review wrote a file for a refused input"; fail=1; }
+# An edit study (TEd-Bench): the original image travels with each HIT.
+python3 "$helpers/make_run.py" editA base --prompts 2 --seeds 1 --edit
+python3 "$helpers/make_run.py" editB tuned --prompts 2 --seeds 1 --edit
+check "edit create" 0 "$dpo" study create --db study.db --name e1 --a editA --b editB --questions edit --allow-tie
+check "edit export" 0 "$dpo" study export --format mturk --db study.db --study e1 --image-base-url http://h/i --out edit
+contains "edit batch has the source column" edit/batch.csv "item_id,prompt,image_left_url,image_right_url,image_source_url"
+contains "edit wording" edit/layout.html "Which edit do you prefer given the text?"
+contains "edit layout shows the original" edit/layout.html '${image_source_url}'
+contains "tie allowed" edit/layout.html 'name="edit" value="tie"'
+check "edit study without originals refused" 1 "$dpo" study create --db study.db --name e2 --a runA --b runB --questions edit
+contains "names the missing key" "$tmp/err" 'key "settings.source_image"'
 exit $fail
