@@ -300,6 +300,7 @@ void cmd_study_help(FILE *out) {
           "          edit Which edit do you prefer given the text? (TEd-Bench; shows the original,\n"
           "               settings.source_image in the manifest)\n"
           "        --gold N mixes in N items where one side shows another prompt's image.\n"
+          "        --seed (default 0) decides sides, gold items and their order; --votes default 5.\n"
           "export  DIR/batch.csv (item_id, prompt, image_left_url, image_right_url[, image_source_url]),\n"
           "        DIR/layout.html (Crowd HTML; answers q1/q2/q3/edit = left|right|tie) and\n"
           "        DIR/images/ named by content hash, to upload under URL.\n"
