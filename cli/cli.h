@@ -37,5 +37,7 @@ int cmd_version(int argc, char **argv);
 void cmd_version_help(FILE *out);
 int cmd_report(int argc, char **argv);
 void cmd_report_help(FILE *out);
+int cmd_study(int argc, char **argv);
+void cmd_study_help(FILE *out);
 
 #endif

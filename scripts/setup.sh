@@ -29,7 +29,7 @@ packages=(
   clang libclang-rt-14-dev
   libjansson-dev libpng-dev libjpeg62-turbo-dev libopenblas-dev libomp-dev
   libsqlite3-dev libgsl-dev libcurl4-openssl-dev libmicrohttpd-dev libcairo2-dev
-  python3 python3-venv
+  python3 python3-venv curl
 )
 missing=()
 for p in "${packages[@]}"; do
