@@ -37,5 +37,7 @@ int cmd_version(int argc, char **argv);
 void cmd_version_help(FILE *out);
 int cmd_report(int argc, char **argv);
 void cmd_report_help(FILE *out);
+int cmd_world(int argc, char **argv);
+void cmd_world_help(FILE *out);
 
 #endif

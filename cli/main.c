@@ -13,6 +13,7 @@ static const cli_command commands[] = {
     {"inspect", "validate and describe safetensors, PNG and JPEG files", cmd_inspect, cmd_inspect_help},
     {"prompts", "list, show and count the built-in prompt sets and prompt files", cmd_prompts, cmd_prompts_help},
     {"report", "win rates, intervals, tests, agreement; study sizes (power)", cmd_report, cmd_report_help},
+    {"world", "the built-in shapes world: render prompts, list prompt splits, judge images", cmd_world, cmd_world_help},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 

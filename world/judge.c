@@ -54,7 +54,7 @@ static int check_image(const dpo_image *img, dpo_error *err) {
   if (!img || !img->pixels || (img->channels != 3 && img->channels != 4))
     return dpo_fail(err, DPO_ERR_USAGE, "the judge needs an RGB or RGBA image");
   if (img->width < 1 || img->height < 1 || img->width > WORLD_MAX_IMAGE_SIZE || img->height > WORLD_MAX_IMAGE_SIZE)
-    return dpo_fail(err, DPO_ERR_USAGE, "image is %dx%d; the judge takes 1 to %d pixels a side", img->width,
+    return dpo_fail(err, DPO_ERR_DATA, "image is %dx%d; the judge takes 1 to %d pixels a side", img->width,
                     img->height, WORLD_MAX_IMAGE_SIZE);
   return DPO_OK;
 }
@@ -267,8 +267,9 @@ static void describe_object(const membership_ctx *m, const component *c, world_d
 }
 
 int world_detect(const dpo_image *img, world_detection *out, dpo_error *err) {
-  if (check_image(img, err) != DPO_OK) return DPO_ERR_USAGE;
   memset(out, 0, sizeof *out);
+  int rc = check_image(img, err);
+  if (rc != DPO_OK) return rc;
   int width = img->width, height = img->height;
   size_t n = (size_t)width * (size_t)height;
   int *classes = classify_pixels(img);

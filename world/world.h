@@ -220,7 +220,8 @@ typedef struct {
 } world_detection;
 
 /* Finds objects and the background from pixels (RGB or RGBA; other channel
- * counts fail with DPO_ERR_USAGE). */
+ * counts fail with DPO_ERR_USAGE, sides over WORLD_MAX_IMAGE_SIZE with
+ * DPO_ERR_DATA). */
 int world_detect(const dpo_image *img, world_detection *out, dpo_error *err);
 /* Whether a relation holds between two centroids (dominant axis). */
 int world_relation_holds(int relation, float ax, float ay, float bx, float by);
