@@ -156,6 +156,7 @@ int world_prompt_parse(const char *text, world_prompt *out, dpo_error *err) {
   }
   if (accept(&w, "on")) {
     if (parse_background(&w, &out->background, err) != DPO_OK) return DPO_ERR_DATA;
+    if (w.pos < w.n) return fail_at(err, &w, "the end after the background");
   }
   if (w.pos < w.n) {
     if (out->n_objects == WORLD_MAX_OBJECTS && !strcmp(w.words[w.pos].text, "and"))

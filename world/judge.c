@@ -12,7 +12,7 @@
 #define N_CLASSES (WORLD_N_COLOURS + WORLD_N_BACKGROUNDS)
 #define CLASS_UNKNOWN N_CLASSES
 /* Farther than this (RGB Euclidean) from every palette colour: unknown.
- * Palette colours are >= ~110 apart, so a pixel within 70 of one is
+ * Palette colours are >= 109 apart, so a pixel within 70 of one is
  * unambiguous, and heavy blends between two colours stay unknown. */
 #define CLASS_MAX_DISTANCE 70.0
 /* Within this of a palette colour a pixel counts as clean (appeal). */

@@ -5,13 +5,13 @@
 #include "world/world.h"
 #include "world/world_internal.h"
 
-/* Object colours are saturated and far apart in RGB (at least ~110 from each
+/* Object colours are saturated and far apart in RGB (at least 109 from each
  * other and from every background; the unit test checks), so that the judge
  * can classify even blurred pixels by their nearest palette colour. */
 static const uint8_t colour_rgb[WORLD_N_COLOURS][3] = {
-    {220, 30, 30},    /* red */
-    {250, 140, 0},    /* orange */
-    {250, 220, 20},   /* yellow */
+    {210, 20, 40},    /* red */
+    {245, 120, 0},    /* orange */
+    {250, 230, 30},   /* yellow */
     {30, 170, 50},    /* green */
     {0, 200, 220},    /* cyan */
     {30, 60, 220},    /* blue */
