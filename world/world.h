@@ -7,8 +7,8 @@
  * image against a prompt from its pixels alone. The demo trains a small model
  * on this world and measures a real preference-tuning win with the judge.
  *
- * Prompt grammar (case-insensitive; words separated by spaces, a comma is a
- * separate word, a final "." is ignored):
+ * Prompt grammar (case-insensitive; words separated by spaces; commas and a
+ * final "." are ignored; at most 1024 bytes and 64 words):
  *
  *   prompt     := subject [ relation object [ "and" relation object ] ]
  *                 [ "on" article background "background" ]
@@ -29,6 +29,11 @@
  * The canonical text (world_prompt_format) uses "a"/"an" as English does,
  * "to the left of"/"to the right of", "gray", lower case and no final ".".
  *
+ * Rendering. The renderer is a small hand rasteriser (no libraries, same
+ * pixels everywhere): each pixel is the mean of 4x4 point samples, or one
+ * sample at its centre for hard edges. The palette is fixed sRGB; object
+ * colours are at least 109 apart (RGB) from each other and the backgrounds.
+ *
  * Geometry. Coordinates are fractions of the image side (x right, y down), so
  * a layout renders at any size. Every shape is drawn inside a square box of
  * side WORLD_SMALL_SIDE or WORLD_LARGE_SIDE: circle (inscribed), square (the
@@ -39,26 +44,30 @@
  * renderer keeps a margin (the dominant offset at least 1.3 times the other)
  * and a gap between objects so that scenes are unambiguous.
  *
- * Splits. A prompt belongs to the held-out split when the FNV-1a hash of its
- * canonical text falls in the held-out tenth (world_prompt_split); the split
+ * Splits. A prompt belongs to the held-out split when the hash of its
+ * canonical text (FNV-1a, then splitmix64's finaliser) is 0 modulo 10 (world_prompt_split); the split
  * is a pure function of the text, so train and held-out are disjoint and
- * stable across seeds, runs and machines.
+ * stable across seeds, runs and machines. There are only 480 one-object
+ * prompts (about 48 held out), so long lists are mostly two- and
+ * three-object prompts.
  *
  * Judge. Pixels are classified to the nearest palette colour (objects and
- * backgrounds; far from all of them: unknown). The background is the
- * majority background colour of the border. Each object colour's largest
- * 4-connected component with at least one interior pixel is that colour's
- * object; its shape is the template (rendered into the component's bounding
- * box) with the best intersection over union, its size small or large by the
- * bounding box and area, and relations from the bounding-box centres (the
- * centre of the shape's box, which a triangle's centroid is not).
+ * backgrounds; farther than 70 from all of them: unknown). The background is
+ * the background colour of more than half the border pixels. Each object
+ * colour's largest 4-connected component (at least 0.8% of the image, with
+ * at least one interior pixel) is that colour's object; its soft mask (how
+ * much of each nearby pixel is a blend of the object colour and the
+ * background) is compared with each shape's template placed by the mask's
+ * area and centroid, and the best soft intersection over union names the
+ * shape; the fitted box gives the centre (for relations) and the size
+ * (small or large, split halfway between the two box sides).
  * Alignment is the mean of the prompt's constraints, each 0 or 1: per object
  * present, right shape, right size (when the prompt gives one); each relation
  * (0 when either object is missing); the background (when given); and one
  * "nothing else" constraint (1 with no object of a colour the prompt does not
- * name, 0.5 with one, 0 with more). Appeal ignores the prompt: it rewards
- * flat palette colours, clean edges and some content, and drops with noise
- * and blur (see world_judge_appeal). */
+ * name and no second object of a named colour, 0.5 with one, 0 with more).
+ * Appeal ignores the prompt: it rewards flat palette colours, clean edges and
+ * some content, and drops with noise and blur (see world_judge_appeal). */
 #ifndef DPO_WORLD_H
 #define DPO_WORLD_H
 
@@ -198,7 +207,7 @@ float world_object_side(int size);
  * when antialias is set, else one sample at the pixel centre. img is
  * allocated here and freed with dpo_image_free. */
 int world_render(const world_scene *s, int size, int antialias, dpo_image *img, dpo_error *err);
-/* Parse, lay out and render in one call. */
+/* Parse, lay out and render (antialiased) in one call. */
 int world_render_prompt(const char *prompt, uint64_t seed, int size, dpo_image *img, dpo_error *err);
 
 /* ---------------------------------------------------------------- judge */
@@ -237,10 +246,12 @@ typedef struct {
 double world_judge_alignment(const world_detection *d, const world_prompt *p, int *n_constraints,
                              double *satisfied);
 /* Appeal from pixels alone: 0.5 * clean + 0.25 * smooth + 0.25 * content,
- * where clean is the fraction of pixels within a small distance of a palette
- * colour, smooth falls with the mean deviation of pixels from their 3x3
- * median (noise), and content is the object-coloured share of the image
- * relative to 5% (an empty canvas is not appealing). */
+ * where clean is the share of pixels within 24 (RGB) of a palette colour
+ * (blur and noise lower it), smooth = exp(-noise / 0.01) with noise the mean
+ * over pixels of the smallest difference to a 4-neighbour (0 for flat
+ * regions and clean edges, where a pixel always has a like neighbour), and
+ * content is the clean object-coloured share of the image relative to 5%,
+ * capped at 1 (an empty canvas is not appealing). */
 double world_judge_appeal(const dpo_image *img);
 /* The scorer: parses the prompt (DPO_ERR_DATA when outside the grammar),
  * detects and scores. */
