@@ -86,6 +86,39 @@ int dpo_loss_sft(const float *model_w, const float *model_l, const float *label,
 /* The stats as one JSON object (keys as the per-step log writes them). */
 json_t *dpo_loss_stats_json(const dpo_loss_stats *stats);
 
+/* ============================================================ step log
+ *
+ * OUT/train_log.jsonl: one JSON object per optimizer step (sorted keys):
+ * step, lr, grad_norm, pairs_per_s, elapsed_s, eta_s and the loss stats
+ * above. Non-finite numbers (an exploding gradient norm) and unknown ones are
+ * null. On resume from step k the log keeps its lines of steps <= k (the
+ * lines a crashed run wrote past its last checkpoint, and a torn last line,
+ * are dropped, rewritten atomically), so the log always describes the run
+ * that produced the weights. */
+
+typedef struct {
+  FILE *fp;
+  char path[4096];
+  int64_t kept;          /* lines kept from an earlier run on resume */
+} dpo_train_log;
+
+typedef struct {
+  int64_t step;
+  double lr;
+  double grad_norm;
+  double pairs_per_s;
+  double elapsed_s;
+  double eta_s;          /* < 0: unknown */
+} dpo_step_info;
+
+/* resume_step < 0 starts a new log (an existing one is replaced). */
+int dpo_train_log_open(dpo_train_log *log, const char *path, int64_t resume_step, dpo_error *err);
+int dpo_train_log_write(dpo_train_log *log, const dpo_step_info *info, const dpo_loss_stats *stats, dpo_error *err);
+void dpo_train_log_close(dpo_train_log *log);
+/* The TTY progress line: "step 120/2000 loss 0.6931 acc 0.500 lr 1.2e-08
+ * |g| 0.53 3.20 pairs/s ETA 1:02:03" (acc "-" when there are only ties). */
+void dpo_step_format(const dpo_step_info *info, int64_t max_steps, const dpo_loss_stats *stats, char *buf, size_t n);
+
 /* =============================================================== optimizers
  *
  * Parameters are flat float32 arrays with a shape; the optimizer borrows the
