@@ -227,7 +227,6 @@ double dpo_effective_lr(double lr, int batch_size, int grad_accum, int workers, 
  * Other keys are ignored. Blank lines are allowed. */
 
 #define DPO_PAIRS_MAX_LINE_BYTES (1u << 20)
-#define DPO_PAIRS_MAX_FILE_BYTES (1ull << 33)
 #define DPO_PAIRS_MAX_PATH_BYTES 1024
 #define DPO_PAIRS_MAX_CAPTION_BYTES (64u * 1024u)
 
