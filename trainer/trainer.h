@@ -3,9 +3,10 @@
  * The loss and its gradient with respect to the per-sample MSEs that the
  * networks produce, the optimizers (AdamW, Adafactor) over flat float
  * parameters, gradient-norm clipping, the learning-rate schedule, the pairs
- * dataset with its deterministic epoch order, and atomic checkpoint folders
- * with the training state needed for a bitwise resume. The training loop that
- * ties these to the UNet lives beside them and only calls what is here.
+ * dataset with its deterministic epoch order, the per-step log, and atomic
+ * checkpoint folders with the training state needed for a bitwise resume.
+ * The training loop that ties these to the UNet (it needs the models) will
+ * live beside them and only call what is here.
  *
  * Errors follow core.h: DPO_OK / DPO_ERR_DATA / DPO_ERR_USAGE and a dpo_error
  * naming the file, line and field. Nothing here prints. */
