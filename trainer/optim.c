@@ -1,0 +1,436 @@
+/* AdamW and Adafactor over flat float32 parameters, gradient-norm clipping,
+ * and the optimizer state as safetensors.
+ *
+ * Both follow their PyTorch references operation by operation (the order of
+ * float32 operations is the reference's, scalars are computed in double as
+ * Python does), so that a few steps agree with torch / transformers to float
+ * rounding. The semantics are stated in trainer.h. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer/trainer.h"
+
+int64_t dpo_param_numel(const dpo_param *p) {
+  int64_t n = 1;
+  for (int d = 0; d < p->ndim; d++) n *= p->shape[d];
+  return n;
+}
+
+void dpo_optim_config_default(dpo_optim_config *cfg, dpo_optim_kind kind) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->kind = kind;
+  cfg->beta1 = 0.9;
+  cfg->beta2 = 0.999;
+  cfg->eps = 1e-8;
+  cfg->eps1 = 1e-30;
+  cfg->eps2 = 1e-3;
+  cfg->clip_threshold = 1.0;
+  cfg->decay_rate = -0.8;
+  cfg->adafactor_beta1 = 0.0;
+  /* torch.optim.AdamW's default weight decay; transformers' Adafactor has none. */
+  cfg->weight_decay = kind == DPO_OPTIM_ADAMW ? 1e-2 : 0.0;
+}
+
+const char *dpo_optim_kind_name(dpo_optim_kind kind) {
+  return kind == DPO_OPTIM_ADAFACTOR ? "adafactor" : "adamw";
+}
+
+int dpo_optim_kind_parse(const char *name, dpo_optim_kind *out, dpo_error *err) {
+  if (strcmp(name, "adamw") == 0) *out = DPO_OPTIM_ADAMW;
+  else if (strcmp(name, "adafactor") == 0) *out = DPO_OPTIM_ADAFACTOR;
+  else return dpo_fail(err, DPO_ERR_USAGE, "unknown optimizer '%s' (expected adamw or adafactor)", name);
+  return DPO_OK;
+}
+
+/* ------------------------------------------------------- factored shapes */
+
+/* Adafactor factors a parameter of 2+ dims over its last two: `outer`
+ * independent matrices of rows x cols. */
+static int is_factored(const dpo_optimizer *opt, const dpo_param *p) {
+  return opt->cfg.kind == DPO_OPTIM_ADAFACTOR && p->ndim >= 2;
+}
+
+static void factored_dims(const dpo_param *p, int64_t *outer, int64_t *rows, int64_t *cols) {
+  *rows = p->shape[p->ndim - 2];
+  *cols = p->shape[p->ndim - 1];
+  *outer = dpo_param_numel(p) / ((*rows) * (*cols) > 0 ? (*rows) * (*cols) : 1);
+}
+
+/* ------------------------------------------------------------------ init */
+
+static float *alloc_zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+
+static int alloc_slot(dpo_optimizer *opt, int i) {
+  const dpo_param *p = &opt->params[i];
+  dpo_optim_slot *s = &opt->slots[i];
+  int64_t numel = dpo_param_numel(p);
+  if (opt->cfg.kind == DPO_OPTIM_ADAMW) {
+    s->exp_avg = alloc_zeros(numel);
+    s->exp_avg_sq = alloc_zeros(numel);
+    return s->exp_avg && s->exp_avg_sq;
+  }
+  if (opt->cfg.adafactor_beta1 > 0) {
+    s->exp_avg = alloc_zeros(numel);
+    if (!s->exp_avg) return 0;
+  }
+  if (is_factored(opt, p)) {
+    int64_t outer, rows, cols;
+    factored_dims(p, &outer, &rows, &cols);
+    s->exp_avg_sq_row = alloc_zeros(outer * rows);
+    s->exp_avg_sq_col = alloc_zeros(outer * cols);
+    return s->exp_avg_sq_row && s->exp_avg_sq_col;
+  }
+  s->exp_avg_sq = alloc_zeros(numel);
+  return s->exp_avg_sq != NULL;
+}
+
+static int check_config(const dpo_optim_config *c, dpo_error *err) {
+  if (c->kind == DPO_OPTIM_ADAMW) {
+    if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1))
+      return dpo_fail(err, DPO_ERR_USAGE, "adamw: betas must be in [0, 1), got (%g, %g)", c->beta1, c->beta2);
+    if (!(c->eps >= 0)) return dpo_fail(err, DPO_ERR_USAGE, "adamw: eps must be >= 0, got %g", c->eps);
+  } else {
+    if (!(c->adafactor_beta1 >= 0 && c->adafactor_beta1 < 1))
+      return dpo_fail(err, DPO_ERR_USAGE, "adafactor: beta1 must be in [0, 1), got %g", c->adafactor_beta1);
+    if (!(c->clip_threshold > 0))
+      return dpo_fail(err, DPO_ERR_USAGE, "adafactor: clip threshold must be > 0, got %g", c->clip_threshold);
+    if (!(c->decay_rate < 0))
+      return dpo_fail(err, DPO_ERR_USAGE, "adafactor: decay rate must be < 0, got %g", c->decay_rate);
+  }
+  if (!(c->weight_decay >= 0))
+    return dpo_fail(err, DPO_ERR_USAGE, "weight decay must be >= 0, got %g", c->weight_decay);
+  return DPO_OK;
+}
+
+int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_param *params, int n,
+                   dpo_error *err) {
+  memset(opt, 0, sizeof *opt);
+  int rc = check_config(cfg, err);
+  if (rc != DPO_OK) return rc;
+  if (n < 1) return dpo_fail(err, DPO_ERR_USAGE, "optimizer: no parameters");
+  for (int i = 0; i < n; i++) {
+    const dpo_param *p = &params[i];
+    if (!p->name || !p->data || !p->grad || p->ndim < 1 || p->ndim > DPO_ST_MAX_DIMS)
+      return dpo_fail(err, DPO_ERR_USAGE, "optimizer: parameter %d is incomplete (name, data, grad, 1..%d dims)",
+                      i, DPO_ST_MAX_DIMS);
+    for (int d = 0; d < p->ndim; d++)
+      if (p->shape[d] < 1)
+        return dpo_fail(err, DPO_ERR_USAGE, "optimizer: parameter %s has dimension %d of size %" PRId64, p->name,
+                        d, p->shape[d]);
+    for (int j = 0; j < i; j++)
+      if (strcmp(params[j].name, p->name) == 0)
+        return dpo_fail(err, DPO_ERR_USAGE, "optimizer: parameter name %s appears twice", p->name);
+  }
+  opt->cfg = *cfg;
+  opt->n_params = n;
+  opt->params = malloc(sizeof(dpo_param) * (size_t)n);
+  opt->slots = calloc((size_t)n, sizeof(dpo_optim_slot));
+  if (!opt->params || !opt->slots) {
+    dpo_optim_free(opt);
+    return dpo_fail(err, DPO_ERR_DATA, "optimizer: out of memory");
+  }
+  memcpy(opt->params, params, sizeof(dpo_param) * (size_t)n);
+  for (int i = 0; i < n; i++) {
+    if (!alloc_slot(opt, i)) {
+      dpo_optim_free(opt);
+      return dpo_fail(err, DPO_ERR_DATA, "optimizer: out of memory for the state of %s", params[i].name);
+    }
+  }
+  return DPO_OK;
+}
+
+void dpo_optim_free(dpo_optimizer *opt) {
+  if (opt->slots) {
+    for (int i = 0; i < opt->n_params; i++) {
+      free(opt->slots[i].exp_avg);
+      free(opt->slots[i].exp_avg_sq);
+      free(opt->slots[i].exp_avg_sq_row);
+      free(opt->slots[i].exp_avg_sq_col);
+    }
+  }
+  free(opt->slots);
+  free(opt->params);
+  memset(opt, 0, sizeof *opt);
+}
+
+/* ------------------------------------------------------------------ AdamW */
+
+static void adamw_update(const dpo_optim_config *c, dpo_param *p, dpo_optim_slot *s, int64_t step, double lr) {
+  int64_t n = dpo_param_numel(p);
+  float decay = (float)(1.0 - lr * c->weight_decay);
+  float w = (float)(1.0 - c->beta1);   /* torch's lerp weight */
+  float b2 = (float)c->beta2, one_minus_b2 = (float)(1.0 - c->beta2);
+  double bias_correction1 = 1.0 - pow(c->beta1, (double)step);
+  double bias_correction2 = 1.0 - pow(c->beta2, (double)step);
+  float step_size = (float)(lr / bias_correction1);
+  float bc2_sqrt = (float)sqrt(bias_correction2);
+  float eps = (float)c->eps;
+  for (int64_t i = 0; i < n; i++) {
+    float g = p->grad[i];
+    if (c->weight_decay != 0) p->data[i] *= decay;
+    /* torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w). */
+    float m = s->exp_avg[i];
+    m = w < 0.5f ? m + w * (g - m) : g - (g - m) * (1.0f - w);
+    s->exp_avg[i] = m;
+    float v = s->exp_avg_sq[i] * b2 + one_minus_b2 * (g * g);
+    s->exp_avg_sq[i] = v;
+    float denom = sqrtf(v) / bc2_sqrt + eps;
+    p->data[i] += -step_size * (m / denom);
+  }
+}
+
+/* -------------------------------------------------------------- Adafactor */
+
+static double rms(const float *x, int64_t n) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
+  return sqrt(sum) / sqrt((double)n);
+}
+
+/* Fills u with the unscaled update: grad / sqrt(second-moment estimate). */
+static void adafactor_direction(const dpo_optim_config *c, const dpo_param *p, dpo_optim_slot *s, float beta2t,
+                                int factored, float *u) {
+  int64_t n = dpo_param_numel(p);
+  float eps1 = (float)c->eps1, keep = beta2t, add = 1.0f - beta2t;
+  if (!factored) {
+    for (int64_t i = 0; i < n; i++) {
+      float g = p->grad[i];
+      float v = s->exp_avg_sq[i] * keep + (g * g + eps1) * add;
+      s->exp_avg_sq[i] = v;
+      u[i] = g / sqrtf(v);
+    }
+    return;
+  }
+  int64_t outer, rows, cols;
+  factored_dims(p, &outer, &rows, &cols);
+  for (int64_t o = 0; o < outer; o++) {
+    const float *g = p->grad + o * rows * cols;
+    float *row = s->exp_avg_sq_row + o * rows;
+    float *col = s->exp_avg_sq_col + o * cols;
+    float *uo = u + o * rows * cols;
+    /* Row means (over the last dim) and column means (over the second last)
+     * of grad^2 + eps1, into the running averages. */
+    for (int64_t r = 0; r < rows; r++) {
+      double sum = 0;
+      for (int64_t k = 0; k < cols; k++) sum += g[r * cols + k] * g[r * cols + k] + eps1;
+      row[r] = row[r] * keep + (float)(sum / cols) * add;
+    }
+    for (int64_t k = 0; k < cols; k++) {
+      double sum = 0;
+      for (int64_t r = 0; r < rows; r++) sum += g[r * cols + k] * g[r * cols + k] + eps1;
+      col[k] = col[k] * keep + (float)(sum / rows) * add;
+    }
+    /* v ~ row (x) col / mean(row): r_factor = rsqrt(row / mean(row)), c_factor = rsqrt(col). */
+    double row_sum = 0;
+    for (int64_t r = 0; r < rows; r++) row_sum += row[r];
+    float row_mean = (float)(row_sum / rows);
+    for (int64_t r = 0; r < rows; r++) {
+      float r_factor = 1.0f / sqrtf(row[r] / row_mean);
+      for (int64_t k = 0; k < cols; k++) {
+        float c_factor = 1.0f / sqrtf(col[k]);
+        uo[r * cols + k] = (r_factor * c_factor) * g[r * cols + k];
+      }
+    }
+  }
+}
+
+static void adafactor_update(const dpo_optim_config *c, dpo_param *p, dpo_optim_slot *s, int64_t step, double lr,
+                             float *u) {
+  int64_t n = dpo_param_numel(p);
+  float beta2t = (float)(1.0 - pow((double)step, c->decay_rate));
+  adafactor_direction(c, p, s, beta2t, p->ndim >= 2, u);
+  /* Update clipping: divide by max(1, RMS(u) / threshold), then scale by lr. */
+  double clip = rms(u, n) / c->clip_threshold;
+  float divisor = (float)(clip > 1.0 ? clip : 1.0);
+  float lr_f = (float)lr;
+  for (int64_t i = 0; i < n; i++) u[i] = (u[i] / divisor) * lr_f;
+  if (c->adafactor_beta1 > 0) {
+    float b1 = (float)c->adafactor_beta1, one_minus_b1 = (float)(1.0 - c->adafactor_beta1);
+    for (int64_t i = 0; i < n; i++) {
+      s->exp_avg[i] = s->exp_avg[i] * b1 + u[i] * one_minus_b1;
+      u[i] = s->exp_avg[i];
+    }
+  }
+  if (c->weight_decay != 0) {
+    float alpha = (float)(-c->weight_decay * lr);
+    for (int64_t i = 0; i < n; i++) p->data[i] += p->data[i] * alpha;
+  }
+  for (int64_t i = 0; i < n; i++) p->data[i] += -u[i];
+}
+
+void dpo_optim_step(dpo_optimizer *opt, double lr) {
+  opt->step++;
+  float *scratch = NULL;
+  if (opt->cfg.kind == DPO_OPTIM_ADAFACTOR) {
+    int64_t largest = 1;
+    for (int i = 0; i < opt->n_params; i++) {
+      int64_t n = dpo_param_numel(&opt->params[i]);
+      if (n > largest) largest = n;
+    }
+    scratch = malloc(sizeof(float) * (size_t)largest);
+    if (!scratch) abort();   /* a few MB at most per step; nothing sensible to continue with */
+  }
+  for (int i = 0; i < opt->n_params; i++) {
+    if (opt->cfg.kind == DPO_OPTIM_ADAMW)
+      adamw_update(&opt->cfg, &opt->params[i], &opt->slots[i], opt->step, lr);
+    else
+      adafactor_update(&opt->cfg, &opt->params[i], &opt->slots[i], opt->step, lr, scratch);
+  }
+  free(scratch);
+}
+
+/* --------------------------------------------------------------- clipping */
+
+double dpo_clip_grad_norm(dpo_param *params, int n, double max_norm) {
+  double total = 0;
+  for (int i = 0; i < n; i++) {
+    int64_t numel = dpo_param_numel(&params[i]);
+    for (int64_t j = 0; j < numel; j++) total += (double)params[i].grad[j] * params[i].grad[j];
+  }
+  double norm = sqrt(total);
+  if (max_norm > 0) {
+    double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) {
+      float c = (float)coef;
+      for (int i = 0; i < n; i++) {
+        int64_t numel = dpo_param_numel(&params[i]);
+        for (int64_t j = 0; j < numel; j++) params[i].grad[j] *= c;
+      }
+    }
+  }
+  return norm;
+}
+
+/* ------------------------------------------------------------ save / load */
+
+typedef struct {
+  const char *suffix;
+  float *data;
+  int ndim;
+  int64_t shape[DPO_ST_MAX_DIMS];
+} moment;
+
+/* The moments of one parameter with their shapes; returns how many. */
+static int slot_moments(const dpo_optimizer *opt, int i, moment out[4]) {
+  const dpo_param *p = &opt->params[i];
+  const dpo_optim_slot *s = &opt->slots[i];
+  int k = 0;
+  if (s->exp_avg) {
+    out[k] = (moment){".exp_avg", s->exp_avg, p->ndim, {0}};
+    memcpy(out[k].shape, p->shape, sizeof p->shape);
+    k++;
+  }
+  if (s->exp_avg_sq) {
+    out[k] = (moment){".exp_avg_sq", s->exp_avg_sq, p->ndim, {0}};
+    memcpy(out[k].shape, p->shape, sizeof p->shape);
+    k++;
+  }
+  if (s->exp_avg_sq_row) {
+    /* As transformers stores them: row shape[:-1], col shape[:-2] + shape[-1:]. */
+    out[k] = (moment){".exp_avg_sq_row", s->exp_avg_sq_row, p->ndim - 1, {0}};
+    memcpy(out[k].shape, p->shape, sizeof(int64_t) * (size_t)(p->ndim - 1));
+    k++;
+    out[k] = (moment){".exp_avg_sq_col", s->exp_avg_sq_col, p->ndim - 1, {0}};
+    memcpy(out[k].shape, p->shape, sizeof(int64_t) * (size_t)(p->ndim - 2));
+    out[k].shape[p->ndim - 2] = p->shape[p->ndim - 1];
+    k++;
+  }
+  return k;
+}
+
+static int add_config_meta(dpo_st_writer *w, const dpo_optimizer *opt, dpo_error *err) {
+  char buf[64];
+  const dpo_optim_config *c = &opt->cfg;
+  int rc = dpo_st_writer_meta(w, "optimizer", dpo_optim_kind_name(c->kind), err);
+  snprintf(buf, sizeof buf, "%" PRId64, opt->step);
+  if (rc == DPO_OK) rc = dpo_st_writer_meta(w, "step", buf, err);
+  snprintf(buf, sizeof buf, "%.17g", c->weight_decay);
+  if (rc == DPO_OK) rc = dpo_st_writer_meta(w, "weight_decay", buf, err);
+  if (c->kind == DPO_OPTIM_ADAMW) {
+    snprintf(buf, sizeof buf, "%.17g,%.17g", c->beta1, c->beta2);
+    if (rc == DPO_OK) rc = dpo_st_writer_meta(w, "betas", buf, err);
+    snprintf(buf, sizeof buf, "%.17g", c->eps);
+    if (rc == DPO_OK) rc = dpo_st_writer_meta(w, "eps", buf, err);
+  } else {
+    snprintf(buf, sizeof buf, "%.17g,%.17g", c->eps1, c->eps2);
+    if (rc == DPO_OK) rc = dpo_st_writer_meta(w, "eps", buf, err);
+    snprintf(buf, sizeof buf, "%.17g", c->clip_threshold);
+    if (rc == DPO_OK) rc = dpo_st_writer_meta(w, "clip_threshold", buf, err);
+    snprintf(buf, sizeof buf, "%.17g", c->decay_rate);
+    if (rc == DPO_OK) rc = dpo_st_writer_meta(w, "decay_rate", buf, err);
+    snprintf(buf, sizeof buf, "%.17g", c->adafactor_beta1);
+    if (rc == DPO_OK) rc = dpo_st_writer_meta(w, "beta1", buf, err);
+  }
+  return rc;
+}
+
+int dpo_optim_save(const dpo_optimizer *opt, const char *path, dpo_error *err) {
+  dpo_st_writer w;
+  dpo_st_writer_init(&w);
+  int rc = add_config_meta(&w, opt, err);
+  for (int i = 0; i < opt->n_params && rc == DPO_OK; i++) {
+    moment m[4];
+    int k = slot_moments(opt, i, m);
+    for (int j = 0; j < k && rc == DPO_OK; j++) {
+      char name[1024];
+      snprintf(name, sizeof name, "%s%s", opt->params[i].name, m[j].suffix);
+      rc = dpo_st_writer_add(&w, name, DPO_DTYPE_F32, m[j].ndim, m[j].shape, m[j].data, err);
+    }
+  }
+  if (rc == DPO_OK) rc = dpo_st_writer_write(&w, path, err);
+  dpo_st_writer_free(&w);
+  return rc;
+}
+
+static int load_moment(const dpo_safetensors *st, const char *name, const moment *m, dpo_error *err) {
+  const dpo_tensor_view *t = dpo_st_find(st, name);
+  if (!t) return dpo_fail(err, DPO_ERR_DATA, "%s: tensor %s is missing", st->path, name);
+  int same = t->dtype == DPO_DTYPE_F32 && t->ndim == m->ndim;
+  for (int d = 0; same && d < m->ndim; d++) same = t->shape[d] == m->shape[d];
+  if (!same) return dpo_fail(err, DPO_ERR_DATA, "%s: tensor %s has another dtype or shape than the parameter's state", st->path, name);
+  return dpo_st_to_f32(t, m->data, err);
+}
+
+static int parse_step(const dpo_safetensors *st, int64_t *step, dpo_error *err) {
+  const char *s = dpo_st_meta(st, "step");
+  if (!s) return dpo_fail(err, DPO_ERR_DATA, "%s: metadata 'step' is missing", st->path);
+  char *end = NULL;
+  long long v = strtoll(s, &end, 10);
+  if (end == s || *end != '\0' || v < 0)
+    return dpo_fail(err, DPO_ERR_DATA, "%s: metadata 'step' is '%s', expected a count", st->path, s);
+  *step = v;
+  return DPO_OK;
+}
+
+int dpo_optim_load(dpo_optimizer *opt, const char *path, dpo_error *err) {
+  dpo_safetensors st;
+  int rc = dpo_st_open(&st, path, err);
+  if (rc != DPO_OK) return rc;
+  const char *kind = dpo_st_meta(&st, "optimizer");
+  int64_t step = 0;
+  int expected = 0;
+  if (!kind || strcmp(kind, dpo_optim_kind_name(opt->cfg.kind)) != 0) {
+    rc = dpo_fail(err, DPO_ERR_DATA, "%s: optimizer state is for '%s', this run uses %s", path, kind ? kind : "(none)",
+                  dpo_optim_kind_name(opt->cfg.kind));
+  } else {
+    rc = parse_step(&st, &step, err);
+  }
+  for (int i = 0; i < opt->n_params && rc == DPO_OK; i++) {
+    moment m[4];
+    int k = slot_moments(opt, i, m);
+    expected += k;
+    for (int j = 0; j < k && rc == DPO_OK; j++) {
+      char name[1024];
+      snprintf(name, sizeof name, "%s%s", opt->params[i].name, m[j].suffix);
+      rc = load_moment(&st, name, &m[j], err);
+    }
+  }
+  if (rc == DPO_OK && st.n_tensors != expected)
+    rc = dpo_fail(err, DPO_ERR_DATA, "%s: %d tensors, expected %d (the parameters differ from this run's)", path,
+                  st.n_tensors, expected);
+  if (rc == DPO_OK) opt->step = step;
+  dpo_st_close(&st);
+  return rc;
+}
