@@ -94,7 +94,7 @@ typedef struct studies_db studies_db;
 /* Opens (creating when asked) a study database: WAL, foreign keys, schema
  * migrated to the current PRAGMA user_version. A database from a newer dpo
  * is refused. */
-#define STUDIES_SCHEMA_VERSION 1
+#define STUDIES_SCHEMA_VERSION 2
 int studies_open(const char *path, int create, studies_db **db, dpo_error *err);
 void studies_close(studies_db *db);
 /* The underlying sqlite3 handle, for readers such as reports and tests. */
