@@ -128,14 +128,11 @@ static int is_hex(const char *s, size_t n) {
   return 1;
 }
 
-static int find_rater(studies_db *db, const char *token, rater *r) {
-  if (!is_hex(token, 64)) return 0;
-  char hash[65];
-  dpo_sha256_hex(token, 64, hash);
+static int lookup_rater(studies_db *db, const char *hash, rater *r) {
   sqlite3_stmt *s;
   dpo_error err;
   if (db_prepare(db, "SELECT r.id, s.name FROM raters r JOIN studies s ON s.id = r.study_id "
-                          "WHERE r.token_sha256 = ?1 AND r.source = 'local'",
+                     "WHERE r.token_sha256 = ?1 AND r.source = 'local'",
                  &s, &err))
     return 0;
   db_bind_text(s, 1, hash);
@@ -147,6 +144,34 @@ static int find_rater(studies_db *db, const char *token, rater *r) {
   }
   sqlite3_finalize(s);
   return found && db_find_study(db, name, &r->study, &err) == DPO_OK;
+}
+
+/* Raters and their studies never change while the server runs (invite only
+ * adds raters), so each thread keeps the raters it has found, by token hash,
+ * in a small direct-mapped cache: most requests then need no lookup. */
+#define RATER_CACHE_SIZE 32
+typedef struct {
+  const void *owner;   /* the server (a cache never outlives its server's threads) */
+  char hash[65];
+  rater r;
+} cached_rater;
+static _Thread_local cached_rater rater_cache[RATER_CACHE_SIZE];
+
+static int find_rater(const void *owner, studies_db *db, const char *token, rater *r) {
+  if (!is_hex(token, 64)) return 0;
+  char hash[65];
+  dpo_sha256_hex(token, 64, hash);
+  char head[3] = {hash[0], hash[1], '\0'};   /* the hash's first byte picks the slot */
+  cached_rater *slot = &rater_cache[strtoul(head, NULL, 16) % RATER_CACHE_SIZE];
+  if (slot->owner == owner && strcmp(slot->hash, hash) == 0) {
+    *r = slot->r;
+    return 1;
+  }
+  if (!lookup_rater(db, hash, r)) return 0;
+  slot->owner = owner;
+  memcpy(slot->hash, hash, sizeof hash);
+  slot->r = *r;
+  return 1;
 }
 
 static enum MHD_Result send_text(struct MHD_Connection *c, unsigned status, const char *type, char *body, int owned) {
@@ -643,7 +668,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     memcpy(token, rest, n);
     token[n] = '\0';
     rater r;
-    if (!find_rater(db, token, &r)) return send_error(c, MHD_HTTP_FORBIDDEN, "invalid or unknown invitation\n");
+    if (!find_rater(srv, db, token, &r)) return send_error(c, MHD_HTTP_FORBIDDEN, "invalid or unknown invitation\n");
     if (!slash && !is_post) return serve_page(db, c, token, &r);
     if (slash && strcmp(slash, "/vote") == 0 && is_post) {
       request_state *st = *con_cls;

@@ -12,8 +12,9 @@
  *
  * usage: study_load --url http://127.0.0.1:PORT --tokens FILE --acks FILE
  *                   [--clients 50] [--seconds 30]
- * Prints one summary line: clients, seconds, acked votes, votes/s, and the
- * counts of conflicts (409), connection errors and other errors. */
+ * Prints one summary line: clients, seconds, acked votes, votes/s, the votes
+ * of the slowest whole second, and the counts of conflicts (409),
+ * connection errors and other errors. */
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #define MAX_TOKENS 100000
+#define MAX_SECONDS 3600
 #define ANSWERS "q1=left&q2=right&q3=left&edit=right"
 
 typedef struct {
@@ -41,6 +43,8 @@ static const char *base_url;
 static double deadline;
 static FILE *ack_log;
 static pthread_mutex_t ack_lock = PTHREAD_MUTEX_INITIALIZER;
+static double start_time;
+static long acks_per_second[MAX_SECONDS];   /* for the slowest whole second */
 
 static double now(void) {
   struct timespec ts;
@@ -137,6 +141,8 @@ static void *run_client(void *arg) {
       pthread_mutex_lock(&ack_lock);
       fprintf(ack_log, "%s\t%s\n", c->tokens[t], item);
       fflush(ack_log);
+      int second = (int)(now() - start_time);
+      if (second >= 0 && second < MAX_SECONDS) acks_per_second[second]++;
       pthread_mutex_unlock(&ack_lock);
     } else if (status == 409) {
       c->conflicts++;   /* committed before, its answer lost: not acknowledged */
@@ -207,6 +213,7 @@ int main(int argc, char **argv) {
     for (int t = c; t < n_tokens; t += n_clients) clients[c].tokens[clients[c].n_tokens++] = tokens[t];
   }
   double start = now();
+  start_time = start;
   deadline = start + seconds;
   for (int c = 0; c < n_clients; c++) pthread_create(&threads[c], NULL, run_client, &clients[c]);
   long acked = 0, conflicts = 0, conn_errors = 0, other_errors = 0;
@@ -219,8 +226,13 @@ int main(int argc, char **argv) {
   }
   double elapsed = now() - start;
   fclose(ack_log);
-  printf("clients %d seconds %.1f acked %ld votes_per_s %.0f conflicts %ld conn_errors %ld other_errors %ld\n",
-         n_clients, elapsed, acked, acked / elapsed, conflicts, conn_errors, other_errors);
+  /* The slowest whole second (the last, partial one left out). */
+  long slowest = -1;
+  for (int s = 0; s < (int)seconds && s < MAX_SECONDS; s++)
+    if (slowest < 0 || acks_per_second[s] < slowest) slowest = acks_per_second[s];
+  printf("clients %d seconds %.1f acked %ld votes_per_s %.0f slowest_second %ld conflicts %ld conn_errors %ld "
+         "other_errors %ld\n",
+         n_clients, elapsed, acked, acked / elapsed, slowest, conflicts, conn_errors, other_errors);
   curl_global_cleanup();
   return other_errors ? 1 : 0;
 }
