@@ -234,5 +234,9 @@ int main(int argc, char **argv) {
          "other_errors %ld\n",
          n_clients, elapsed, acked, acked / elapsed, slowest, conflicts, conn_errors, other_errors);
   curl_global_cleanup();
+  for (int c = 0; c < n_clients; c++) free(clients[c].tokens);
+  for (int t = 0; t < n_tokens; t++) free(tokens[t]);
+  free(clients);
+  free(threads);
   return other_errors ? 1 : 0;
 }
