@@ -79,34 +79,92 @@ typedef struct {
   pthread_cond_t committed;
   pending_vote *queue;          /* waiting for the next commit */
   int committing;               /* a thread is writing a batch */
-  pthread_mutex_t conns_lock;
-  studies_db *conns[SERVE_THREADS + 1];
-  int n_conns;
+  pthread_mutex_t workers_lock;
+  struct worker *workers[SERVE_THREADS + 1];   /* [0] is the main thread's */
+  int n_workers;
 } server;
 
+/* What one thread keeps: its connection, and the item ids of the study it
+ * served last (a study's items never change once created), sorted. */
+typedef struct worker {
+  studies_db *db;
+  int64_t items_study;
+  int64_t *items;
+  int n_items;
+} worker;
+
 static _Thread_local server *thread_server;
-static _Thread_local studies_db *thread_db;
+static _Thread_local worker *thread_worker;
 
 /* Server connections read through mmap (fewer copies) and leave WAL
  * checkpoints to the main loop of studies_serve, so that a checkpoint's
  * fsync never delays a vote's commit. */
 static const char *const server_pragmas = "PRAGMA mmap_size = 268435456; PRAGMA wal_autocheckpoint = 0;";
 
-/* This thread's connection, opened on first use; NULL if it cannot open. */
-static studies_db *connection_for_thread(server *srv) {
-  if (thread_server == srv && thread_db) return thread_db;
-  studies_db *db = NULL;
-  dpo_error err;
-  pthread_mutex_lock(&srv->conns_lock);
-  if (srv->n_conns < SERVE_THREADS + 1 && studies_open(srv->db_path, 0, &db, &err) == DPO_OK) {
-    srv->conns[srv->n_conns++] = db;
-    db_exec(db, server_pragmas, &err);   /* only speed: a failure changes nothing else */
+static worker *open_worker(server *srv, dpo_error *err) {
+  worker *w = calloc(1, sizeof *w);
+  if (!w) {
+    dpo_fail(err, DPO_ERR_DATA, "out of memory");
+    return NULL;
   }
-  pthread_mutex_unlock(&srv->conns_lock);
-  if (!db) return NULL;
+  if (studies_open(srv->db_path, 0, &w->db, err)) {
+    free(w);
+    return NULL;
+  }
+  dpo_error ignored;
+  db_exec(w->db, server_pragmas, &ignored);   /* only speed: a failure changes nothing else */
+  return w;
+}
+
+static void close_worker(worker *w) {
+  studies_close(w->db);
+  free(w->items);
+  free(w);
+}
+
+/* This thread's worker, made on first use; NULL if the database cannot open. */
+static worker *worker_for_thread(server *srv) {
+  if (thread_server == srv && thread_worker) return thread_worker;
+  dpo_error err;
+  worker *w = NULL;
+  pthread_mutex_lock(&srv->workers_lock);
+  if (srv->n_workers < SERVE_THREADS + 1 && (w = open_worker(srv, &err))) srv->workers[srv->n_workers++] = w;
+  pthread_mutex_unlock(&srv->workers_lock);
+  if (!w) return NULL;
   thread_server = srv;
-  thread_db = db;
-  return db;
+  thread_worker = w;
+  return w;
+}
+
+/* The sorted item ids of a study, from the worker's cache. */
+static int study_items(worker *w, int64_t study_id) {
+  if (w->items && w->items_study == study_id) return 1;
+  free(w->items);
+  w->items = NULL;
+  w->n_items = 0;
+  sqlite3_stmt *s;
+  dpo_error err;
+  if (db_prepare(w->db, "SELECT id FROM items WHERE study_id = ?1 ORDER BY id", &s, &err)) return 0;
+  sqlite3_bind_int64(s, 1, study_id);
+  int cap = 0, ok = 1;
+  while (ok && sqlite3_step(s) == SQLITE_ROW) {
+    if (w->n_items == cap) {
+      cap = cap ? 2 * cap : 256;
+      int64_t *grown = realloc(w->items, (size_t)cap * sizeof *grown);
+      if (!grown) ok = 0;
+      else w->items = grown;
+    }
+    if (ok) w->items[w->n_items++] = sqlite3_column_int64(s, 0);
+  }
+  sqlite3_finalize(s);
+  if (!ok || !w->items) {
+    free(w->items);
+    w->items = NULL;
+    w->n_items = 0;
+    return 0;
+  }
+  w->items_study = study_id;
+  return 1;
 }
 
 /* Per-request state, for POST bodies that arrive in pieces. */
@@ -239,24 +297,30 @@ static enum MHD_Result serve_image(studies_db *db, struct MHD_Connection *c, con
 }
 
 /* The rater's next item: the unrated item with the smallest key in this
- * rater's random order. Returns 1 and fills *item_id, 0 when all are done. */
-static int next_item(studies_db *db, const rater *r, int64_t *item_id, int *done, int *total) {
+ * rater's random order. Returns 1 and fills *item_id, 0 when all are done,
+ * -1 on a database error. The study's items come from the worker's cache and
+ * the rater's rated items from one range of the (rater, item) index, both
+ * sorted by id, so a page costs no lookup per item. */
+static int next_item(worker *w, const rater *r, int64_t *item_id, int *done, int *total) {
+  *done = *total = 0;
+  if (!study_items(w, r->study.id)) return -1;
   sqlite3_stmt *s;
   dpo_error err;
-  *done = *total = 0;
-  if (db_prepare(db, "SELECT i.id, EXISTS(SELECT 1 FROM assignments a WHERE a.rater_id = ?2 AND a.item_id = i.id) "
-                          "FROM items i WHERE i.study_id = ?1",
-                 &s, &err))
-    return -1;
-  sqlite3_bind_int64(s, 1, r->study.id);
-  sqlite3_bind_int64(s, 2, r->id);
+  if (db_prepare(w->db, "SELECT item_id FROM assignments WHERE rater_id = ?1 ORDER BY item_id", &s, &err)) return -1;
+  sqlite3_bind_int64(s, 1, r->id);
+  int has_rated = sqlite3_step(s) == SQLITE_ROW;
+  int64_t rated = has_rated ? sqlite3_column_int64(s, 0) : 0;
   uint64_t order_stream = dpo_rng_stream_id("rater-order", (uint64_t)r->id, 0);
   uint64_t best_key = UINT64_MAX;
   int found = 0;
-  while (sqlite3_step(s) == SQLITE_ROW) {
-    int64_t id = sqlite3_column_int64(s, 0);
+  for (int i = 0; i < w->n_items; i++) {
+    int64_t id = w->items[i];
+    while (has_rated && rated < id) {
+      has_rated = sqlite3_step(s) == SQLITE_ROW;
+      rated = has_rated ? sqlite3_column_int64(s, 0) : 0;
+    }
     (*total)++;
-    if (sqlite3_column_int(s, 1)) {
+    if (has_rated && rated == id) {
       (*done)++;
       continue;
     }
@@ -312,10 +376,11 @@ static const char *page_head =
     "img{max-width:100%;max-height:480px}fieldset{margin:10px 0}.prompt{font-size:1.2em}</style>\n"
     "</head><body>\n";
 
-static enum MHD_Result serve_page(studies_db *db, struct MHD_Connection *c, const char *token, const rater *r) {
+static enum MHD_Result serve_page(worker *w, struct MHD_Connection *c, const char *token, const rater *r) {
+  studies_db *db = w->db;
   int64_t item_id = 0;
   int done, total;
-  int found = next_item(db, r, &item_id, &done, &total);
+  int found = next_item(w, r, &item_id, &done, &total);
   if (found < 0) return send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "database error\n");
   text_buf b = {0};
   tb_printf(&b, "%s", page_head);
@@ -656,8 +721,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
   if (strcmp(url, "/static/rate.js") == 0 && !is_post)
     return send_text(c, MHD_HTTP_OK, "text/javascript; charset=utf-8", (char *)rate_js, 0);
   int wants_db = (strncmp(url, "/img/", 5) == 0 && !is_post) || strncmp(url, "/r/", 3) == 0;
-  studies_db *db = wants_db ? connection_for_thread(srv) : NULL;
-  if (wants_db && !db) return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "database unavailable\n");
+  worker *w = wants_db ? worker_for_thread(srv) : NULL;
+  if (wants_db && !w) return send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, "database unavailable\n");
+  studies_db *db = w ? w->db : NULL;
   if (strncmp(url, "/img/", 5) == 0 && !is_post) return serve_image(db, c, url + 5);
   if (strncmp(url, "/r/", 3) == 0) {
     char token[80];
@@ -669,7 +735,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     token[n] = '\0';
     rater r;
     if (!find_rater(srv, db, token, &r)) return send_error(c, MHD_HTTP_FORBIDDEN, "invalid or unknown invitation\n");
-    if (!slash && !is_post) return serve_page(db, c, token, &r);
+    if (!slash && !is_post) return serve_page(w, c, token, &r);
     if (slash && strcmp(slash, "/vote") == 0 && is_post) {
       request_state *st = *con_cls;
       form_fields form;
@@ -708,12 +774,11 @@ int studies_serve(const studies_serve_options *opt, dpo_error *err) {
   server srv = {.db_path = opt->db_path};
   pthread_mutex_init(&srv.queue_lock, NULL);
   pthread_cond_init(&srv.committed, NULL);
-  pthread_mutex_init(&srv.conns_lock, NULL);
+  pthread_mutex_init(&srv.workers_lock, NULL);
   /* Opened here first so that a missing or too new database fails at once
    * (and migrations run before any request). */
-  if (studies_open(opt->db_path, 0, &srv.conns[0], err)) return DPO_ERR_DATA;
-  srv.n_conns = 1;
-  db_exec(srv.conns[0], server_pragmas, err);
+  if (!(srv.workers[0] = open_worker(&srv, err))) return DPO_ERR_DATA;
+  srv.n_workers = 1;
   /* A pool of threads, each with its own connection: pages are built in
    * parallel, votes are committed in batches (record_vote). */
   struct MHD_Daemon *d = MHD_start_daemon(
@@ -723,7 +788,7 @@ int studies_serve(const studies_serve_options *opt, dpo_error *err) {
       MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
       MHD_OPTION_END);
   if (!d) {
-    studies_close(srv.conns[0]);
+    close_worker(srv.workers[0]);
     return dpo_fail(err, DPO_ERR_DATA, "cannot listen on %s:%d (in use, or not allowed)", bind_address, opt->port);
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
@@ -740,12 +805,12 @@ int studies_serve(const studies_serve_options *opt, dpo_error *err) {
     nanosleep(&ts, NULL);
     /* Once a second: copy committed votes from the WAL into the database
      * (PASSIVE never blocks the threads that serve). */
-    if (tick % 10 == 9) sqlite3_wal_checkpoint_v2(srv.conns[0]->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (tick % 10 == 9) sqlite3_wal_checkpoint_v2(srv.workers[0]->db->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
   }
   MHD_stop_daemon(d);   /* joins the pool threads: no request is running after this */
-  for (int i = 0; i < srv.n_conns; i++) studies_close(srv.conns[i]);
+  for (int i = 0; i < srv.n_workers; i++) close_worker(srv.workers[i]);
   pthread_mutex_destroy(&srv.queue_lock);
   pthread_cond_destroy(&srv.committed);
-  pthread_mutex_destroy(&srv.conns_lock);
+  pthread_mutex_destroy(&srv.workers_lock);
   return rc;
 }
