@@ -4,14 +4,15 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "eval/eval.h"
 #include "studies/studies.h"
 
 /* Flags of all study verbs; each verb reads the ones it documents. */
 typedef struct {
-  const char *db, *name, *study, *run_a, *run_b, *questions, *format, *base_url, *out, *port_file, *bind;
+  const char *db, *name, *study, *run_a, *run_b, *questions, *format, *base_url, *out, *port_file, *bind, *scorer;
   uint64_t votes, gold, seed, raters, port;
   int allow_tie, have_seed;
-  double min_work_seconds;
+  double min_work_seconds, noise, random_share, left_bias;
   const char *positional[4];
   int n_positional;
 } study_flags;
@@ -25,11 +26,22 @@ static int parse_seconds(const char *cmd, const char *text, double *out) {
   return EXIT_OK;
 }
 
+/* A number in [lo, hi] for the simulate flags. */
+static int parse_number(const char *cmd, const char *flag, const char *text, double lo, double hi, double *out) {
+  char *end = NULL;
+  double v = strtod(text, &end);
+  if (!*text || *end || !(v >= lo && v <= hi))
+    return cli_usage_error(cmd, "%s expects a number from %g to %g, got \"%s\"", flag, lo, hi, text);
+  *out = v;
+  return EXIT_OK;
+}
+
 static int parse_flags(const char *cmd, int argc, char **argv, study_flags *f) {
   memset(f, 0, sizeof *f);
   f->votes = 5;
   f->questions = "q1,q2,q3";
   f->bind = "127.0.0.1";
+  f->noise = 0.1;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (a[0] != '-' || strcmp(a, "-") == 0) {
@@ -55,6 +67,10 @@ static int parse_flags(const char *cmd, int argc, char **argv, study_flags *f) {
     else if (strcmp(a, "--out") == 0) f->out = v;
     else if (strcmp(a, "--port-file") == 0) f->port_file = v;
     else if (strcmp(a, "--bind") == 0) f->bind = v;
+    else if (strcmp(a, "--scorer") == 0) f->scorer = v;
+    else if (strcmp(a, "--noise") == 0) rc = parse_number(cmd, a, v, 0, 1e6, &f->noise);
+    else if (strcmp(a, "--random-share") == 0) rc = parse_number(cmd, a, v, 0, 1, &f->random_share);
+    else if (strcmp(a, "--left-bias") == 0) rc = parse_number(cmd, a, v, 0, 1, &f->left_bias);
     else if (strcmp(a, "--votes") == 0) rc = cli_parse_u64(cmd, a, v, &f->votes);
     else if (strcmp(a, "--gold") == 0) rc = cli_parse_u64(cmd, a, v, &f->gold);
     else if (strcmp(a, "--raters") == 0) rc = cli_parse_u64(cmd, a, v, &f->raters);
@@ -227,6 +243,30 @@ static int study_invite(const study_flags *f) {
   return rc ? cli_report_error(&err) : EXIT_OK;
 }
 
+static int study_simulate(const study_flags *f) {
+  const char *cmd = "study simulate";
+  int rc;
+  if ((rc = need(cmd, f->db, "--db")) || (rc = need(cmd, f->study, "--study")) || (rc = need(cmd, f->scorer, "--scorer")))
+    return rc;
+  if (f->raters < 1 || f->raters > 100000) return cli_usage_error(cmd, "--raters expects 1 to 100000");
+  if (f->n_positional) return cli_usage_error(cmd, "unexpected argument \"%s\"", f->positional[0]);
+  studies_db *db;
+  if ((rc = open_db(f->db, 0, &db))) return rc;
+  studies_simulate_options opt = {.study = f->study, .raters = (int)f->raters, .scorer = f->scorer,
+                                  .seed = f->have_seed ? f->seed : 0, .noise = f->noise,
+                                  .random_share = f->random_share, .left_bias = f->left_bias};
+  studies_simulate_result res;
+  dpo_error err = {0};
+  rc = studies_simulate(db, &opt, &res, &err);
+  studies_close(db);
+  if (rc) return cli_report_error(&err);
+  dpo_log_info("study %s: %d simulated raters (%d random clickers) cast %d votes in %d assignments over %d items "
+               "(%.1f%% for the left image)",
+               f->study, res.n_raters, res.n_random, res.n_votes, res.n_assignments, res.n_items,
+               res.n_votes ? 100.0 * res.n_left / res.n_votes : 0.0);
+  return EXIT_OK;
+}
+
 static volatile sig_atomic_t stop_requested;
 static void on_stop_signal(int sig) {
   (void)sig;
@@ -252,7 +292,7 @@ static int study_serve(const study_flags *f) {
 }
 
 int cmd_study(int argc, char **argv) {
-  if (argc < 2) return cli_usage_error("study", "expects a verb: create, export, ingest, review, status, invite or serve");
+  if (argc < 2) return cli_usage_error("study", "expects a verb: create, export, ingest, review, status, invite, serve or simulate");
   if (cli_is_help(argv[1])) {
     cmd_study_help(stdout);
     return EXIT_OK;
@@ -275,6 +315,7 @@ int cmd_study(int argc, char **argv) {
   if (strcmp(verb, "status") == 0) return study_status(&f);
   if (strcmp(verb, "invite") == 0) return study_invite(&f);
   if (strcmp(verb, "serve") == 0) return study_serve(&f);
+  if (strcmp(verb, "simulate") == 0) return study_simulate(&f);
   return cli_usage_error("study", "unknown verb \"%s\"", verb);
 }
 
@@ -288,6 +329,8 @@ void cmd_study_help(FILE *out) {
           "       dpo study status --db DB --study NAME\n"
           "       dpo study invite --db DB --study NAME --raters N [--port P] [--bind ADDR]\n"
           "       dpo study serve --db DB [--port P] [--bind 127.0.0.1] [--port-file FILE]\n"
+          "       dpo study simulate --db DB --study NAME --raters R --scorer NAME [--seed S]\n"
+          "                          [--noise 0.1] [--random-share F] [--left-bias B]\n"
           "\n"
           "A/B human preference studies between two run folders (dpo generate).\n"
           "\n"
@@ -317,5 +360,15 @@ void cmd_study_help(FILE *out) {
           "serve   the local rating page (binds 127.0.0.1 unless --bind says otherwise; --port 0\n"
           "        picks a free port, written to --port-file). Each rater gets every item once in\n"
           "        a random order, sides randomised per (rater, item); keys 1/2/0 or clicks; each\n"
-          "        vote is committed before the next item is sent.\n");
+          "        vote is committed before the next item is sent.\n"
+          "simulate simulated raters, to test reports and quality checks against a known truth.\n"
+          "        A Bradley-Terry rater picks A with P = 1/(1+exp(-(sA-sB)/T)), s the scorer's\n"
+          "        score for the question (q2 appeal, q3/edit alignment, q1 overall or else the\n"
+          "        mean of alignment and appeal; otherwise the first score) and T = --noise x\n"
+          "        exp(0.5 z) per rater. --random-share F of the raters click at random; each\n"
+          "        vote is with probability --left-bias B a reflex click on the left. Raters are\n"
+          "        named sim-N-bt / sim-N-random; sides are randomised and recorded as for real\n"
+          "        raters; never ties. Every draw comes from --seed (default 0). Scorers:\n");
+  for (int i = 0; i < eval_scorer_count(); i++)
+    fprintf(out, "          %-11s %s\n", eval_scorer_at(i)->name, eval_scorer_at(i)->description);
 }

@@ -119,7 +119,12 @@ static const char *const schema_v1 =
     "  JOIN questions q ON q.id = v.question_id JOIN raters r ON r.id = a.rater_id\n"
     "  LEFT JOIN gold_items g ON g.item_id = i.id;\n";
 
-static const char *const migrations[] = {schema_v1};
+/* Version 2: the rating server asks "has this rater rated this item?" for
+ * every item on every page; without this index that costs a scan of all the
+ * item's assignments. */
+static const char *const schema_v2 = "CREATE INDEX assignments_by_rater_item ON assignments(rater_id, item_id);\n";
+
+static const char *const migrations[] = {schema_v1, schema_v2};
 enum { N_MIGRATIONS = (int)(sizeof migrations / sizeof migrations[0]) };
 
 int db_fail(studies_db *db, dpo_error *err, const char *what) {

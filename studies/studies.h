@@ -94,7 +94,7 @@ typedef struct studies_db studies_db;
 /* Opens (creating when asked) a study database: WAL, foreign keys, schema
  * migrated to the current PRAGMA user_version. A database from a newer dpo
  * is refused. */
-#define STUDIES_SCHEMA_VERSION 1
+#define STUDIES_SCHEMA_VERSION 2
 int studies_open(const char *path, int create, studies_db **db, dpo_error *err);
 void studies_close(studies_db *db);
 /* The underlying sqlite3 handle, for readers such as reports and tests. */
@@ -201,6 +201,39 @@ typedef struct {
 
 int studies_get_status(studies_db *db, const char *study, studies_status *st, dpo_error *err);
 void studies_status_free(studies_status *st);
+
+/* ------------------------------------------------------- simulated raters */
+
+/* Simulated raters for testing reports and quality checks against a known
+ * truth (studies/simulate.c has the model). Each question reads one score of
+ * the scorer (eval/eval.h): q2 "appeal", q3 and edit "alignment", q1
+ * "overall", or when the scorer has none the mean of whichever of
+ * "alignment" and "appeal" it has; a question whose score is missing uses the
+ * scorer's first score. Each item gets votes_per_item different raters,
+ * chosen at random; simulated raters never answer tie. On gold items an
+ * attentive (Bradley–Terry) rater picks the expected side on gold-checked
+ * questions. Raters are named sim-<n>-bt or sim-<n>-random (the truth). */
+typedef struct {
+  const char *study;
+  int raters;
+  const char *scorer;      /* a name in the eval registry */
+  uint64_t seed;
+  double noise;            /* Bradley–Terry temperature in score units, per rater x exp(0.5 z) */
+  double random_share;     /* exact share of random clickers, 0 to 1 */
+  double left_bias;        /* probability that a vote is a reflex click on the left */
+} studies_simulate_options;
+
+typedef struct {
+  int n_raters;
+  int n_random;
+  int n_items;             /* gold included */
+  int n_assignments;
+  int n_votes;
+  int n_left;              /* votes for the left image, as shown */
+} studies_simulate_result;
+
+int studies_simulate(studies_db *db, const studies_simulate_options *opt, studies_simulate_result *res,
+                     dpo_error *err);
 
 /* ---------------------------------------------------------- local rating */
 

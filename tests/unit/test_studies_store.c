@@ -132,6 +132,13 @@ static void test_schema(void) {
   /* Foreign keys are enforced. */
   CHECK(sqlite3_exec(studies_sqlite(db), "INSERT INTO questions(study_id, key, text, position, gold_checked) VALUES(99, 'q1', 'x', 0, 1)",
                      NULL, NULL, NULL) != SQLITE_OK);
+  /* A version 1 database is brought forward: version 2 adds an index. */
+  CHECK(sqlite3_exec(studies_sqlite(db), "DROP INDEX assignments_by_rater_item; PRAGMA user_version = 1", NULL, NULL,
+                     NULL) == SQLITE_OK);
+  studies_close(db);
+  CHECK_INT(studies_open(path, 0, &db, &err), DPO_OK);
+  CHECK_INT(query_int(db, "PRAGMA user_version"), 2);
+  CHECK_INT(query_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'assignments_by_rater_item'"), 1);
   sqlite3_exec(studies_sqlite(db), "PRAGMA user_version = 99", NULL, NULL, NULL);
   studies_close(db);
   CHECK_INT(studies_open(path, 0, &db, &err), DPO_ERR_DATA);

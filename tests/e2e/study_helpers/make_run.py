@@ -3,7 +3,7 @@
 real PNGs, one colour each) and RUN/manifest.jsonl. Standard library only.
 
 usage: make_run.py RUN MODEL [--prompts N] [--seeds N] [--skip PROMPT_ID:SEED]
-                   [--prompt-text ID=TEXT] [--edit]
+                   [--prompt-text ID=TEXT] [--edit] [--size PIXELS]
 """
 import argparse, hashlib, json, os, struct, zlib
 
@@ -25,6 +25,7 @@ def main():
     ap.add_argument("--skip", action="append", default=[])
     ap.add_argument("--prompt-text", action="append", default=[])
     ap.add_argument("--edit", action="store_true")
+    ap.add_argument("--size", type=int, default=8)
     a = ap.parse_args()
     texts = dict(t.split("=", 1) for t in a.prompt_text)
     os.makedirs(os.path.join(a.run, "images"), exist_ok=True)
@@ -33,14 +34,14 @@ def main():
     if a.edit:
         for p in range(a.prompts):
             with open(os.path.join(a.run, "images", f"source-{p}.png"), "wb") as f:
-                f.write(png(8, 8, (p * 40 % 256, 7, 7)))
+                f.write(png(a.size, a.size, (p * 40 % 256, 7, 7)))
     for p in range(a.prompts):
         pid = f"p{p:03d}"
         for s in range(a.seeds):
             if f"{pid}:{s}" in a.skip:
                 continue
             name = f"images/{pid}-s{s}-0.png"
-            data = png(8, 8, (p * 40 % 256, s * 60 % 256, model_shade))
+            data = png(a.size, a.size, (p * 40 % 256, s * 60 % 256, model_shade))
             with open(os.path.join(a.run, name), "wb") as f:
                 f.write(data)
             settings = {"steps": 4, "guidance": 7.5}
