@@ -62,6 +62,11 @@ int eval_score(const eval_scorer *scorer, const eval_pair *pairs, int n, double 
  *               for a two-score judge, so that questions using different
  *               scores can be told apart. It knows nothing of prompts or
  *               of what makes an image appealing. */
+/* And one model-based built-in:
+ *   shapes-judge  the shapes world's pixel judge (world/world.h):
+ *               "alignment" in [0, 1], "appeal" in [0, 1], "overall" =
+ *               0.7 alignment + 0.3 appeal; prompts outside the shapes
+ *               grammar are refused with DPO_ERR_DATA. */
 double eval_mean_luma(const dpo_image *image);
 double eval_mean_redness(const dpo_image *image);
 

@@ -1,7 +1,7 @@
 /* The scorer registry and the built-in pixel-statistics scorers. */
 #include <string.h>
 
-#include "eval/eval.h"
+#include "eval/eval_internal.h"
 
 /* ------------------------------------------------------ pixel statistics */
 
@@ -71,6 +71,10 @@ static const eval_scorer builtin_scorers[] = {
     {"redness", "test scorer: mean of R - (G+B)/2 (ignores the prompt)", 1, {"redness"}, score_redness, NULL},
     {"pixel-pair", "test scorer: appeal = mean luma, alignment = redness (ignores the prompt)", 2,
      {"appeal", "alignment"}, score_pixel_pair, NULL},
+    {"shapes-judge",
+     "shapes-world judge from pixels: alignment = share of the prompt's constraints met, appeal = clean "
+     "flat colours, overall = 0.7 alignment + 0.3 appeal",
+     3, {"alignment", "appeal", "overall"}, eval_score_shapes_judge, NULL},
 };
 enum { N_BUILTIN = (int)(sizeof builtin_scorers / sizeof builtin_scorers[0]) };
 
