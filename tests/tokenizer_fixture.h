@@ -13,7 +13,7 @@
 #include "tests/test.h"
 
 /* Reads a whole gzip file into a malloc'd, NUL-terminated buffer. */
-static char *fixture_gunzip(const char *path, size_t *len) {
+static inline char *fixture_gunzip(const char *path, size_t *len) {
   gzFile gz = gzopen(path, "rb");
   if (!gz) return NULL;
   size_t cap = 1u << 20, n = 0;
@@ -33,7 +33,7 @@ static char *fixture_gunzip(const char *path, size_t *len) {
   return buf;
 }
 
-static int fixture_copy_gunzipped(const char *src_rel, const char *dst) {
+static inline int fixture_copy_gunzipped(const char *src_rel, const char *dst) {
   size_t n;
   char *data = fixture_gunzip(test_source_path(src_rel), &n);
   if (!data) return -1;
@@ -42,7 +42,7 @@ static int fixture_copy_gunzipped(const char *src_rel, const char *dst) {
   return rc;
 }
 
-static int fixture_copy(const char *src_rel, const char *dst) {
+static inline int fixture_copy(const char *src_rel, const char *dst) {
   char *data;
   size_t n;
   dpo_error err = {0};
@@ -54,7 +54,7 @@ static int fixture_copy(const char *src_rel, const char *dst) {
 
 /* Makes <tmp>/<variant>/ with vocab.json, merges.txt and, for "sd1" or
  * "sd2", their config files ("bare" gets none). Returns the folder or NULL. */
-static const char *fixture_tokenizer_dir(const char *variant) {
+static inline const char *fixture_tokenizer_dir(const char *variant) {
   static char dirs[4][4096];
   static int used = 0;
   char *dir = dirs[used++ % 4];

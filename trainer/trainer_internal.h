@@ -84,6 +84,13 @@ int clip_is_other(uint32_t c);
 /* NFC (unicodedata.normalize("NFC", ...)) of s, in a new string. */
 int clip_nfc(const cp_string *s, cp_string *out);
 
+/* ------------------------------------------------------- schedulers */
+
+/* Fills the defaults of cfg->kind into *out and checks what that class
+ * reads (scheduler_config.c). */
+#include "trainer/trainer.h"
+int scheduler_config_resolve(const dpo_scheduler_config *cfg, dpo_scheduler_config *out, dpo_error *err);
+
 /* ------------------------------------------------ string -> int map */
 
 /* Open addressing with linear probing; keys are copied. */
