@@ -178,10 +178,6 @@ int dpo_scheduler_config_parse(const json_t *root, const char *where, dpo_schedu
     if (read_key(cfg, found, value, where, err)) return DPO_ERR_DATA;
     cfg->given |= 1ull << found;
   }
-  /* What diffusers' pipe.scheduler.config holds: the file's keys plus its
-   * class's defaults for the rest. */
-  for (int i = 0; i < N_KEYS; i++)
-    if (KEYS[i].classes & (1 << kind)) cfg->given |= 1ull << i;
   return DPO_OK;
 }
 

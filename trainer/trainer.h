@@ -70,10 +70,12 @@ int dpo_scheduler_kind_from_name(const char *name, dpo_scheduler_kind *kind);
 
 /* The keys of scheduler_config.json. A key not given keeps the default of
  * the class that reads it, as diffusers' from_config does; `given` records
- * which keys were set (bit i for key i of the table in scheduler_config.c).
- * Loading fills in the defaults of the file's own class for its keys, so
- * that switching kind afterwards (e.g. an SD 1.5 PNDM config run with
- * DPM-Solver++) behaves like `OtherScheduler.from_config(pipe.scheduler.config)`. */
+ * which keys the file set (bit i for key i of the table in
+ * scheduler_config.c). Switching cfg->kind after loading (an SD 1.5 PNDM
+ * config run with DPM-Solver++) then behaves like diffusers'
+ * `OtherScheduler.from_config(pipe.scheduler.config)`: keys the file set are
+ * kept, the others take the new class's defaults (diffusers tracks those in
+ * `_use_default_values`), e.g. timestep_spacing becomes linspace. */
 #define DPO_SCHED_NAME 32
 typedef struct {
   dpo_scheduler_kind kind;
