@@ -128,6 +128,13 @@ static int check_train_t(const dpo_scheduler *s, int t, dpo_error *err) {
   return DPO_OK;
 }
 
+/* t as a training timestep index, or -1 when it is not an integer in range
+ * (checked before any conversion: casting an out-of-range float is UB). */
+static int train_timestep(const dpo_scheduler *s, float t) {
+  if (!(t >= 0.0f && t < (float)s->num_train_timesteps) || floorf(t) != t) return -1;
+  return (int)t;
+}
+
 int dpo_scheduler_get_velocity(const dpo_scheduler *s, const float *x0, const float *noise, int t, float *out,
                                size_t n, dpo_error *err) {
   if (check_train_t(s, t, err)) return DPO_ERR_USAGE;
@@ -540,9 +547,9 @@ int dpo_scheduler_step(dpo_scheduler *s, const float *model_output, float t, con
   s->numel = n;
   int rc = DPO_OK;
   if (s->kind == DPO_SCHED_DDIM || s->kind == DPO_SCHED_PNDM) {
-    int ti = (int)t;
-    if ((float)ti != t || check_train_t(s, ti, err))
-      return dpo_fail(err, DPO_ERR_USAGE, "%s: timestep %g is not in [0, %d)", cls, (double)t,
+    int ti = train_timestep(s, t);
+    if (ti < 0)
+      return dpo_fail(err, DPO_ERR_USAGE, "%s: timestep %g is not an integer in [0, %d)", cls, (double)t,
                       s->num_train_timesteps);
     rc = s->kind == DPO_SCHED_DDIM ? ddim_step(s, model_output, ti, sample, noise, prev, n, err)
                                    : pndm_step(s, model_output, ti, sample, prev, n, err);
@@ -576,9 +583,9 @@ int dpo_scheduler_add_noise(dpo_scheduler *s, const float *x0, const float *nois
     }
     return DPO_OK;
   }
-  int ti = (int)t;
-  if ((float)ti != t || check_train_t(s, ti, err))
-    return dpo_fail(err, DPO_ERR_USAGE, "timestep %g is not in [0, %d)", (double)t, s->num_train_timesteps);
+  int ti = train_timestep(s, t);
+  if (ti < 0)
+    return dpo_fail(err, DPO_ERR_USAGE, "timestep %g is not an integer in [0, %d)", (double)t, s->num_train_timesteps);
   float a = s->alphas_cumprod[ti];
   float sqrt_a = sqrtf(a), sqrt_1m = sqrtf(1.0f - a);
   for (size_t i = 0; i < n; i++) out[i] = sqrt_a * x0[i] + sqrt_1m * noise[i];

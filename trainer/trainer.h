@@ -16,8 +16,10 @@
 
 /* CLIP's context length: Stable Diffusion pads and truncates to it. */
 #define DPO_CLIP_CONTEXT 77
-/* Longest prompt accepted, in bytes of UTF-8. */
-#define DPO_TOKENIZER_MAX_TEXT (1u << 20)
+/* Longest prompt accepted, in bytes of UTF-8 (the prompt files' limit too).
+ * It bounds the BPE of one word, which, as in CLIPTokenizer, is quadratic in
+ * the word's length. */
+#define DPO_TOKENIZER_MAX_TEXT (64u << 10)
 
 /* CLIPTokenizer as transformers runs it without ftfy: BasicTokenizer cleanup
  * (drop control characters, whitespace to spaces, spaces around CJK, NFC,
