@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "trainer/trainer.h"
 
 /* ------------------------------------------- Unicode tables (generated) */
 
@@ -88,7 +89,6 @@ int clip_nfc(const cp_string *s, cp_string *out);
 
 /* Fills the defaults of cfg->kind into *out and checks what that class
  * reads (scheduler_config.c). */
-#include "trainer/trainer.h"
 int scheduler_config_resolve(const dpo_scheduler_config *cfg, dpo_scheduler_config *out, dpo_error *err);
 
 /* ------------------------------------------------ string -> int map */
