@@ -85,7 +85,8 @@ static int make_betas(dpo_scheduler *s, dpo_error *err) {
 
 int dpo_scheduler_init(dpo_scheduler *s, const dpo_scheduler_config *cfg, dpo_error *err) {
   memset(s, 0, sizeof *s);
-  if (scheduler_config_resolve(cfg, &s->cfg, err)) return DPO_ERR_DATA;
+  if (scheduler_config_check(cfg, err)) return DPO_ERR_DATA;
+  s->cfg = *cfg;
   s->kind = s->cfg.kind;
   s->prediction = strcmp(s->cfg.prediction_type, "v_prediction") == 0 ? DPO_PRED_V : DPO_PRED_EPSILON;
   s->num_train_timesteps = s->cfg.num_train_timesteps;
@@ -287,8 +288,8 @@ int dpo_scheduler_set_timesteps(dpo_scheduler *s, int steps, dpo_error *err) {
   }
   if (bad) {
     free(grid);
-    return dpo_fail(err, DPO_ERR_USAGE, "%s: %d steps do not divide the %d training steps evenly enough for "
-                    "trailing spacing", cls, steps, s->num_train_timesteps);
+    return dpo_fail(err, DPO_ERR_USAGE, "%s: trailing spacing with %d steps is refused: numpy's float arange "
+                    "makes %d timesteps, the last -1, in diffusers; choose another step count", cls, steps, steps + 1);
   }
   s->timesteps = malloc((size_t)n * sizeof *s->timesteps);
   if (!s->timesteps) {

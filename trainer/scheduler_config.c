@@ -101,10 +101,10 @@ static void set_default(dpo_scheduler_config *cfg, int i, dpo_scheduler_kind kin
   }
 }
 
-/* Fills the keys that class `kind` reads and that were not given. */
-static void fill_defaults(dpo_scheduler_config *cfg, dpo_scheduler_kind kind) {
+void dpo_scheduler_config_set_kind(dpo_scheduler_config *cfg, dpo_scheduler_kind kind) {
+  cfg->kind = kind;
   for (int i = 0; i < N_KEYS; i++)
-    if ((KEYS[i].classes & (1 << kind)) && !(cfg->given & (1ull << i))) set_default(cfg, i, kind);
+    if (!(cfg->given & (1ull << i))) set_default(cfg, i, kind);
 }
 
 void dpo_scheduler_config_default(dpo_scheduler_config *cfg, dpo_scheduler_kind kind) {
@@ -234,14 +234,10 @@ static int refuse_true(const dpo_scheduler_config *c, const char *name, int valu
   return DPO_OK;
 }
 
-/* Resolves defaults for cfg->kind into *out and checks every value the class
- * reads. Used by dpo_scheduler_init. */
-int scheduler_config_resolve(const dpo_scheduler_config *cfg, dpo_scheduler_config *out, dpo_error *err) {
-  if (cfg->kind < 0 || cfg->kind >= DPO_SCHED_COUNT)
-    return dpo_fail(err, DPO_ERR_USAGE, "scheduler kind %d is not supported", (int)cfg->kind);
-  *out = *cfg;
-  fill_defaults(out, cfg->kind);
-  const dpo_scheduler_config *c = out;
+/* Checks every value the class of cfg->kind reads. Used by dpo_scheduler_init. */
+int scheduler_config_check(const dpo_scheduler_config *c, dpo_error *err) {
+  if (c->kind < 0 || c->kind >= DPO_SCHED_COUNT)
+    return dpo_fail(err, DPO_ERR_USAGE, "scheduler kind %d is not supported", (int)c->kind);
   const char *cls = dpo_scheduler_kind_name(c->kind);
   if (c->num_train_timesteps < 2 || c->num_train_timesteps > 100000)
     return dpo_fail(err, DPO_ERR_DATA, "%s: \"num_train_timesteps\": %d is out of range (2..100000)", cls,

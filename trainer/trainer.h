@@ -77,14 +77,9 @@ typedef enum {
 const char *dpo_scheduler_kind_name(dpo_scheduler_kind kind);
 int dpo_scheduler_kind_from_name(const char *name, dpo_scheduler_kind *kind);
 
-/* The keys of scheduler_config.json. A key not given keeps the default of
- * the class that reads it, as diffusers' from_config does; `given` records
- * which keys the file set (bit i for key i of the table in
- * scheduler_config.c). Switching cfg->kind after loading (an SD 1.5 PNDM
- * config run with DPM-Solver++) then behaves like diffusers'
- * `OtherScheduler.from_config(pipe.scheduler.config)`: keys the file set are
- * kept, the others take the new class's defaults (diffusers tracks those in
- * `_use_default_values`), e.g. timestep_spacing becomes linspace. */
+/* The keys of scheduler_config.json, each holding the file's value or the
+ * class's default; `given` records which keys the file set (bit i for key i
+ * of the table in scheduler_config.c). Fields may be edited directly. */
 #define DPO_SCHED_NAME 32
 typedef struct {
   dpo_scheduler_kind kind;
@@ -116,6 +111,13 @@ typedef struct {
 
 /* A config of a class with nothing given (all of that class's defaults). */
 void dpo_scheduler_config_default(dpo_scheduler_config *cfg, dpo_scheduler_kind kind);
+/* Another class over the same file, as diffusers'
+ * `OtherScheduler.from_config(pipe.scheduler.config)` (an SD 1.5 PNDM config
+ * run with DPM-Solver++): keys the file set are kept, the others take the new
+ * class's defaults (diffusers tracks them in `_use_default_values`), e.g.
+ * timestep_spacing becomes linspace. Edits made before it to keys the file did
+ * not set are replaced. */
+void dpo_scheduler_config_set_kind(dpo_scheduler_config *cfg, dpo_scheduler_kind kind);
 /* Reads scheduler_config.json: `_class_name` must be a supported class, every
  * key must be a known diffusers scheduler key with the right type; errors
  * name the file and the key. Values a class cannot run (e.g. thresholding,

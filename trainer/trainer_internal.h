@@ -87,9 +87,8 @@ int clip_nfc(const cp_string *s, cp_string *out);
 
 /* ------------------------------------------------------- schedulers */
 
-/* Fills the defaults of cfg->kind into *out and checks what that class
- * reads (scheduler_config.c). */
-int scheduler_config_resolve(const dpo_scheduler_config *cfg, dpo_scheduler_config *out, dpo_error *err);
+/* Checks the values the class of cfg->kind reads (scheduler_config.c). */
+int scheduler_config_check(const dpo_scheduler_config *cfg, dpo_error *err);
 
 /* ------------------------------------------------ string -> int map */
 

@@ -96,7 +96,8 @@ static void test_switch_class(void) {
   /* DPMSolverMultistepScheduler.from_config(pndm.config): the file's keys
    * stay, timestep_spacing takes DPM's default (linspace). diffusers gives
    * [999, 899, 799, 699, 599, 500, 400, 300, 200, 100]. */
-  cfg.kind = DPO_SCHED_DPMPP_2M;
+  dpo_scheduler_config_set_kind(&cfg, DPO_SCHED_DPMPP_2M);
+  CHECK_INT(cfg.kind, DPO_SCHED_DPMPP_2M);
   dpo_scheduler s;
   CHECK_INT(dpo_scheduler_init(&s, &cfg, &err), DPO_OK);
   CHECK_STR(s.cfg.timestep_spacing, "linspace");
@@ -149,6 +150,15 @@ static void test_caller_errors(void) {
   CHECK_INT(dpo_scheduler_step(&s, mo, 800, x, NULL, out, 3, &err), DPO_ERR_USAGE);
   CHECK_CONTAINS(err.msg, "3 values after 4");
   CHECK_INT(dpo_scheduler_set_begin_index(&s, 10, &err), DPO_ERR_USAGE);
+  /* diffusers' trailing grid for 61 of 1000 steps has 62 entries ending in -1 */
+  dpo_scheduler t61;
+  snprintf(cfg.timestep_spacing, sizeof cfg.timestep_spacing, "trailing");
+  CHECK_INT(dpo_scheduler_init(&t61, &cfg, &err), DPO_OK);
+  CHECK_INT(dpo_scheduler_set_timesteps(&t61, 61, &err), DPO_ERR_USAGE);
+  CHECK_CONTAINS(err.msg, "trailing spacing with 61 steps");
+  CHECK_INT(dpo_scheduler_set_timesteps(&t61, 60, &err), DPO_OK);
+  CHECK_INT((int)t61.timesteps[59], 16);   /* diffusers: ..., 49, 32, 16 */
+  dpo_scheduler_free(&t61);
 
   /* eta > 0 without noise draws from the Philox stream; the same normals
    * passed explicitly give the same step. */
