@@ -2,6 +2,10 @@
  * bootstrap of the vote-level rate. */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include <gsl/gsl_randist.h>
+#include <gsl/gsl_rng.h>
 
 #include "reports/reports.h"
 
@@ -124,6 +128,113 @@ typedef struct {
   double votes[STATS_N_CHOICES];
 } prompt_votes;
 
+/* B's rate of one resample from its drawn vote totals; 0 when the rate has
+ * no denominator (the caller drops that resample). */
+static int resample_rate(const double drawn[STATS_N_CHOICES], stats_ties ties, double *rate) {
+  double rx, rn;
+  stats_rate_parts(drawn[STATS_CHOICE_A], drawn[STATS_CHOICE_B], drawn[STATS_CHOICE_TIE], ties, &rx, &rn);
+  if (rn == 0) return 0;
+  *rate = rx / rn;
+  return 1;
+}
+
+/* GSL's samplers driven by the Philox stream, so every draw stays a function
+ * of the seed whichever path below runs. */
+static unsigned long philox_get(void *state) { return dpo_rng_next_u32((dpo_rng *)state); }
+static double philox_get_double(void *state) { return dpo_rng_next_u32((dpo_rng *)state) / 4294967296.0; }
+static void philox_set(void *state, unsigned long seed) { dpo_rng_init((dpo_rng *)state, seed, 0); }
+static const gsl_rng_type philox_type = {"dpo-philox", 0xffffffffUL, 0, sizeof(dpo_rng), philox_set, philox_get,
+                                         philox_get_double};
+
+/* Prompts with the same vote vector are interchangeable in a resample, so
+ * drawing n prompts with replacement and summing their votes is the same as
+ * drawing how many times each distinct vector comes up, Multinomial(n, m_k/n)
+ * over the K vectors with multiplicities m_k. Studies have few distinct
+ * vectors (5 votes per item: 21), so a million votes resample in K binomial
+ * draws instead of n uniform ones. Groups are numbered by first appearance in
+ * prompt order, which keeps swapping A and B a mirror image draw for draw. */
+typedef struct {
+  int n_groups;
+  prompt_votes *vectors;   /* [n_groups] */
+  double *multiplicity;    /* [n_groups] */
+} vote_groups;
+
+static int group_prompts(const prompt_votes *per_prompt, int n_prompts, vote_groups *g) {
+  g->n_groups = 0;
+  g->vectors = malloc(sizeof(prompt_votes) * (size_t)(n_prompts > 0 ? n_prompts : 1));
+  g->multiplicity = malloc(sizeof(double) * (size_t)(n_prompts > 0 ? n_prompts : 1));
+  size_t cap = 16;
+  while (cap < 2 * (size_t)n_prompts) cap *= 2;
+  int *slots = malloc(sizeof(int) * cap);
+  if (!g->vectors || !g->multiplicity || !slots) {
+    free(slots);
+    return 0;
+  }
+  for (size_t s = 0; s < cap; s++) slots[s] = -1;
+  for (int p = 0; p < n_prompts; p++) {
+    const double *v = per_prompt[p].votes;
+    uint64_t h = ((uint64_t)v[0] * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)v[1] * 0xC2B2AE3D27D4EB4Full) ^
+                 ((uint64_t)v[2] * 0x165667B19E3779F9ull);
+    size_t s = (size_t)(h ^ (h >> 29)) & (cap - 1);
+    while (slots[s] >= 0 && memcmp(g->vectors[slots[s]].votes, v, sizeof(prompt_votes)) != 0) s = (s + 1) & (cap - 1);
+    if (slots[s] < 0) {
+      slots[s] = g->n_groups;
+      g->vectors[g->n_groups] = per_prompt[p];
+      g->multiplicity[g->n_groups] = 0;
+      g->n_groups++;
+    }
+    g->multiplicity[slots[s]] += 1;
+  }
+  free(slots);
+  return 1;
+}
+
+static int draw_resamples(const prompt_votes *per_prompt, int n_prompts, stats_ties ties,
+                          const stats_bootstrap_options *opt, double *rates, int *n_rates, int *n_dropped,
+                          dpo_error *err) {
+  dpo_rng rng;
+  dpo_rng_init(&rng, opt->seed, dpo_rng_stream_id("stats.bootstrap", 0, 0));
+  vote_groups g = {0, NULL, NULL};
+  if (!group_prompts(per_prompt, n_prompts, &g)) {
+    free(g.vectors);
+    free(g.multiplicity);
+    return dpo_fail(err, DPO_ERR_DATA, "bootstrap: out of memory grouping %d prompts", n_prompts);
+  }
+  /* Few groups: multinomial counts per group. Many: draw prompts one by one
+   * (a uniform draw is cheaper than a binomial one). */
+  int grouped = (size_t)g.n_groups * 8 <= (size_t)n_prompts;
+  unsigned int *counts = grouped ? malloc(sizeof(unsigned int) * (size_t)g.n_groups) : NULL;
+  gsl_rng *grng = grouped ? gsl_rng_alloc(&philox_type) : NULL;
+  if (grouped && (!counts || !grng)) {
+    free(counts);
+    if (grng) gsl_rng_free(grng);
+    free(g.vectors);
+    free(g.multiplicity);
+    return dpo_fail(err, DPO_ERR_DATA, "bootstrap: out of memory for %d vote groups", g.n_groups);
+  }
+  if (grouped) memcpy(grng->state, &rng, sizeof rng);
+  for (int r = 0; r < opt->n_resamples; r++) {
+    double drawn[STATS_N_CHOICES] = {0, 0, 0};
+    if (grouped) {
+      gsl_ran_multinomial(grng, (size_t)g.n_groups, (unsigned int)n_prompts, g.multiplicity, counts);
+      for (int k = 0; k < g.n_groups; k++)
+        for (int c = 0; c < STATS_N_CHOICES; c++) drawn[c] += counts[k] * g.vectors[k].votes[c];
+    } else {
+      for (int i = 0; i < n_prompts; i++) {
+        const prompt_votes *p = &per_prompt[dpo_rng_next_below(&rng, (uint32_t)n_prompts)];
+        for (int c = 0; c < STATS_N_CHOICES; c++) drawn[c] += p->votes[c];
+      }
+    }
+    if (resample_rate(drawn, ties, &rates[*n_rates])) (*n_rates)++;
+    else (*n_dropped)++;
+  }
+  free(counts);
+  if (grng) gsl_rng_free(grng);
+  free(g.vectors);
+  free(g.multiplicity);
+  return DPO_OK;
+}
+
 int stats_vote_rate_bootstrap(const stats_table *t, stats_ties ties, const stats_bootstrap_options *opt,
                               stats_interval *out, int *n_dropped, dpo_error *err) {
   *n_dropped = 0;
@@ -157,22 +268,12 @@ int stats_vote_rate_bootstrap(const stats_table *t, stats_ties ties, const stats
   }
   for (int v = 0; v < t->n_votes; v++) per_prompt[t->item_prompt[t->votes[v].item]].votes[t->votes[v].choice] += 1;
 
-  dpo_rng rng;
-  dpo_rng_init(&rng, opt->seed, dpo_rng_stream_id("stats.bootstrap", 0, 0));
   int n_rates = 0;
-  for (int r = 0; r < opt->n_resamples; r++) {
-    double drawn[STATS_N_CHOICES] = {0, 0, 0};
-    for (int i = 0; i < t->n_prompts; i++) {
-      const prompt_votes *p = &per_prompt[dpo_rng_next_below(&rng, (uint32_t)t->n_prompts)];
-      for (int c = 0; c < STATS_N_CHOICES; c++) drawn[c] += p->votes[c];
-    }
-    double rx, rn;
-    stats_rate_parts(drawn[STATS_CHOICE_A], drawn[STATS_CHOICE_B], drawn[STATS_CHOICE_TIE], ties, &rx, &rn);
-    if (rn == 0) {
-      (*n_dropped)++;
-      continue;
-    }
-    rates[n_rates++] = rx / rn;
+  rc = draw_resamples(per_prompt, t->n_prompts, ties, opt, rates, &n_rates, n_dropped, err);
+  if (rc != DPO_OK) {
+    free(per_prompt);
+    free(rates);
+    return rc;
   }
   if (n_rates == 0) {
     *out = stats_interval_undefined("every bootstrap resample had no decisive votes");

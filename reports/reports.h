@@ -149,7 +149,13 @@ stats_interval stats_clopper_pearson(double x, double n, double confidence);
  * statistics (numpy.quantile's default). Resamples whose denominator is 0
  * (all ties drawn, ties excluded) are dropped and counted in *n_dropped; the
  * interval is undefined if every resample was dropped. Prompts without votes
- * still take part in the draw. */
+ * still take part in the draw.
+ * Speed: prompts with the same vote vector are interchangeable, so when there
+ * are at least 8 prompts per distinct vector the resample draws how often
+ * each vector comes up (Multinomial(n_prompts, m_k / n_prompts), GSL's
+ * gsl_ran_multinomial driven by the same Philox stream) instead of each
+ * prompt: the same distribution in O(vectors) per resample, which is what
+ * lets a million-vote study resample 10,000 times in milliseconds. */
 #define STATS_BOOTSTRAP_RESAMPLES 10000   /* what reports use */
 
 typedef struct {
@@ -312,5 +318,29 @@ int stats_power(double p, double alpha, double power, stats_power_result *out, d
 int stats_sign_test_critical(int n, double alpha);
 /* Power of that test at n when the true rate is p. */
 double stats_sign_test_power(int n, double p, double alpha);
+
+/* ------------------------------------------------------- study reports */
+
+/* `dpo report`: reads the counted votes of one or more studies from a study
+ * database (see studies/studies.h) and writes DIR/report.json, report.md,
+ * report.html and items.csv, each atomically. The layout of report.json is
+ * documented in reports/report_json.c. */
+typedef struct {
+  const char *db_path;
+  const char *const *studies;   /* study names */
+  int n_studies;
+  const char *out_dir;
+  uint64_t seed;                /* bootstrap seed */
+  int n_resamples;              /* STATS_BOOTSTRAP_RESAMPLES for reports */
+} report_options;
+
+typedef struct {
+  int n_studies;
+  long n_votes;      /* counted votes read, all studies and questions */
+  int n_items;       /* real items, all studies */
+  int n_images_missing;   /* gallery images that could not be read (shown as missing) */
+} report_summary;
+
+int report_write(const report_options *opt, report_summary *summary, dpo_error *err);
 
 #endif

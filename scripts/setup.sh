@@ -23,13 +23,15 @@ while [ $# -gt 0 ]; do
 done
 
 # Debian packages: compilers and build tools, the libraries of DESIGN.md, clang
-# for the fuzzers, python3-venv for the test tools (the safetensors round trip).
+# for the fuzzers, python3-venv for the test tools (the safetensors round trip),
+# chromium and its driver for the HTML report's browser test.
 packages=(
   build-essential cmake pkg-config git ca-certificates
   clang libclang-rt-14-dev
   libjansson-dev libpng-dev libjpeg62-turbo-dev libopenblas-dev libomp-dev
   libsqlite3-dev libgsl-dev libcurl4-openssl-dev libmicrohttpd-dev libcairo2-dev
   python3 python3-venv curl
+  chromium chromium-driver
 )
 missing=()
 for p in "${packages[@]}"; do
