@@ -111,17 +111,45 @@ stats_value stats_win_rate(const stats_counts *c, stats_ties ties) {
 
 /* ------------------------------------------------------------- bootstrap */
 
-static int compare_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
+/* numpy.quantile's default ("linear"): h = (n-1) q between the order
+ * statistics x_(floor h) and x_(floor h + 1). Without sorting: the order statistics it needs, found by
+ * quickselect (x is reordered). Reports take two quantiles per mode of
+ * 10,000 resamples for every question and category, and sorting them all
+ * was a tenth of a million-vote report. */
+static double select_kth(double *x, int n, int k) {
+  int lo = 0, hi = n - 1;
+  while (lo < hi) {
+    double pivot = x[lo + (hi - lo) / 2];
+    int i = lo, j = hi;
+    while (i <= j) {
+      while (x[i] < pivot) i++;
+      while (x[j] > pivot) j--;
+      if (i <= j) {
+        double t = x[i];
+        x[i] = x[j];
+        x[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return x[k];
+  }
+  return x[k];
 }
 
-/* numpy.quantile's default ("linear"): h = (n-1) q between order statistics. */
-static double sorted_quantile(const double *x, int n, double q) {
+static double select_quantile(double *x, int n, double q) {
   double h = (n - 1) * q;
   int lo = (int)floor(h);
-  if (lo >= n - 1) return x[n - 1];
-  return x[lo] + (h - lo) * (x[lo + 1] - x[lo]);
+  if (lo >= n - 1) return select_kth(x, n, n - 1);
+  double a = select_kth(x, n, lo);
+  /* after selection everything right of lo is >= x[lo]: the next order
+   * statistic is their minimum */
+  double b = x[lo + 1];
+  for (int i = lo + 2; i < n; i++)
+    if (x[i] < b) b = x[i];
+  return a + (h - lo) * (b - a);
 }
 
 typedef struct {
@@ -189,9 +217,10 @@ static int group_prompts(const prompt_votes *per_prompt, int n_prompts, vote_gro
   return 1;
 }
 
-static int draw_resamples(const prompt_votes *per_prompt, int n_prompts, stats_ties ties,
-                          const stats_bootstrap_options *opt, double *rates, int *n_rates, int *n_dropped,
-                          dpo_error *err) {
+/* Draws opt->n_resamples resamples and stores each one's vote totals in
+ * drawn[r * 3 + choice]; every ties mode's rate comes from the same draws. */
+static int draw_resamples(const prompt_votes *per_prompt, int n_prompts, const stats_bootstrap_options *opt,
+                          double *drawn_all, dpo_error *err) {
   dpo_rng rng;
   dpo_rng_init(&rng, opt->seed, dpo_rng_stream_id("stats.bootstrap", 0, 0));
   vote_groups g = {0, NULL, NULL};
@@ -214,7 +243,8 @@ static int draw_resamples(const prompt_votes *per_prompt, int n_prompts, stats_t
   }
   if (grouped) memcpy(grng->state, &rng, sizeof rng);
   for (int r = 0; r < opt->n_resamples; r++) {
-    double drawn[STATS_N_CHOICES] = {0, 0, 0};
+    double *drawn = &drawn_all[(size_t)r * STATS_N_CHOICES];
+    for (int c = 0; c < STATS_N_CHOICES; c++) drawn[c] = 0;
     if (grouped) {
       gsl_ran_multinomial(grng, (size_t)g.n_groups, (unsigned int)n_prompts, g.multiplicity, counts);
       for (int k = 0; k < g.n_groups; k++)
@@ -225,8 +255,6 @@ static int draw_resamples(const prompt_votes *per_prompt, int n_prompts, stats_t
         for (int c = 0; c < STATS_N_CHOICES; c++) drawn[c] += p->votes[c];
       }
     }
-    if (resample_rate(drawn, ties, &rates[*n_rates])) (*n_rates)++;
-    else (*n_dropped)++;
   }
   free(counts);
   if (grng) gsl_rng_free(grng);
@@ -235,54 +263,70 @@ static int draw_resamples(const prompt_votes *per_prompt, int n_prompts, stats_t
   return DPO_OK;
 }
 
-int stats_vote_rate_bootstrap(const stats_table *t, stats_ties ties, const stats_bootstrap_options *opt,
-                              stats_interval *out, int *n_dropped, dpo_error *err) {
+/* The percentile interval of one ties mode from the drawn totals. */
+static stats_interval mode_interval(const double *drawn_all, int n_resamples, const double total[STATS_N_CHOICES],
+                                    stats_ties ties, double confidence, double *rates, int *n_dropped) {
+  double x, n;
+  stats_rate_parts(total[STATS_CHOICE_A], total[STATS_CHOICE_B], total[STATS_CHOICE_TIE], ties, &x, &n);
   *n_dropped = 0;
+  if (n == 0) return stats_interval_undefined("no decisive votes (all ties)");
+  int n_rates = 0;
+  for (int r = 0; r < n_resamples; r++) {
+    if (resample_rate(&drawn_all[(size_t)r * STATS_N_CHOICES], ties, &rates[n_rates])) n_rates++;
+    else (*n_dropped)++;
+  }
+  if (n_rates == 0) return stats_interval_undefined("every bootstrap resample had no decisive votes");
+  double tail = (1.0 - confidence) / 2.0;
+  return (stats_interval){1, x / n, select_quantile(rates, n_rates, tail), select_quantile(rates, n_rates, 1.0 - tail), ""};
+}
+
+int stats_vote_rate_bootstrap_modes(const stats_table *t, const stats_bootstrap_options *opt,
+                                    stats_interval out[STATS_N_TIES_MODES], int n_dropped[STATS_N_TIES_MODES],
+                                    dpo_error *err) {
+  for (int m = 0; m < STATS_N_TIES_MODES; m++) n_dropped[m] = 0;
   int rc = stats_table_check(t, err);
   if (rc != DPO_OK) return rc;
   if (opt->n_resamples < 1) return dpo_fail(err, DPO_ERR_USAGE, "bootstrap: need at least one resample, got %d", opt->n_resamples);
   if (!(opt->confidence > 0 && opt->confidence < 1))
     return dpo_fail(err, DPO_ERR_USAGE, "bootstrap: confidence %g outside (0, 1)", opt->confidence);
-
+  if (t->n_votes == 0) {
+    for (int m = 0; m < STATS_N_TIES_MODES; m++) out[m] = stats_interval_undefined("no votes");
+    return DPO_OK;
+  }
   double total[STATS_N_CHOICES] = {0, 0, 0};
   for (int v = 0; v < t->n_votes; v++) total[t->votes[v].choice] += 1;
-  double x, n;
-  stats_rate_parts(total[STATS_CHOICE_A], total[STATS_CHOICE_B], total[STATS_CHOICE_TIE], ties, &x, &n);
-  if (t->n_votes == 0) {
-    *out = stats_interval_undefined("no votes");
-    return DPO_OK;
-  }
-  if (n == 0) {
-    *out = stats_interval_undefined("no decisive votes (all ties)");
-    return DPO_OK;
-  }
 
   /* Votes per prompt once, so each resample is a sum over drawn prompts. */
   prompt_votes *per_prompt = calloc((size_t)t->n_prompts, sizeof(prompt_votes));
+  double *drawn = malloc(sizeof(double) * STATS_N_CHOICES * (size_t)opt->n_resamples);
   double *rates = malloc(sizeof(double) * (size_t)opt->n_resamples);
-  if (!per_prompt || !rates) {
+  if (!per_prompt || !drawn || !rates) {
     free(per_prompt);
+    free(drawn);
     free(rates);
     return dpo_fail(err, DPO_ERR_DATA, "bootstrap: out of memory for %d prompts, %d resamples", t->n_prompts,
                     opt->n_resamples);
   }
   for (int v = 0; v < t->n_votes; v++) per_prompt[t->item_prompt[t->votes[v].item]].votes[t->votes[v].choice] += 1;
-
-  int n_rates = 0;
-  rc = draw_resamples(per_prompt, t->n_prompts, ties, opt, rates, &n_rates, n_dropped, err);
-  if (rc != DPO_OK) {
-    free(per_prompt);
-    free(rates);
-    return rc;
-  }
-  if (n_rates == 0) {
-    *out = stats_interval_undefined("every bootstrap resample had no decisive votes");
-  } else {
-    qsort(rates, (size_t)n_rates, sizeof(double), compare_double);
-    double tail = (1.0 - opt->confidence) / 2.0;
-    *out = (stats_interval){1, x / n, sorted_quantile(rates, n_rates, tail), sorted_quantile(rates, n_rates, 1.0 - tail), ""};
-  }
+  rc = draw_resamples(per_prompt, t->n_prompts, opt, drawn, err);
+  for (int m = 0; rc == DPO_OK && m < STATS_N_TIES_MODES; m++)
+    out[m] = mode_interval(drawn, opt->n_resamples, total, (stats_ties)m, opt->confidence, rates, &n_dropped[m]);
   free(per_prompt);
+  free(drawn);
   free(rates);
+  return rc;
+}
+
+int stats_vote_rate_bootstrap(const stats_table *t, stats_ties ties, const stats_bootstrap_options *opt,
+                              stats_interval *out, int *n_dropped, dpo_error *err) {
+  stats_interval all[STATS_N_TIES_MODES];
+  int dropped[STATS_N_TIES_MODES];
+  *n_dropped = 0;
+  if ((int)ties < 0 || (int)ties >= STATS_N_TIES_MODES)
+    return dpo_fail(err, DPO_ERR_USAGE, "bootstrap: unknown ties mode %d", (int)ties);
+  int rc = stats_vote_rate_bootstrap_modes(t, opt, all, dropped, err);
+  if (rc != DPO_OK) return rc;
+  *out = all[ties];
+  *n_dropped = dropped[ties];
   return DPO_OK;
 }

@@ -28,9 +28,9 @@ static int compute_stats(const stats_table *t, const stats_item *items, uint64_t
     } else {
       out->wilson[m] = out->exact[m] = stats_interval_undefined(out->rate[m].reason);
     }
-    int rc = stats_vote_rate_bootstrap(t, (stats_ties)m, &boot, &out->bootstrap[m], &out->bootstrap_dropped[m], err);
-    if (rc != DPO_OK) return rc;
   }
+  int rc = stats_vote_rate_bootstrap_modes(t, &boot, out->bootstrap, out->bootstrap_dropped, err);
+  if (rc != DPO_OK) return rc;
   out->p_value = stats_sign_test(c);
   out->p_holm = stats_undefined("not adjusted yet");
   out->fleiss = stats_fleiss_kappa(items, t->n_items, &out->fleiss_equal_counts);
@@ -91,6 +91,36 @@ static int build_category_table(const report_study *s, const report_question *q,
   return DPO_OK;
 }
 
+/* Job -1 is the question overall, job c >= 0 category c. Each job writes
+ * only its own report_stats; the first error (in job order) is returned. */
+static int compute_all_stats(const stats_table *overall, report_question *q, const category_table *tables,
+                             int n_categories, uint64_t seed, int n_resamples, dpo_error *err) {
+  int n_jobs = n_categories + 1;
+  int *codes = calloc((size_t)n_jobs, sizeof(int));
+  dpo_error *errors = calloc((size_t)n_jobs, sizeof(dpo_error));
+  if (!codes || !errors) {
+    free(codes);
+    free(errors);
+    return dpo_fail(err, DPO_ERR_DATA, "out of memory");
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int job = 0; job < n_jobs; job++) {
+    if (job == 0) codes[job] = compute_stats(overall, q->items, seed, n_resamples, &q->overall, &errors[job]);
+    else
+      codes[job] = compute_stats(&tables[job - 1].table, tables[job - 1].outcomes, seed, n_resamples,
+                                 &q->by_category[job - 1], &errors[job]);
+  }
+  int rc = DPO_OK;
+  for (int job = 0; job < n_jobs && rc == DPO_OK; job++)
+    if (codes[job] != DPO_OK) {
+      rc = codes[job];
+      if (err) *err = errors[job];
+    }
+  free(codes);
+  free(errors);
+  return rc;
+}
+
 static int compute_question(const report_study *s, report_question *q, uint64_t seed, int n_resamples,
                             dpo_error *err) {
   stats_table t = {s->n_items, s->n_raters, s->n_prompts, s->votes_per_item, s->item_prompt, q->votes, q->n_votes};
@@ -101,7 +131,6 @@ static int compute_question(const report_study *s, report_question *q, uint64_t 
   q->by_category = calloc((size_t)(s->n_categories ? s->n_categories : 1), sizeof(report_stats));
   if (!q->items || !q->raters || !q->gold_by_rater || !q->by_category) return dpo_fail(err, DPO_ERR_DATA, "out of memory");
   int rc = stats_item_outcomes(&t, q->items, err);
-  if (rc == DPO_OK) rc = compute_stats(&t, q->items, seed, n_resamples, &q->overall, err);
   if (rc == DPO_OK) rc = stats_rater_majority_agreement(&t, q->items, q->raters, err);
   if (rc != DPO_OK) return rc;
   q->gold_pass = q->gold_checked ? stats_gold_pass_rate(q->gold, q->n_gold, -1)
@@ -110,17 +139,19 @@ static int compute_question(const report_study *s, report_question *q, uint64_t 
     q->gold_by_rater[r] = q->gold_checked ? stats_gold_pass_rate(q->gold, q->n_gold, r)
                                           : stats_interval_undefined("this question is not checked with gold items");
 
+  /* The categories' tables first (one thread), then every table's
+   * statistics in parallel: the bootstrap is most of a report's time. */
+  category_table *tables = calloc((size_t)(s->n_categories ? s->n_categories : 1), sizeof(category_table));
   int *local_of_item = malloc(sizeof(int) * ni);
   int *local_of_prompt = malloc(sizeof(int) * (size_t)(s->n_prompts ? s->n_prompts : 1));
-  if (!local_of_item || !local_of_prompt) rc = dpo_fail(err, DPO_ERR_DATA, "out of memory");
-  for (int c = 0; rc == DPO_OK && c < s->n_categories; c++) {
-    category_table ct;
-    rc = build_category_table(s, q, c, local_of_item, local_of_prompt, &ct, err);
-    if (rc == DPO_OK) rc = compute_stats(&ct.table, ct.outcomes, seed, n_resamples, &q->by_category[c], err);
-    free_category_table(&ct);
-  }
+  if (!tables || !local_of_item || !local_of_prompt) rc = dpo_fail(err, DPO_ERR_DATA, "out of memory");
+  for (int c = 0; rc == DPO_OK && c < s->n_categories; c++)
+    rc = build_category_table(s, q, c, local_of_item, local_of_prompt, &tables[c], err);
   free(local_of_item);
   free(local_of_prompt);
+  if (rc == DPO_OK) rc = compute_all_stats(&t, q, tables, s->n_categories, seed, n_resamples, err);
+  for (int c = 0; tables && c < s->n_categories; c++) free_category_table(&tables[c]);
+  free(tables);
   return rc;
 }
 

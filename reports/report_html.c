@@ -38,7 +38,7 @@ typedef struct {
   int percent;             /* values are shares shown as % */
 } chart_axes;
 
-enum { CHART_LEFT = 220, CHART_PLOT = 380, CHART_RIGHT = 190, CHART_TOP = 44, CHART_ROW = 28, CHART_BOTTOM = 56 };
+enum { CHART_LEFT = 300, CHART_PLOT = 380, CHART_RIGHT = 190, CHART_TOP = 44, CHART_ROW = 28, CHART_BOTTOM = 56 };
 
 static double chart_x(const chart_axes *ax, double v) {
   if (v < ax->x_min) v = ax->x_min;

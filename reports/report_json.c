@@ -120,21 +120,29 @@ static json_t *gold_json(const report_question *q) {
 
 static json_t *raters_json(const report_study *s, const report_question *q) {
   json_t *arr = json_array();
+  int *votes = calloc((size_t)(s->n_raters ? s->n_raters : 1), sizeof(int));
+  int *checks = calloc((size_t)(s->n_raters ? s->n_raters : 1), sizeof(int));
+  if (!votes || !checks) {
+    free(votes);
+    free(checks);
+    return json_null();
+  }
+  for (int v = 0; v < q->n_votes; v++) votes[q->votes[v].rater]++;
+  for (int g = 0; g < q->n_gold; g++) checks[q->gold[g].rater]++;
   for (int r = 0; r < s->n_raters; r++) {
-    int votes = 0, checks = 0;
-    for (int v = 0; v < q->n_votes; v++) votes += q->votes[v].rater == r;
-    for (int g = 0; g < q->n_gold; g++) checks += q->gold[g].rater == r;
     json_t *o = json_object(), *reasons = json_object();
     json_object_set_new(o, "rater", json_string(s->raters[r] ? s->raters[r] : ""));
-    json_object_set_new(o, "votes", json_integer(votes));
+    json_object_set_new(o, "votes", json_integer(votes[r]));
     json_object_set_new(o, "compared", json_integer(q->raters[r].n_compared));
     json_object_set_new(o, "agreed", json_integer(q->raters[r].n_agree));
     put_value(o, reasons, "majority_agreement", q->raters[r].rate);
-    json_object_set_new(o, "gold_checks", json_integer(checks));
+    json_object_set_new(o, "gold_checks", json_integer(checks[r]));
     put_value(o, reasons, "gold_pass_rate", estimate_of(q->gold_by_rater[r]));
     json_object_set_new(o, "reasons", reasons);
     json_array_append_new(arr, o);
   }
+  free(votes);
+  free(checks);
   return arr;
 }
 

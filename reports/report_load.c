@@ -282,18 +282,21 @@ static int load_votes(sqlite3 *db, const char *path, report_study *s, const id_i
   sqlite3_stmt *stmt;
   const char *sql =
       "SELECT a.item_id, a.rater_id, a.a_side = 'right', v.question_id, v.choice\n"
-      "FROM votes v JOIN assignments a ON a.id = v.assignment_id JOIN items i ON i.id = a.item_id\n"
-      "WHERE a.study_id = ?1 AND i.is_gold = 0 AND a.excluded IS NULL AND a.extra = 0";
+      "FROM votes v JOIN assignments a ON a.id = v.assignment_id\n"
+      "WHERE a.study_id = ?1 AND a.excluded IS NULL AND a.extra = 0";
   if (prepare(db, path, sql, &stmt, err)) return DPO_ERR_DATA;
   sqlite3_bind_int64(stmt, 1, s->db_id);
   int step;
   while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+    /* Gold items are not in item_map (they are not real items): skipping
+     * them here is the view's is_gold = 0, without joining items. */
     int item = find_index(item_map, s->n_items, sqlite3_column_int64(stmt, 0));
+    if (item < 0) continue;
     int rater = find_index(rater_map, s->n_raters, sqlite3_column_int64(stmt, 1));
     report_question *q = question_by_id(s, sqlite3_column_int64(stmt, 3));
-    if (item < 0 || rater < 0 || !q) {
+    if (rater < 0 || !q) {
       sqlite3_finalize(stmt);
-      return dpo_fail(err, DPO_ERR_DATA, "%s: study \"%s\": a vote refers to an unknown item, rater or question",
+      return dpo_fail(err, DPO_ERR_DATA, "%s: study \"%s\": a vote refers to an unknown rater or question",
                       path, s->name);
     }
     stats_vote v = {item, rater, parse_choice(sqlite3_column_text(stmt, 4)), sqlite3_column_int(stmt, 2)};

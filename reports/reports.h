@@ -166,6 +166,12 @@ typedef struct {
 
 int stats_vote_rate_bootstrap(const stats_table *table, stats_ties ties, const stats_bootstrap_options *opt,
                               stats_interval *out, int *n_dropped, dpo_error *err);
+/* The same for the three ties modes at once, from the same resamples (a
+ * resample's vote totals give every mode's rate); out[m] and n_dropped[m]
+ * are what stats_vote_rate_bootstrap gives for mode m. */
+int stats_vote_rate_bootstrap_modes(const stats_table *table, const stats_bootstrap_options *opt,
+                                    stats_interval out[STATS_N_TIES_MODES], int n_dropped[STATS_N_TIES_MODES],
+                                    dpo_error *err);
 
 /* ---------------------------------------------------------------- tests */
 
