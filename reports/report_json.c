@@ -6,10 +6,14 @@
  *   [fit] (null with a reason for a single study).
  *   study: name, arm_a / arm_b {arm_id, model, run_dir}, votes_per_item,
  *     allow_tie, n_items, n_prompts, n_raters, categories {name: items},
- *     questions [question].
- *   question: key, text, the core keys below, gold {...}, raters [...],
- *     examples {largest_margin, smallest_margin} (the gallery of the HTML),
- *     by_category {category: core keys}.
+ *     questions [question], gallery.
+ *   question: key, text, the core keys below, gold {checked, checks, passed,
+ *     pass_rate, pass_rate_ci95}, raters [{rater, votes, compared, agreed,
+ *     majority_agreement, gold_checks, gold_pass_rate}], by_category
+ *     {category: core keys}.
+ *   gallery (per study, the HTML's example pairs): question, largest_margin
+ *     and smallest_margin [{item, prompt_id, prompt, seed, category, image_a,
+ *     image_b, margin, votes {question: {a, b, tie, outcome}}}].
  *   core keys: items (with at least one counted vote), items_short (fewer
  *     counted votes than asked, those without any included), items_without_votes,
  *     a_wins, b_wins, ties, win_rate_b (B wins / items), ci95_wilson,
@@ -146,21 +150,32 @@ static json_t *raters_json(const report_study *s, const report_question *q) {
   return arr;
 }
 
-static json_t *examples_json(const report_study *s, const report_question *q) {
-  int largest[8], smallest[8], nl = 0, ns = 0;
-  report_gallery_items(s, q, largest, &nl, smallest, &ns, REPORT_GALLERY_EACH);
+/* The HTML's gallery: items of the first question's largest and smallest
+ * margins, each with its vote split on every question. */
+static json_t *gallery_json(const report_study *s) {
+  if (s->n_questions == 0) return json_null();
+  const report_question *first = &s->questions[0];
+  int largest[REPORT_GALLERY_EACH], smallest[REPORT_GALLERY_EACH], nl = 0, ns = 0;
+  report_gallery_items(s, first, largest, &nl, smallest, &ns, REPORT_GALLERY_EACH);
   json_t *o = json_object();
+  json_object_set_new(o, "question", json_string(first->key));
   for (int which = 0; which < 2; which++) {
     json_t *arr = json_array();
     int *list = which == 0 ? largest : smallest, n = which == 0 ? nl : ns;
     for (int k = 0; k < n; k++) {
       const report_item *it = &s->items[list[k]];
-      const stats_item *si = &q->items[list[k]];
-      json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s, s:f}", "item", it->public_id, "prompt_id",
-                                           it->prompt_id, "prompt", it->prompt, "votes_a", si->votes[STATS_CHOICE_A],
-                                           "votes_b", si->votes[STATS_CHOICE_B], "votes_tie", si->votes[STATS_CHOICE_TIE],
-                                           "outcome", report_outcome_name(si->outcome), "margin",
-                                           report_item_margin(si)));
+      json_t *splits = json_object();
+      for (int q = 0; q < s->n_questions; q++) {
+        const stats_item *si = &s->questions[q].items[list[k]];
+        json_object_set_new(splits, s->questions[q].key,
+                            json_pack("{s:i, s:i, s:i, s:s}", "a", si->votes[STATS_CHOICE_A], "b",
+                                      si->votes[STATS_CHOICE_B], "tie", si->votes[STATS_CHOICE_TIE], "outcome",
+                                      report_outcome_name(si->outcome)));
+      }
+      json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:I, s:s, s:s, s:s, s:f, s:o}", "item", it->public_id, "prompt_id",
+                                           it->prompt_id, "prompt", it->prompt, "seed", (json_int_t)it->seed,
+                                           "category", it->category, "image_a", it->image_a, "image_b", it->image_b, "margin",
+                                           report_item_margin(&first->items[list[k]]), "votes", splits));
     }
     json_object_set_new(o, which == 0 ? "largest_margin" : "smallest_margin", arr);
   }
@@ -173,7 +188,6 @@ static json_t *question_json(const report_study *s, const report_question *q) {
   json_object_set_new(o, "text", json_string(q->text));
   json_object_set_new(o, "gold", gold_json(q));
   json_object_set_new(o, "raters", raters_json(s, q));
-  json_object_set_new(o, "examples", examples_json(s, q));
   json_t *cats = json_object();
   for (int c = 0; c < s->n_categories; c++) json_object_set_new(cats, s->categories[c], stats_json(&q->by_category[c]));
   json_object_set_new(o, "by_category", cats);
@@ -200,6 +214,7 @@ static json_t *study_json(const report_study *s) {
   json_t *qs = json_array();
   for (int q = 0; q < s->n_questions; q++) json_array_append_new(qs, question_json(s, &s->questions[q]));
   json_object_set_new(o, "questions", qs);
+  json_object_set_new(o, "gallery", gallery_json(s));
   return o;
 }
 

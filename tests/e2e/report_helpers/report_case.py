@@ -315,6 +315,18 @@ def check_s1(report, db):
     expect("solo p", cat["solo"]["p_value"], 1.0)
     expect("solo wilson", cat["solo"]["ci95_wilson"], wilson(1, 1))
     expect("solo fleiss (one item of three votes)", cat["solo"]["fleiss_kappa"], fleiss([[1, 2, 0]]), 1e-12)
+    # the gallery: the largest margins of q1 are the unanimous items, each
+    # with its split on both questions; the no-votes item is never shown
+    g = s["gallery"]
+    expect("gallery question", g["question"], "q1")
+    top = g["largest_margin"]
+    expect("gallery largest", sorted((e["prompt_id"], e["seed"]) for e in top[:2]), [("p000", 0), ("p003", 0)])
+    expect("gallery largest margins", [abs(e["margin"]) for e in top[:2]], [1.0, 1.0])
+    expect("gallery split", next(e for e in top if e["prompt_id"] == "p003" and e["seed"] == 0)["votes"],
+           {"q1": {"a": 3, "b": 0, "tie": 0, "outcome": "a"}, "q3": {"a": 0, "b": 3, "tie": 0, "outcome": "b"}})
+    shown = [(e["prompt_id"], e["seed"]) for e in top + g["smallest_margin"]]
+    expect("gallery has no item twice", len(shown), len(set(shown)))
+    expect("gallery skips the item without votes", ("p002", 1) in shown, False)
     # rater r1 against the majority of the others (leave-one-out)
     r1 = next(r for r in q1["raters"] if r["rater"] == "simulated:r1")
     agree = compared = 0
