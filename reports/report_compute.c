@@ -135,9 +135,25 @@ static int compute_question(const report_study *s, report_question *q, uint64_t 
   if (rc != DPO_OK) return rc;
   q->gold_pass = q->gold_checked ? stats_gold_pass_rate(q->gold, q->n_gold, -1)
                                  : stats_interval_undefined("this question is not checked with gold items");
-  for (int r = 0; r < s->n_raters; r++)
-    q->gold_by_rater[r] = q->gold_checked ? stats_gold_pass_rate(q->gold, q->n_gold, r)
-                                          : stats_interval_undefined("this question is not checked with gold items");
+  /* Per rater in one pass (stats_gold_pass_rate per rater would be
+   * raters x checks): the same Wilson interval over each rater's checks. */
+  int *checks = calloc(nr, sizeof(int)), *passed = calloc(nr, sizeof(int));
+  if (!checks || !passed) {
+    free(checks);
+    free(passed);
+    return dpo_fail(err, DPO_ERR_DATA, "out of memory");
+  }
+  for (int g = 0; g < q->n_gold; g++) {
+    checks[q->gold[g].rater]++;
+    passed[q->gold[g].rater] += q->gold[g].passed != 0;
+  }
+  for (int r = 0; r < s->n_raters; r++) {
+    if (!q->gold_checked) q->gold_by_rater[r] = stats_interval_undefined("this question is not checked with gold items");
+    else if (checks[r] == 0) q->gold_by_rater[r] = stats_interval_undefined("no gold checks");
+    else q->gold_by_rater[r] = stats_wilson(passed[r], checks[r], REPORT_CONFIDENCE);
+  }
+  free(checks);
+  free(passed);
 
   /* The categories' tables first (one thread), then every table's
    * statistics in parallel: the bootstrap is most of a report's time. */

@@ -279,6 +279,49 @@ static void stats_table_head(FILE *f, const char *first) {
              "<th>p (sign test)</th><th>p (Holm)</th></tr>\n", first);
 }
 
+/* Raters of the first question, least in agreement with the others first. */
+typedef struct {
+  double key;
+  int rater;
+} rater_rank;
+
+static int compare_rater_rank(const void *a, const void *b) {
+  const rater_rank *x = a, *y = b;
+  if (x->key != y->key) return x->key < y->key ? -1 : 1;
+  return (x->rater > y->rater) - (x->rater < y->rater);
+}
+
+#define HTML_MAX_RATER_ROWS 20
+
+static void raters_table(FILE *f, const report_study *s) {
+  if (s->n_questions == 0 || s->n_raters == 0) return;
+  const report_question *q = &s->questions[0];
+  rater_rank *rank = malloc(sizeof(rater_rank) * (size_t)s->n_raters);
+  if (!rank) return;
+  int n = 0;
+  for (int r = 0; r < s->n_raters; r++)
+    if (q->raters[r].n_compared > 0) rank[n++] = (rater_rank){q->raters[r].rate.value, r};
+  qsort(rank, (size_t)n, sizeof *rank, compare_rater_rank);
+  fprintf(f, "<h3>Raters' agreement with the majority of the other votes (%s)</h3>\n", report_question_title(q->key));
+  if (n == 0) fputs("<p class=\"na\">no rater shared an item with another rater</p>\n", f);
+  else {
+    fprintf(f, "<p>%d rater%s compared; the %d least in agreement first.</p>\n", n, n == 1 ? "" : "s",
+            n < HTML_MAX_RATER_ROWS ? n : HTML_MAX_RATER_ROWS);
+    fputs("<table><tr><th>Rater</th><th>Compared votes</th><th>Agreed</th><th>Agreement</th><th>Gold pass rate</th></tr>\n", f);
+    for (int k = 0; k < n && k < HTML_MAX_RATER_ROWS; k++) {
+      int r = rank[k].rater;
+      fputs("<tr><td>", f);
+      html_text(f, s->raters[r]);
+      fprintf(f, "</td><td>%d</td><td>%d</td>", q->raters[r].n_compared, q->raters[r].n_agree);
+      td_percent(f, q->raters[r].rate);
+      td_percent(f, q->gold_by_rater[r].defined ? stats_defined(q->gold_by_rater[r].estimate) : stats_undefined(""));
+      fputs("</tr>\n", f);
+    }
+    fputs("</table>\n", f);
+  }
+  free(rank);
+}
+
 /* ---------------------------------------------------------------- study */
 
 static void study_section(FILE *f, const report_study *s, int *n_missing) {
@@ -356,6 +399,7 @@ static void study_section(FILE *f, const report_study *s, int *n_missing) {
     fprintf(f, "<td>%d</td></tr>\n", qq->n_gold);
   }
   fputs("</table>\n", f);
+  raters_table(f, s);
 
   /* categories */
   for (int q = 0; q < s->n_questions; q++) {

@@ -65,6 +65,8 @@ contains "category chart" $html "Win rate of B by category: General preference"
 contains "position chart" $html "Position bias"
 contains "agreement chart" $html "Rater agreement"
 contains "50% line" $html "50%: no preference"
+contains "rater table" $html "Raters' agreement with the majority"
+contains "rater row" $html "<td>simulated:r2</td>"
 contains "gallery largest" $html "Examples: largest margins"
 contains "gallery smallest" $html "Examples: smallest margins"
 contains "embedded image" $html 'src="data:image/png;base64,iVBORw0KGgo'

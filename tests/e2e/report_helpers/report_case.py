@@ -339,6 +339,12 @@ def check_s1(report, db):
         maj = "b" if 2 * b > len(others) else "a" if 2 * a > len(others) else "t"
         compared += 1
         agree += maj == p[0]
+    expect("r1 gold pass rate", r1["gold_pass_rate"], 1.0)
+    r2 = next(r for r in q1["raters"] if r["rater"] == "simulated:r2")
+    expect("r2 gold pass rate (wrong on every q1 gold item)", [r2["gold_checks"], r2["gold_pass_rate"]], [n_gold, 0.0])
+    r4 = next(r for r in q1["raters"] if r["rater"] == "simulated:r4")
+    expect("r4 (rejected and extra only) has no counted votes", [r4["votes"], r4["compared"]], [0, 0])
+    expect_null("r4", r4, "majority_agreement", "shared no item")
     expect("r1 compared", r1["compared"], compared)
     expect("r1 agreement", r1["majority_agreement"], agree / compared)
 
