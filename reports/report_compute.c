@@ -314,29 +314,41 @@ double report_item_margin(const stats_item *item) {
   return (double)(item->votes[STATS_CHOICE_B] - item->votes[STATS_CHOICE_A]) / item->n_votes;
 }
 
+enum { REPORT_N_FILES = 4 };
+static const char *const report_files[REPORT_N_FILES] = {"items.csv", "report.md", "report.html", "report.json"};
+
+/* All four files are written to temporary names first and renamed into place
+ * only when every one of them was written, report.json last: a failure
+ * leaves the previous report as it was, and a tool that waits for
+ * report.json finds the other three already in place. */
+static int write_outputs(const report_data *data, const char *out_dir, int *n_images_missing, dpo_error *err) {
+  dpo_atomic_file af[REPORT_N_FILES];
+  int n_open = 0, rc = DPO_OK;
+  for (; n_open < REPORT_N_FILES; n_open++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", out_dir, report_files[n_open]);
+    if ((rc = dpo_atomic_open(&af[n_open], path, err)) != DPO_OK) break;
+  }
+  if (rc == DPO_OK) {
+    report_write_items_csv(data, af[0].fp);
+    report_write_markdown(data, af[1].fp);
+    report_write_html(data, af[2].fp, n_images_missing);
+    rc = report_write_json(data, af[3].fp, err);
+  }
+  for (int i = 0; rc == DPO_OK && i < REPORT_N_FILES; i++)
+    if (ferror(af[i].fp)) rc = dpo_fail(err, DPO_ERR_DATA, "%s: write failed", af[i].path);
+  for (int i = 0; rc == DPO_OK && i < REPORT_N_FILES; i++) rc = dpo_atomic_commit(&af[i], err);
+  for (int i = 0; i < n_open; i++) dpo_atomic_abort(&af[i]);
+  return rc;
+}
+
 int report_write(const report_options *opt, report_summary *summary, dpo_error *err) {
   memset(summary, 0, sizeof *summary);
   report_data data;
   int rc = report_load(opt, &data, err);
   if (rc == DPO_OK) rc = report_compute(&data, err);
   if (rc == DPO_OK) rc = dpo_mkdir_p(opt->out_dir, err);
-  char path[4096];
-  if (rc == DPO_OK) {
-    snprintf(path, sizeof path, "%s/report.json", opt->out_dir);
-    rc = report_write_json(&data, path, err);
-  }
-  if (rc == DPO_OK) {
-    snprintf(path, sizeof path, "%s/report.md", opt->out_dir);
-    rc = report_write_markdown(&data, path, err);
-  }
-  if (rc == DPO_OK) {
-    snprintf(path, sizeof path, "%s/report.html", opt->out_dir);
-    rc = report_write_html(&data, path, &summary->n_images_missing, err);
-  }
-  if (rc == DPO_OK) {
-    snprintf(path, sizeof path, "%s/items.csv", opt->out_dir);
-    rc = report_write_items_csv(&data, path, err);
-  }
+  if (rc == DPO_OK) rc = write_outputs(&data, opt->out_dir, &summary->n_images_missing, err);
   summary->n_studies = data.n_studies;
   for (int i = 0; i < data.n_studies; i++) {
     summary->n_items += data.studies[i].n_items;

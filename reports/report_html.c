@@ -462,19 +462,15 @@ static const char *style =
     "td:first-child,th:first-child{text-align:left}svg.chart{display:block;margin:14px 0;font-size:12px}"
     ".ct{font-size:15px;font-weight:600;text-anchor:middle}.tk{text-anchor:middle;fill:#555}"
     ".ax{text-anchor:middle;fill:#333}.lb{text-anchor:end}.vl{fill:#1f4e79}.rf{fill:#c0392b;text-anchor:middle;"
-    "font-size:11px}.na{fill:#888;color:#888;font-style:italic}"
+    "font-size:11px}.na{fill:#888;color:#888;font-style:italic}text.na{stroke:#fff;stroke-width:4px;paint-order:stroke}"
     ".gallery{display:flex;flex-wrap:wrap;gap:14px}.card{border:1px solid #ccc;border-radius:6px;padding:8px;width:340px}"
     ".prompt{font-weight:600;margin:2px 0}.meta{color:#666;font-size:12px;margin:2px 0}.pair{display:flex;gap:6px}"
     "figure{margin:0;width:165px}figure img{width:165px;height:165px;object-fit:contain;background:#eee;"
     "image-rendering:pixelated}figcaption{font-size:12px;text-align:center}.missing{width:165px;height:165px;"
     "background:#eee;font-size:11px;overflow-wrap:anywhere;color:#888}.split{font-size:12px}";
 
-int report_write_html(const report_data *d, const char *path, int *n_images_missing, dpo_error *err) {
+void report_write_html(const report_data *d, FILE *f, int *n_images_missing) {
   *n_images_missing = 0;
-  dpo_atomic_file af;
-  int rc = dpo_atomic_open(&af, path, err);
-  if (rc != DPO_OK) return rc;
-  FILE *f = af.fp;
   fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
         "style-src 'unsafe-inline'\">\n<link rel=\"icon\" href=\"data:,\">\n<title>Win-rate report</title>\n<style>", f);
@@ -488,5 +484,4 @@ int report_write_html(const report_data *d, const char *path, int *n_images_miss
   for (int i = 0; i < d->n_studies; i++) study_section(f, &d->studies[i], n_images_missing);
   bt_section(f, d);
   fputs("</body></html>\n", f);
-  return dpo_atomic_commit(&af, err);
 }

@@ -102,11 +102,12 @@ int report_load(const report_options *opt, report_data *data, dpo_error *err);
 int report_compute(report_data *data, dpo_error *err);
 void report_free(report_data *data);
 
-/* Writers; each writes one file atomically. */
-int report_write_json(const report_data *data, const char *path, dpo_error *err);
-int report_write_markdown(const report_data *data, const char *path, dpo_error *err);
-int report_write_html(const report_data *data, const char *path, int *n_images_missing, dpo_error *err);
-int report_write_items_csv(const report_data *data, const char *path, dpo_error *err);
+/* Writers, each to an open file; report_write opens the four files
+ * atomically and renames them into place only when all four are written. */
+int report_write_json(const report_data *data, FILE *f, dpo_error *err);
+void report_write_markdown(const report_data *data, FILE *f);
+void report_write_html(const report_data *data, FILE *f, int *n_images_missing);
+void report_write_items_csv(const report_data *data, FILE *f);
 
 /* Helpers shared by the writers. */
 const char *report_outcome_name(stats_outcome o);

@@ -246,7 +246,7 @@ static json_t *bt_json(const report_bt *bt) {
   return o;
 }
 
-int report_write_json(const report_data *d, const char *path, dpo_error *err) {
+int report_write_json(const report_data *d, FILE *f, dpo_error *err) {
   json_t *root = json_object();
   json_object_set_new(root, "format", json_string("dpo.report/1"));
   json_object_set_new(root, "confidence", json_real(REPORT_CONFIDENCE));
@@ -270,7 +270,11 @@ int report_write_json(const report_data *d, const char *path, dpo_error *err) {
     json_object_set_new(root, "bradley_terry", fits);
   }
   json_object_set_new(root, "reasons", reasons);
-  int rc = dpo_json_write_file(path, root, err);
+  /* The layout of dpo_json_write_file: sorted keys, 2-space indent, 17
+   * significant digits, final newline. */
+  int rc = json_dumpf(root, f, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(17)) == 0 && fputc('\n', f) != EOF
+               ? DPO_OK
+               : dpo_fail(err, DPO_ERR_DATA, "report.json: cannot serialise or write the JSON");
   json_decref(root);
   return rc;
 }

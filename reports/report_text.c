@@ -203,11 +203,7 @@ static void md_bradley_terry(FILE *f, const report_data *d) {
   }
 }
 
-int report_write_markdown(const report_data *d, const char *path, dpo_error *err) {
-  dpo_atomic_file af;
-  int rc = dpo_atomic_open(&af, path, err);
-  if (rc != DPO_OK) return rc;
-  FILE *f = af.fp;
+void report_write_markdown(const report_data *d, FILE *f) {
   fputs("# Win-rate report\n\n", f);
   fprintf(f,
           "Written by dpo report. Each item's counted votes decide it by majority (B when more than half chose B, "
@@ -219,20 +215,16 @@ int report_write_markdown(const report_data *d, const char *path, dpo_error *err
   md_overview(f, d);
   for (int i = 0; i < d->n_studies; i++) md_study(f, d, &d->studies[i]);
   md_bradley_terry(f, d);
-  return dpo_atomic_commit(&af, err);
 }
 
 /* ---------------------------------------------------------------- CSV */
 
-int report_write_items_csv(const report_data *d, const char *path, dpo_error *err) {
-  dpo_atomic_file af;
-  int rc = dpo_atomic_open(&af, path, err);
-  if (rc != DPO_OK) return rc;
+void report_write_items_csv(const report_data *d, FILE *f) {
   const char *header[] = {"study", "question", "item", "prompt_set", "prompt_id", "category", "prompt", "seed",
                           "image_index", "a_side", "votes_asked", "votes_a", "votes_b", "votes_tie", "votes_counted",
                           "short_of_votes", "outcome", "margin"};
   enum { N_COLUMNS = (int)(sizeof header / sizeof header[0]) };
-  studies_csv_write_row(af.fp, header, N_COLUMNS);
+  studies_csv_write_row(f, header, N_COLUMNS);
   for (int i = 0; i < d->n_studies; i++) {
     const report_study *s = &d->studies[i];
     for (int q = 0; q < s->n_questions; q++) {
@@ -253,9 +245,8 @@ int report_write_items_csv(const report_data *d, const char *path, dpo_error *er
         const char *row[] = {s->name, qq->key, item->public_id, item->prompt_set, item->prompt_id, item->category,
                              item->prompt, seed, index, item->a_on_left ? "left" : "right", asked, va, vb, vt, vn,
                              o->short_of_votes ? "1" : "0", report_outcome_name(o->outcome), margin};
-        studies_csv_write_row(af.fp, row, N_COLUMNS);
+        studies_csv_write_row(f, row, N_COLUMNS);
       }
     }
   }
-  return dpo_atomic_commit(&af, err);
 }
