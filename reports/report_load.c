@@ -275,16 +275,43 @@ static int push_gold(report_question *q, stats_gold_check g) {
   return 1;
 }
 
+/* Whether this study holds most of the database's assignments (ids are
+ * dense, so MAX(id) counts them all without a scan). */
+static int study_dominates(sqlite3 *db, const char *path, const report_study *s, int *dominates, dpo_error *err) {
+  sqlite3_stmt *stmt;
+  if (prepare(db, path,
+              "SELECT (SELECT COUNT(*) FROM assignments WHERE study_id = ?1), (SELECT MAX(id) FROM assignments)",
+              &stmt, err))
+    return DPO_ERR_DATA;
+  sqlite3_bind_int64(stmt, 1, s->db_id);
+  if (sqlite3_step(stmt) != SQLITE_ROW) {
+    sqlite3_finalize(stmt);
+    return sql_fail(db, path, "counting assignments", err);
+  }
+  *dominates = 2 * sqlite3_column_int64(stmt, 0) >= sqlite3_column_int64(stmt, 1);
+  sqlite3_finalize(stmt);
+  return DPO_OK;
+}
+
 /* The counted votes. B was on the left when the assignment shows A on the
- * right (local raters each get their own sides). */
+ * right (local raters each get their own sides). The two queries return the
+ * same rows; when the study holds most of the database, reading the votes
+ * table in order and looking each assignment up is about a third faster than
+ * SQLite's own plan (assignments of the study, then their votes by index). */
 static int load_votes(sqlite3 *db, const char *path, report_study *s, const id_index *item_map,
                       const id_index *rater_map, long *n_read, dpo_error *err) {
-  sqlite3_stmt *stmt;
-  const char *sql =
+  static const char *const by_study =
       "SELECT a.item_id, a.rater_id, a.a_side = 'right', v.question_id, v.choice\n"
       "FROM votes v JOIN assignments a ON a.id = v.assignment_id\n"
       "WHERE a.study_id = ?1 AND a.excluded IS NULL AND a.extra = 0";
-  if (prepare(db, path, sql, &stmt, err)) return DPO_ERR_DATA;
+  static const char *const votes_first =
+      "SELECT a.item_id, a.rater_id, a.a_side = 'right', v.question_id, v.choice\n"
+      "FROM votes v CROSS JOIN assignments a ON a.id = v.assignment_id\n"
+      "WHERE a.study_id = ?1 AND a.excluded IS NULL AND a.extra = 0";
+  int dominates = 0;
+  if (study_dominates(db, path, s, &dominates, err)) return DPO_ERR_DATA;
+  sqlite3_stmt *stmt;
+  if (prepare(db, path, dominates ? votes_first : by_study, &stmt, err)) return DPO_ERR_DATA;
   sqlite3_bind_int64(stmt, 1, s->db_id);
   int step;
   while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
