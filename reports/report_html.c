@@ -335,7 +335,9 @@ static void study_section(FILE *f, const report_study *s, int *n_missing) {
   html_text(f, s->model_b);
   fputs("</b> (", f);
   html_text(f, s->run_b);
-  fprintf(f, ")<br>%d items over %d prompts · %d votes asked per item · ties %s · %d raters</p>\n", s->n_items,
+  fputs(")<br>Benchmark: ", f);
+  html_text(f, s->prompt_sets && *s->prompt_sets ? s->prompt_sets : "(no items)");
+  fprintf(f, " · %d items over %d prompts · %d votes asked per item · ties %s · %d raters</p>\n", s->n_items,
           s->n_prompts, s->votes_per_item, s->allow_tie ? "allowed" : "not allowed", s->n_raters);
 
   chart_row rows[2 * REPORT_MAX_QUESTIONS];

@@ -66,6 +66,7 @@ typedef struct {
   int n_items;
   int n_prompts;
   int *item_prompt;         /* [n_items] */
+  char *prompt_sets;        /* the items' prompt sets, sorted, comma-separated: the benchmark */
   char **categories;        /* sorted */
   int n_categories;
   int *category_items;      /* [n_categories] items per category */

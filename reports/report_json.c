@@ -5,7 +5,7 @@
  *   interval}, ties_modes {mode: label}, studies [study], bradley_terry
  *   [fit] (null with a reason for a single study).
  *   study: name, arm_a / arm_b {arm_id, model, run_dir}, votes_per_item,
- *     allow_tie, n_items, n_prompts, n_raters, categories {name: items},
+ *     allow_tie, n_items, n_prompts, prompt_sets (the benchmark, e.g. "parti"), n_raters, categories {name: items},
  *     questions [question], gallery.
  *   question: key, text, the core keys below, gold {checked, checks, passed,
  *     pass_rate, pass_rate_ci95}, raters [{rater, votes, compared, agreed,
@@ -207,6 +207,7 @@ static json_t *study_json(const report_study *s) {
   json_object_set_new(o, "allow_tie", json_boolean(s->allow_tie));
   json_object_set_new(o, "n_items", json_integer(s->n_items));
   json_object_set_new(o, "n_prompts", json_integer(s->n_prompts));
+  json_object_set_new(o, "prompt_sets", json_string(s->prompt_sets ? s->prompt_sets : ""));
   json_object_set_new(o, "n_raters", json_integer(s->n_raters));
   json_t *cats = json_object();
   for (int c = 0; c < s->n_categories; c++) json_object_set_new(cats, s->categories[c], json_integer(s->category_items[c]));

@@ -184,6 +184,22 @@ static int index_prompts_and_categories(report_study *s, dpo_error *err) {
     s->item_prompt[keys[k].item] = s->n_prompts;
   }
   if (n > 0) s->n_prompts++;
+  /* keys are sorted by prompt set first: list each set once */
+  size_t len = 1;
+  for (int k = 0; k < n; k++)
+    if (k == 0 || strcmp(keys[k].set, keys[k - 1].set) != 0) len += strlen(keys[k].set) + 2;
+  s->prompt_sets = malloc(len);
+  if (!s->prompt_sets) {
+    free(keys);
+    free(cats);
+    return dpo_fail(err, DPO_ERR_DATA, "out of memory indexing prompt sets");
+  }
+  s->prompt_sets[0] = '\0';
+  for (int k = 0; k < n; k++)
+    if (k == 0 || strcmp(keys[k].set, keys[k - 1].set) != 0) {
+      if (k > 0) strcat(s->prompt_sets, ", ");
+      strcat(s->prompt_sets, keys[k].set);
+    }
   free(keys);
 
   for (int i = 0; i < n; i++) cats[i] = s->items[i].category;
@@ -440,6 +456,7 @@ static void free_study(report_study *s) {
   }
   free(s->items);
   free(s->item_prompt);
+  free(s->prompt_sets);
   for (int c = 0; c < s->n_categories; c++) free(s->categories[c]);
   free(s->categories);
   free(s->category_items);

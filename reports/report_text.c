@@ -56,10 +56,10 @@ static void md_overview(FILE *f, const report_data *d) {
     for (int k = 0; k < 4; k++) used[k] |= find_question(&d->studies[i], keys[k]) != NULL;
   fputs("## Win rate of B by question and benchmark\n\n", f);
   fputs("B wins / items with 95% Wilson interval (ties count against B); n = items with votes.\n\n", f);
-  fputs("| Study | A | B |", f);
+  fputs("| Study | Benchmark | A | B |", f);
   for (int k = 0; k < 4; k++)
     if (used[k]) fprintf(f, " %s |", report_question_title(keys[k]));
-  fputs("\n|---|---|---|", f);
+  fputs("\n|---|---|---|---|", f);
   for (int k = 0; k < 4; k++)
     if (used[k]) fputs("---|", f);
   fputc('\n', f);
@@ -67,6 +67,8 @@ static void md_overview(FILE *f, const report_data *d) {
     const report_study *s = &d->studies[i];
     fputs("| ", f);
     md_text(f, s->name);
+    fputs(" | ", f);
+    md_text(f, s->prompt_sets && *s->prompt_sets ? s->prompt_sets : "(no items)");
     fputs(" | ", f);
     md_text(f, s->model_a);
     fputs(" | ", f);
@@ -125,7 +127,9 @@ static void md_study(FILE *f, const report_data *d, const report_study *s) {
   md_text(f, s->model_b);
   fputs(" (", f);
   md_text(f, s->run_b);
-  fprintf(f, ").\n%d items over %d prompts, %d votes asked per item, ties %s, %d raters.\n\n", s->n_items,
+  fputs(").\nBenchmark: ", f);
+  md_text(f, s->prompt_sets && *s->prompt_sets ? s->prompt_sets : "(no items)");
+  fprintf(f, ". %d items over %d prompts, %d votes asked per item, ties %s, %d raters.\n\n", s->n_items,
           s->n_prompts, s->votes_per_item, s->allow_tie ? "allowed" : "not allowed", s->n_raters);
   fprintf(f, counts_header, "Question");
   for (int q = 0; q < s->n_questions; q++) md_counts_row(f, report_question_title(s->questions[q].key), &s->questions[q].overall);

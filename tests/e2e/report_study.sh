@@ -47,8 +47,9 @@ python3 "$case_py" check rep st.db || fail=1
 ls rep | grep -q '\.tmp' && { echo "FAIL: temporary files left in rep/"; ls rep; fail=1; }
 
 # Markdown: the paper's table (question x benchmark) and the categories
-contains "md overview" rep/report.md "| Study | A | B | General preference | Prompt alignment |"
-contains "md s1 row" rep/report.md "| s1 | base | tuned | 57.1% ["
+contains "md overview" rep/report.md "| Study | Benchmark | A | B | General preference | Prompt alignment |"
+contains "md s1 row" rep/report.md "| s1 | tiny | base | tuned | 57.1% ["
+contains "md zero-item row" rep/report.md "| zero | (no items) | base | tuned | n/a (no items) n=0 |"
 contains "md category table" rep/report.md "| solo | 1 | 1 | 0 | 0 | 0 | 100.0% ["
 contains "md undefined" rep/report.md "n/a (no items)"
 

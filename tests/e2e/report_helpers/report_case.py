@@ -248,6 +248,7 @@ def question(s, key):
 def check_s1(report, db):
     s = study(report, "s1")
     expect("s1 items", s["n_items"], 8)
+    expect("s1 benchmark", s["prompt_sets"], "tiny")
     expect("s1 categories", s["categories"], {"animals": 4, "food": 3, "solo": 1})
     q1, q3 = question(s, "q1"), question(s, "q3")
     for q in (q1, q3):
