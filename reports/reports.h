@@ -1,5 +1,6 @@
-/* reports: the statistics behind win-rate reports (charts and the HTML /
- * Markdown / JSON writers come with the reports issue).
+/* reports: the statistics behind win-rate reports, and the study reports
+ * themselves (report_write at the end: JSON, Markdown, self-contained HTML
+ * with SVG charts, per-item CSV).
  *
  * Setting. A study compares two arms, A (usually the base model) and B (the
  * tuned one), on items (one prompt's pair of images) for one or more
