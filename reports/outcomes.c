@@ -4,8 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <gsl/gsl_randist.h>
-#include <gsl/gsl_rng.h>
 
 #include "reports/reports.h"
 
@@ -166,46 +164,6 @@ static int resample_rate(const double drawn[STATS_N_CHOICES], stats_ties ties, d
   return 1;
 }
 
-/* GSL's samplers driven by the Philox stream, so every draw stays a function
- * of the seed whichever path below runs. The words are those of
- * dpo_rng_next_u32 (element i is word i % 4 of block i / 4, core.h), but each
- * block is computed once for its four words: the binomial draws of a large
- * report spend a fifth of their time in the generator. */
-typedef struct {
-  dpo_rng rng;
-  uint32_t block[4];
-  uint64_t cached_block;
-} philox_gsl_state;
-
-static void philox_gsl_start(philox_gsl_state *st, const dpo_rng *rng) {
-  st->rng = *rng;
-  st->cached_block = UINT64_MAX;
-}
-
-static unsigned long philox_get(void *state) {
-  philox_gsl_state *st = state;
-  uint64_t index = st->rng.index++, block = index / 4;
-  if (block != st->cached_block) {
-    uint32_t ctr[4] = {(uint32_t)block, (uint32_t)(block >> 32), (uint32_t)st->rng.stream,
-                       (uint32_t)(st->rng.stream >> 32)};
-    uint32_t key[2] = {(uint32_t)st->rng.seed, (uint32_t)(st->rng.seed >> 32)};
-    dpo_philox4x32(ctr, key, st->block);
-    st->cached_block = block;
-  }
-  return st->block[index % 4];
-}
-
-static double philox_get_double(void *state) { return philox_get(state) / 4294967296.0; }
-
-static void philox_set(void *state, unsigned long seed) {
-  dpo_rng rng;
-  dpo_rng_init(&rng, seed, 0);
-  philox_gsl_start(state, &rng);
-}
-
-static const gsl_rng_type philox_type = {"dpo-philox", 0xffffffffUL, 0, sizeof(philox_gsl_state), philox_set,
-                                         philox_get, philox_get_double};
-
 /* Prompts with the same vote vector are interchangeable in a resample, so
  * drawing n prompts with replacement and summing their votes is the same as
  * drawing how many times each distinct vector comes up, Multinomial(n, m_k/n)
@@ -265,20 +223,18 @@ static int draw_resamples(const prompt_votes *per_prompt, int n_prompts, const s
    * (a uniform draw is cheaper than a binomial one). */
   int grouped = (size_t)g.n_groups * 8 <= (size_t)n_prompts;
   unsigned int *counts = grouped ? malloc(sizeof(unsigned int) * (size_t)g.n_groups) : NULL;
-  gsl_rng *grng = grouped ? gsl_rng_alloc(&philox_type) : NULL;
-  if (grouped && (!counts || !grng)) {
-    free(counts);
-    if (grng) gsl_rng_free(grng);
+  if (grouped && !counts) {
     free(g.vectors);
     free(g.multiplicity);
     return dpo_fail(err, DPO_ERR_DATA, "bootstrap: out of memory for %d vote groups", g.n_groups);
   }
-  if (grouped) philox_gsl_start(grng->state, &rng);
+  stats_sampler sampler;
+  stats_sampler_init(&sampler, rng.seed, rng.stream);
   for (int r = 0; r < opt->n_resamples; r++) {
     double *drawn = &drawn_all[(size_t)r * STATS_N_CHOICES];
     for (int c = 0; c < STATS_N_CHOICES; c++) drawn[c] = 0;
     if (grouped) {
-      gsl_ran_multinomial(grng, (size_t)g.n_groups, (unsigned int)n_prompts, g.multiplicity, counts);
+      stats_sample_multinomial(&sampler, (unsigned int)n_prompts, g.multiplicity, g.n_groups, counts);
       for (int k = 0; k < g.n_groups; k++)
         for (int c = 0; c < STATS_N_CHOICES; c++) drawn[c] += counts[k] * g.vectors[k].votes[c];
     } else {
@@ -289,7 +245,6 @@ static int draw_resamples(const prompt_votes *per_prompt, int n_prompts, const s
     }
   }
   free(counts);
-  if (grng) gsl_rng_free(grng);
   free(g.vectors);
   free(g.multiplicity);
   return DPO_OK;

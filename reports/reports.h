@@ -154,7 +154,7 @@ stats_interval stats_clopper_pearson(double x, double n, double confidence);
  * Speed: prompts with the same vote vector are interchangeable, so when there
  * are at least 8 prompts per distinct vector the resample draws how often
  * each vector comes up (Multinomial(n_prompts, m_k / n_prompts), GSL's
- * gsl_ran_multinomial driven by the same Philox stream) instead of each
+ * stats_sample_multinomial on the same Philox stream) instead of each
  * prompt: the same distribution in O(vectors) per resample, which is what
  * lets a million-vote study resample 10,000 times in milliseconds. */
 #define STATS_BOOTSTRAP_RESAMPLES 10000   /* what reports use */
@@ -173,6 +173,24 @@ int stats_vote_rate_bootstrap(const stats_table *table, stats_ties ties, const s
 int stats_vote_rate_bootstrap_modes(const stats_table *table, const stats_bootstrap_options *opt,
                                     stats_interval out[STATS_N_TIES_MODES], int n_dropped[STATS_N_TIES_MODES],
                                     dpo_error *err);
+
+/* Draws for the grouped bootstrap, from a Philox stream: element i of the
+ * stream is word i % 4 of block i / 4 (dpo_rng_u32's layout; each block is
+ * computed once); uniforms are (word + 1/2) / 2^32. */
+typedef struct {
+  uint64_t seed, stream, index;
+  uint32_t block[4];
+  uint64_t cached_block;
+} stats_sampler;
+
+void stats_sampler_init(stats_sampler *s, uint64_t seed, uint64_t stream);
+/* Binomial(n, p), exact in distribution: with p' = min(p, 1-p), inversion
+ * (BINV) when n p' < 10, else Hormann's BTRS (transformed rejection with
+ * squeeze, acceptance by the exact log-probability ratio). */
+unsigned int stats_sample_binomial(stats_sampler *s, unsigned int n, double p);
+/* Multinomial(n, weights / sum of weights) over k categories by conditional
+ * binomials in order; weights <= 0 get 0. */
+void stats_sample_multinomial(stats_sampler *s, unsigned int n, const double *weights, int k, unsigned int *counts);
 
 /* ---------------------------------------------------------------- tests */
 

@@ -7,10 +7,16 @@
  *  - with few distinct vote vectors it draws multinomial counts instead,
  *    the same distribution, so its interval must agree with the plain
  *    resampling up to Monte Carlo error;
- *  - all three ties modes from one call equal one call per mode. */
+ *  - all three ties modes from one call equal one call per mode;
+ *  - the binomial sampler behind the multinomial draws (inversion and BTRS)
+ *    matches the exact binomial distribution (chi-square against GSL's pdf)
+ *    and the multinomial one adds up and has the right means. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <gsl/gsl_cdf.h>
+#include <gsl/gsl_randist.h>
 
 #include "reports/reports.h"
 #include "tests/test.h"
@@ -159,7 +165,86 @@ static void test_modes_at_once(void) {
   free_built(&bt);
 }
 
+/* Chi-square goodness of fit of `draws` samples of Binomial(n, p) against
+ * the exact pmf, pooling the tails so that every cell expects 5 or more. */
+static double binomial_fit_p_value(unsigned int n, double p, int draws, uint64_t seed, double *mean) {
+  unsigned int *counts = calloc(n + 1, sizeof(unsigned int));
+  stats_sampler s;
+  stats_sampler_init(&s, seed, 77);
+  double sum = 0;
+  for (int i = 0; i < draws; i++) {
+    unsigned int k = stats_sample_binomial(&s, n, p);
+    CHECK(k <= n);
+    if (k > n) k = n;
+    counts[k]++;
+    sum += k;
+  }
+  *mean = sum / draws;
+  /* expected counts, and what the cells from k on still expect */
+  double *expect = malloc(sizeof(double) * (n + 2)), *tail = malloc(sizeof(double) * (n + 2));
+  for (unsigned int k = 0; k <= n; k++) expect[k] = draws * gsl_ran_binomial_pdf(k, p, n);
+  tail[n + 1] = 0;
+  for (unsigned int k = n + 1; k-- > 0;) tail[k] = tail[k + 1] + expect[k];
+  double chi2 = 0, observed = 0, expected = 0;
+  int cells = 0;
+  for (unsigned int k = 0; k <= n; k++) {
+    observed += counts[k];
+    expected += expect[k];
+    /* close the cell when it expects 5 and what is left does too */
+    if ((expected >= 5 && tail[k + 1] >= 5) || k == n) {
+      chi2 += (observed - expected) * (observed - expected) / expected;
+      cells++;
+      observed = expected = 0;
+    }
+  }
+  free(expect);
+  free(tail);
+  free(counts);
+  return gsl_cdf_chisq_Q(chi2, cells > 1 ? cells - 1 : 1);
+}
+
+static void test_binomial_sampler(void) {
+  /* inversion (n p' < 10), BTRS (n p' >= 10), p above 1/2 (drawn as failures) */
+  struct { unsigned int n; double p; } cases[] = {{20, 0.3}, {30, 0.2}, {100, 0.1}, {1000, 0.37},
+                                                  {5000, 0.9}, {66667, 0.048}, {7, 0.5}, {2, 0.99}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    double mean;
+    double pv = binomial_fit_p_value(cases[c].n, cases[c].p, 200000, 1000 + c, &mean);
+    double sd = sqrt(cases[c].n * cases[c].p * (1 - cases[c].p) / 200000);
+    CHECK_NEAR(mean, cases[c].n * cases[c].p, 5 * sd + 1e-12);
+    if (!(pv > 1e-5)) test_fail(__FILE__, __LINE__, "Binomial(%u, %g): chi-square p = %g", cases[c].n, cases[c].p, pv);
+  }
+  /* a bad BTRS constant or acceptance step shows up as a misfit here too */
+  stats_sampler s;
+  stats_sampler_init(&s, 1, 2);
+  CHECK_INT((int)stats_sample_binomial(&s, 0, 0.5), 0);
+  CHECK_INT((int)stats_sample_binomial(&s, 10, 0), 0);
+  CHECK_INT((int)stats_sample_binomial(&s, 10, 1), 10);
+
+  /* multinomial: sums to n, means n w_i / sum w, zero weights get nothing */
+  double w[5] = {3, 0, 1, 6, 10};
+  unsigned int counts[5];
+  double totals[5] = {0, 0, 0, 0, 0};
+  for (int r = 0; r < 20000; r++) {
+    stats_sample_multinomial(&s, 5556, w, 5, counts);
+    unsigned int sum = 0;
+    for (int i = 0; i < 5; i++) {
+      sum += counts[i];
+      totals[i] += counts[i];
+    }
+    CHECK_INT((int)sum, 5556);
+    CHECK_INT((int)counts[1], 0);
+  }
+  for (int i = 0; i < 5; i++) CHECK_NEAR(totals[i] / 20000, 5556 * w[i] / 20, 1.0);
+  /* the same seed and stream, the same draws */
+  stats_sampler a, b;
+  stats_sampler_init(&a, 9, 9);
+  stats_sampler_init(&b, 9, 9);
+  for (int i = 0; i < 1000; i++) CHECK_INT((int)stats_sample_binomial(&a, 500, 0.3), (int)stats_sample_binomial(&b, 500, 0.3));
+}
+
 int main(void) {
+  test_binomial_sampler();
   test_per_prompt_path_is_exact();
   test_grouped_path_matches_distribution();
   test_modes_at_once();
