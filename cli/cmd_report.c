@@ -1,6 +1,5 @@
-/* dpo report: win-rate reports. For now only `dpo report power`, the items a
- * study needs; study reports (`dpo report --db study.db ...`) arrive with the
- * study database, and each further form gets its own branch in cmd_report. */
+/* dpo report: win-rate reports of studies (`dpo report --db DB --study NAME
+ * --out DIR`) and `dpo report power`, the items a study needs. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,22 +62,74 @@ static int report_power(int argc, char **argv) {
   return EXIT_OK;
 }
 
+#define REPORT_MAX_STUDIES 64
+
+static int report_studies(int argc, char **argv) {
+  const char *cmd = "report";
+  const char *db = NULL, *out = NULL;
+  const char *studies[REPORT_MAX_STUDIES];
+  int n_studies = 0;
+  uint64_t seed = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (cli_is_help(a)) {
+      cmd_report_help(stdout);
+      return EXIT_OK;
+    }
+    if (strcmp(a, "--db") != 0 && strcmp(a, "--study") != 0 && strcmp(a, "--out") != 0 && strcmp(a, "--seed") != 0)
+      return cli_usage_error(cmd, "unknown argument \"%s\"", a);
+    if (i + 1 >= argc) return cli_usage_error(cmd, "%s needs a value", a);
+    const char *v = argv[++i];
+    if (strcmp(a, "--db") == 0) db = v;
+    else if (strcmp(a, "--out") == 0) out = v;
+    else if (strcmp(a, "--seed") == 0) {
+      int rc = cli_parse_u64(cmd, a, v, &seed);
+      if (rc != EXIT_OK) return rc;
+    } else {
+      if (n_studies == REPORT_MAX_STUDIES) return cli_usage_error(cmd, "at most %d studies", REPORT_MAX_STUDIES);
+      studies[n_studies++] = v;
+    }
+  }
+  if (!db) return cli_usage_error(cmd, "--db (the study database) is required");
+  if (!out) return cli_usage_error(cmd, "--out is required");
+  if (n_studies == 0) return cli_usage_error(cmd, "--study is required (once per study)");
+  report_options opt = {db, studies, n_studies, out, seed, STATS_BOOTSTRAP_RESAMPLES};
+  report_summary sum;
+  dpo_error err = {0};
+  int rc = report_write(&opt, &sum, &err);
+  if (rc == DPO_ERR_USAGE) return cli_usage_error(cmd, "%s", err.msg);
+  if (rc != DPO_OK) return cli_report_error(&err);
+  printf("report: %d stud%s, %d items, %ld counted votes -> %s/report.json, report.md, report.html, items.csv\n",
+         sum.n_studies, sum.n_studies == 1 ? "y" : "ies", sum.n_items, sum.n_votes, out);
+  if (sum.n_images_missing)
+    printf("report: %d gallery image%s could not be read and show as missing\n", sum.n_images_missing,
+           sum.n_images_missing == 1 ? "" : "s");
+  return EXIT_OK;
+}
+
 int cmd_report(int argc, char **argv) {
   if (argc >= 2 && cli_is_help(argv[1])) {
     cmd_report_help(stdout);
     return EXIT_OK;
   }
   if (argc >= 2 && strcmp(argv[1], "power") == 0) return report_power(argc - 1, argv + 1);
-  return cli_usage_error("report",
-                         "study reports need the study database (dpo study), which is not available yet; "
-                         "only 'dpo report power' works for now");
+  return report_studies(argc, argv);
 }
 
 void cmd_report_help(FILE *out) {
   fprintf(out,
-          "usage: dpo report power --p P [--alpha A] [--power Q]\n\n"
-          "Win-rate reports. Study reports (dpo report --db study.db) need the study\n"
-          "database, which is not available yet.\n\n"
+          "usage: dpo report --db DB --study NAME [--study NAME2 ...] --out DIR [--seed S]\n"
+          "       dpo report power --p P [--alpha A] [--power Q]\n\n"
+          "Win-rate reports of studies in a study database (dpo study). Each item's\n"
+          "counted votes decide it by majority; per study, question and category the\n"
+          "report gives B's win rate (ties against B, split, excluded) with 95%% Wilson,\n"
+          "Clopper-Pearson and cluster-bootstrap intervals (10,000 resamples over\n"
+          "prompts, seed S, default 0), the exact sign test with Holm across questions,\n"
+          "Fleiss' kappa, Krippendorff's alpha, rater and gold agreement, position bias,\n"
+          "and with several studies a Bradley-Terry ranking of their arms. Writes\n"
+          "DIR/report.json (every number; undefined values are null with a reason),\n"
+          "DIR/report.md, DIR/report.html (self-contained: charts and example pairs)\n"
+          "and DIR/items.csv (per-item outcomes).\n\n"
           "power: how many items a study needs to detect a win rate P of the tuned model\n"
           "against 0.5 with a two-sided test at level A (default 0.05) and power Q\n"
           "(default 0.8). Prints the normal-approximation answer and two answers from the\n"

@@ -1,5 +1,6 @@
-/* reports: the statistics behind win-rate reports (charts and the HTML /
- * Markdown / JSON writers come with the reports issue).
+/* reports: the statistics behind win-rate reports, and the study reports
+ * themselves (report_write at the end: JSON, Markdown, self-contained HTML
+ * with SVG charts, per-item CSV).
  *
  * Setting. A study compares two arms, A (usually the base model) and B (the
  * tuned one), on items (one prompt's pair of images) for one or more
@@ -149,7 +150,13 @@ stats_interval stats_clopper_pearson(double x, double n, double confidence);
  * statistics (numpy.quantile's default). Resamples whose denominator is 0
  * (all ties drawn, ties excluded) are dropped and counted in *n_dropped; the
  * interval is undefined if every resample was dropped. Prompts without votes
- * still take part in the draw. */
+ * still take part in the draw.
+ * Speed: prompts with the same vote vector are interchangeable, so when there
+ * are at least 8 prompts per distinct vector the resample draws how often
+ * each vector comes up (Multinomial(n_prompts, m_k / n_prompts), GSL's
+ * stats_sample_multinomial on the same Philox stream) instead of each
+ * prompt: the same distribution in O(vectors) per resample, which is what
+ * lets a million-vote study resample 10,000 times in milliseconds. */
 #define STATS_BOOTSTRAP_RESAMPLES 10000   /* what reports use */
 
 typedef struct {
@@ -160,6 +167,30 @@ typedef struct {
 
 int stats_vote_rate_bootstrap(const stats_table *table, stats_ties ties, const stats_bootstrap_options *opt,
                               stats_interval *out, int *n_dropped, dpo_error *err);
+/* The same for the three ties modes at once, from the same resamples (a
+ * resample's vote totals give every mode's rate); out[m] and n_dropped[m]
+ * are what stats_vote_rate_bootstrap gives for mode m. */
+int stats_vote_rate_bootstrap_modes(const stats_table *table, const stats_bootstrap_options *opt,
+                                    stats_interval out[STATS_N_TIES_MODES], int n_dropped[STATS_N_TIES_MODES],
+                                    dpo_error *err);
+
+/* Draws for the grouped bootstrap, from a Philox stream: element i of the
+ * stream is word i % 4 of block i / 4 (dpo_rng_u32's layout; each block is
+ * computed once); uniforms are (word + 1/2) / 2^32. */
+typedef struct {
+  uint64_t seed, stream, index;
+  uint32_t block[4];
+  uint64_t cached_block;
+} stats_sampler;
+
+void stats_sampler_init(stats_sampler *s, uint64_t seed, uint64_t stream);
+/* Binomial(n, p), exact in distribution: with p' = min(p, 1-p), inversion
+ * (BINV) when n p' < 10, else Hormann's BTRS (transformed rejection with
+ * squeeze, acceptance by the exact log-probability ratio). */
+unsigned int stats_sample_binomial(stats_sampler *s, unsigned int n, double p);
+/* Multinomial(n, weights / sum of weights) over k categories by conditional
+ * binomials in order; weights <= 0 get 0. */
+void stats_sample_multinomial(stats_sampler *s, unsigned int n, const double *weights, int k, unsigned int *counts);
 
 /* ---------------------------------------------------------------- tests */
 
@@ -312,5 +343,29 @@ int stats_power(double p, double alpha, double power, stats_power_result *out, d
 int stats_sign_test_critical(int n, double alpha);
 /* Power of that test at n when the true rate is p. */
 double stats_sign_test_power(int n, double p, double alpha);
+
+/* ------------------------------------------------------- study reports */
+
+/* `dpo report`: reads the counted votes of one or more studies from a study
+ * database (see studies/studies.h) and writes DIR/report.json, report.md,
+ * report.html and items.csv, each atomically. The layout of report.json is
+ * documented in reports/report_json.c. */
+typedef struct {
+  const char *db_path;
+  const char *const *studies;   /* study names */
+  int n_studies;
+  const char *out_dir;
+  uint64_t seed;                /* bootstrap seed */
+  int n_resamples;              /* STATS_BOOTSTRAP_RESAMPLES for reports */
+} report_options;
+
+typedef struct {
+  int n_studies;
+  long n_votes;      /* counted votes read, all studies and questions */
+  int n_items;       /* real items, all studies */
+  int n_images_missing;   /* gallery images that could not be read (shown as missing) */
+} report_summary;
+
+int report_write(const report_options *opt, report_summary *summary, dpo_error *err);
 
 #endif
