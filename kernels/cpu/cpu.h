@@ -1,0 +1,49 @@
+/* Helpers shared by the CPU kernels (private to kernels/cpu). */
+#ifndef DPO_KERNELS_CPU_H
+#define DPO_KERNELS_CPU_H
+
+#include <cblas.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+/* Threads for an OpenMP region: the context's count, never 0. */
+static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ctx->n_threads : 1; }
+
+/* Row-major sgemm: C[M, N] = alpha op(A) op(B) + beta C. */
+static inline void kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                            const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                            int ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* exp(x) for x <= 0-ish arguments of softmax, written so that the compiler
+ * vectorises a loop over it (glibc's expf does not vectorise without
+ * -ffast-math): Cody-Waite reduction x = n ln2 + r and a degree-6
+ * polynomial for e^r; relative error below 2e-7 over [-87, 88]. */
+static inline float kn_expf(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  float n = floorf(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+/* Fixed-size chunks for reductions that must not depend on the thread count. */
+#define KN_REDUCE_CHUNK 4096
+
+#endif
