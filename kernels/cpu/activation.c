@@ -47,19 +47,19 @@ static inline float act_grad(kn_activation act, float x) {
 
 void kn_activation_forward(kn_ctx *ctx, kn_activation act, float *out, const float *inp, size_t n) {
   long long count = (long long)n;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) out[i] = act_value(act, inp[i]);
 }
 
 void kn_activation_backward(kn_ctx *ctx, kn_activation act, float *dinp, const float *dout,
                             const float *inp, size_t n) {
   long long count = (long long)n;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) dinp[i] += dout[i] * act_grad(act, inp[i]);
 }
 
 void kn_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * D)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *hidden = inp + (size_t)n * 2 * D, *gate = hidden + D;
     float *o = out + (size_t)n * D;
@@ -68,7 +68,7 @@ void kn_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D) {
 }
 
 void kn_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, int N, int D) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * D)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *hidden = inp + (size_t)n * 2 * D, *gate = hidden + D;
     float *dhidden = dinp + (size_t)n * 2 * D, *dgate = dhidden + D;
@@ -81,7 +81,7 @@ void kn_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float 
 }
 
 void kn_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
     float *y = out + (size_t)n * C;
@@ -98,7 +98,7 @@ void kn_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C)
 }
 
 void kn_softmax_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *out, int N, int C) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *y = out + (size_t)n * C, *dy = dout + (size_t)n * C;
     float *dx = dinp + (size_t)n * C;

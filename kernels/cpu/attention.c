@@ -77,7 +77,7 @@ void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, c
   float *scratch = attention_scratch(ctx, Nq, Nk);
   int blas_threads = openblas_get_num_threads();
   openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)n_tasks * Q_BLOCK * Nk * D)) schedule(static)
   for (int t = 0; t < n_tasks; t++) {
     int blk = t % n_blocks, h = (t / n_blocks) % H, b = t / (n_blocks * H);
     int i0 = blk * Q_BLOCK, rows = Nq - i0 < Q_BLOCK ? Nq - i0 : Q_BLOCK;
@@ -135,7 +135,7 @@ void kn_attention_backward(kn_ctx *ctx, float *dq, float *dk, float *dv, const f
   float *scratch = attention_scratch(ctx, Nq, Nk);
   int blas_threads = openblas_get_num_threads();
   openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * H * Nq * Nk * D)) schedule(static)
   for (int t = 0; t < B * H; t++) {
     int h = t % H, b = t / H;
     size_t q_off = (size_t)b * Nq * HD + (size_t)h * D;

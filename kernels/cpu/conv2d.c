@@ -29,7 +29,7 @@ static float *conv_scratch(kn_ctx *ctx, int C, int H, int W, int K, int stride, 
 static void im2col(kn_ctx *ctx, float *col, const float *img, int C, int H, int W, int K,
                    int stride, int pad, int Ho, int Wo) {
   int rows = C * K * K;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)rows * Ho * Wo)) schedule(static)
   for (int r = 0; r < rows; r++) {
     int c = r / (K * K), ki = (r / K) % K, kj = r % K;
     const float *plane = img + (size_t)c * H * W;
@@ -66,7 +66,7 @@ static void im2col(kn_ctx *ctx, float *col, const float *img, int C, int H, int 
  * One thread owns one input channel, so the sums run in a fixed order. */
 static void col2im_add(kn_ctx *ctx, float *img, const float *col, int C, int H, int W, int K,
                        int stride, int pad, int Ho, int Wo) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)C * K * K * Ho * Wo)) schedule(static)
   for (int c = 0; c < C; c++) {
     float *plane = img + (size_t)c * H * W;
     for (int ki = 0; ki < K; ki++) {
@@ -100,7 +100,7 @@ void kn_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *w
     if (!pointwise) im2col(ctx, col, img, C, H, W, K, stride, pad, Ho, Wo);
     kn_sgemm(0, 0, OC, HWo, CKK, 1.0f, weight, CKK, pointwise ? img : col, HWo, 0.0f, o, HWo);
     if (bias) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)OC * HWo)) schedule(static)
       for (int oc = 0; oc < OC; oc++) {
         float *row = o + (size_t)oc * HWo;
         for (int i = 0; i < HWo; i++) row[i] += bias[oc];
@@ -118,7 +118,7 @@ void kn_conv2d_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, 
   float *col = (pointwise || (!dweight && !dinp)) ? NULL : conv_scratch(ctx, C, H, W, K, stride, pad);
   if (dbias) {
     /* Per output channel, images in order then pixels in order. */
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * OC * HWo)) schedule(static)
     for (int oc = 0; oc < OC; oc++) {
       double acc = 0.0;
       for (int b = 0; b < B; b++) {

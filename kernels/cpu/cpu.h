@@ -13,6 +13,11 @@
 /* Threads for an OpenMP region: the context's count, never 0. */
 static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ctx->n_threads : 1; }
 
+/* Threads for a loop over `work` values: one below about 32k, where waking
+ * a team costs more than it saves (the partition never changes a result:
+ * each output is computed by one thread in a fixed order either way). */
+static inline int kn_team(const kn_ctx *ctx, size_t work) { return work < 32768 ? 1 : kn_threads(ctx); }
+
 /* Row-major sgemm: C[M, N] = alpha op(A) op(B) + beta C. */
 static inline void kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                             const float *A, int lda, const float *B, int ldb, float beta, float *C,

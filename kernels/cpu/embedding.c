@@ -14,7 +14,7 @@ void kn_timestep_embedding_forward(kn_ctx *ctx, float *out, const float *timeste
                                    float max_period) {
   int half = dim / 2;
   int sin_at = flip_sin_to_cos ? half : 0, cos_at = flip_sin_to_cos ? 0 : half;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * dim * 16)) schedule(static)
   for (int b = 0; b < B; b++) {
     float *row = out + (size_t)b * dim;
     for (int i = 0; i < half; i++) {
@@ -31,7 +31,7 @@ void kn_timestep_embedding_backward(kn_ctx *ctx, float *dtimesteps, const float 
                                     float downscale_freq_shift, float scale, float max_period) {
   int half = dim / 2;
   int sin_at = flip_sin_to_cos ? half : 0, cos_at = flip_sin_to_cos ? 0 : half;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * dim * 16)) schedule(static)
   for (int b = 0; b < B; b++) {
     const float *dy = dout + (size_t)b * dim;
     double acc = 0.0;
@@ -46,7 +46,7 @@ void kn_timestep_embedding_backward(kn_ctx *ctx, float *dtimesteps, const float 
 
 void kn_embedding_forward(kn_ctx *ctx, float *out, const int32_t *ids, const float *wte,
                           const float *wpe, int B, int T, int C) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * T * C)) schedule(static)
   for (int bt = 0; bt < B * T; bt++) {
     const float *tok = wte + (size_t)ids[bt] * C;
     const float *pos = wpe ? wpe + (size_t)(bt % T) * C : NULL;
@@ -62,7 +62,7 @@ void kn_embedding_backward(kn_ctx *ctx, float *dwte, float *dwpe, const float *d
                            const int32_t *ids, int B, int T, int C) {
   const int block = 64;
   int n_blocks = (C + block - 1) / block;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * T * C)) schedule(static)
   for (int blk = 0; blk < n_blocks; blk++) {
     int c0 = blk * block, c1 = c0 + block < C ? c0 + block : C;
     for (int bt = 0; bt < B * T; bt++) {

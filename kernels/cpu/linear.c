@@ -5,7 +5,7 @@ void kn_linear_forward(kn_ctx *ctx, float *out, const float *inp, const float *w
                        const float *bias, int N, int IC, int OC) {
   kn_sgemm(0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, 0.0f, out, OC);
   if (!bias) return;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * OC)) schedule(static)
   for (int n = 0; n < N; n++) {
     float *row = out + (size_t)n * OC;
     for (int o = 0; o < OC; o++) row[o] += bias[o];
@@ -17,7 +17,7 @@ void kn_linear_forward(kn_ctx *ctx, float *out, const float *inp, const float *w
 static void bias_grad_rows(kn_ctx *ctx, float *dbias, const float *dout, int N, int OC) {
   const int block = 64;
   int n_blocks = (OC + block - 1) / block;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * OC)) schedule(static)
   for (int b = 0; b < n_blocks; b++) {
     int o0 = b * block, o1 = o0 + block < OC ? o0 + block : OC;
     float acc[64] = {0};

@@ -15,7 +15,7 @@ static double chunked_sum(kn_ctx *ctx, const float *a, const float *b, size_t n)
   double partial[PASS];
   for (long long base = 0; base < n_chunks; base += PASS) {
     long long m = n_chunks - base < PASS ? n_chunks - base : PASS;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)m * KN_REDUCE_CHUNK)) schedule(static)
     for (long long c = 0; c < m; c++) {
       size_t i0 = (size_t)(base + c) * KN_REDUCE_CHUNK;
       size_t i1 = i0 + KN_REDUCE_CHUNK < n ? i0 + KN_REDUCE_CHUNK : n;
@@ -44,7 +44,7 @@ void kn_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, const
     const float *p = pred + (size_t)b * n, *t = target + (size_t)b * n;
     float *dp = dpred ? dpred + (size_t)b * n : NULL, *dt = dtarget ? dtarget + (size_t)b * n : NULL;
     long long count = (long long)n;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
     for (long long i = 0; i < count; i++) {
       float d = g * (p[i] - t[i]);
       if (dp) dp[i] += d;
@@ -59,7 +59,7 @@ void kn_sum_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
 
 static void broadcast_add(kn_ctx *ctx, float *dinp, float g, size_t n) {
   long long count = (long long)n;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) dinp[i] += g;
 }
 
@@ -77,13 +77,13 @@ void kn_mean_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) {
 
 void kn_scale_forward(kn_ctx *ctx, float *out, const float *inp, float scale, size_t n) {
   long long count = (long long)n;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) out[i] = scale * inp[i];
 }
 
 void kn_scale_backward(kn_ctx *ctx, float *dinp, const float *dout, float scale, size_t n) {
   long long count = (long long)n;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) dinp[i] += scale * dout[i];
 }
 

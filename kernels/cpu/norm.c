@@ -23,7 +23,7 @@ void kn_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, co
                            float eps) {
   int cpg = C / G;
   size_t group_size = (size_t)cpg * HW;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
   for (int bg = 0; bg < B * G; bg++) {
     const float *x = inp + (size_t)bg * group_size;
     float *y = out + (size_t)bg * group_size;
@@ -35,10 +35,12 @@ void kn_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, co
     for (int cc = 0; cc < cpg; cc++) {
       int c = g * cpg + cc;
       float w = gamma ? gamma[c] : 1.0f, bb = beta ? beta[c] : 0.0f;
-      float a = r * w, shift = bb - m * r * w;
+      float a = r * w;
       const float *xc = x + (size_t)cc * HW;
       float *yc = y + (size_t)cc * HW;
-      for (int i = 0; i < HW; i++) yc[i] = xc[i] * a + shift;
+      /* (x - m) a + beta rather than x a + (beta - m a): no cancellation
+       * between two large terms when the variance is small. */
+      for (int i = 0; i < HW; i++) yc[i] = (xc[i] - m) * a + bb;
     }
   }
 }
@@ -50,7 +52,7 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
   size_t group_size = (size_t)cpg * HW;
   if (dinp) {
     /* dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = dy gamma. */
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
     for (int bg = 0; bg < B * G; bg++) {
       int g = bg % G;
       const float *x = inp + (size_t)bg * group_size;
@@ -85,7 +87,7 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
   }
   if (dgamma || dbeta) {
     /* One thread per channel, images in order: a fixed summation order. */
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
     for (int c = 0; c < C; c++) {
       int g = c / cpg;
       double sg = 0.0, sb = 0.0;
@@ -109,7 +111,7 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
 
 void kn_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
                            const float *gamma, const float *beta, int N, int C, float eps) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
     float *y = out + (size_t)n * C;
@@ -128,7 +130,7 @@ void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
                             const float *dout, const float *inp, const float *mean,
                             const float *rstd, const float *gamma, int N, int C) {
   if (dinp) {
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
     for (int n = 0; n < N; n++) {
       const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
       float *dx = dinp + (size_t)n * C;
@@ -151,7 +153,7 @@ void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
     /* Blocks of channels per thread, rows in order within each block. */
     const int block = 64;
     int n_blocks = (C + block - 1) / block;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
     for (int blk = 0; blk < n_blocks; blk++) {
       int c0 = blk * block, c1 = c0 + block < C ? c0 + block : C;
       float sg[64] = {0}, sb[64] = {0};

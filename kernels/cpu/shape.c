@@ -3,7 +3,7 @@
 
 void kn_upsample2x_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int H, int W) {
   int W2 = 2 * W;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * H * W)) schedule(static)
   for (int bc = 0; bc < B * C; bc++) {
     const float *x = inp + (size_t)bc * H * W;
     float *y = out + (size_t)bc * 4 * H * W;
@@ -17,7 +17,7 @@ void kn_upsample2x_forward(kn_ctx *ctx, float *out, const float *inp, int B, int
 
 void kn_upsample2x_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int H, int W) {
   int W2 = 2 * W;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * H * W)) schedule(static)
   for (int bc = 0; bc < B * C; bc++) {
     float *dx = dinp + (size_t)bc * H * W;
     const float *dy = dout + (size_t)bc * 4 * H * W;
@@ -31,13 +31,13 @@ void kn_upsample2x_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, 
 
 void kn_add_forward(kn_ctx *ctx, float *out, const float *a, const float *b, size_t n) {
   long long count = (long long)n;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) out[i] = a[i] + b[i];
 }
 
 void kn_add_backward(kn_ctx *ctx, float *da, float *db, const float *dout, size_t n) {
   long long count = (long long)n;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) {
     if (da) da[i] += dout[i];
     if (db) db[i] += dout[i];
@@ -56,7 +56,7 @@ static void move_slab(float *dst, const float *src, size_t n, int accumulate) {
 void kn_concat_forward(kn_ctx *ctx, float *out, const float *a, const float *b, int outer, int Ca,
                        int Cb, int inner) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (na + nb) * (size_t)outer)) schedule(static)
   for (int o = 0; o < outer; o++) {
     float *dst = out + (size_t)o * (na + nb);
     move_slab(dst, a + (size_t)o * na, na, 0);
@@ -67,7 +67,7 @@ void kn_concat_forward(kn_ctx *ctx, float *out, const float *a, const float *b, 
 void kn_concat_backward(kn_ctx *ctx, float *da, float *db, const float *dout, int outer, int Ca,
                         int Cb, int inner) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (na + nb) * (size_t)outer)) schedule(static)
   for (int o = 0; o < outer; o++) {
     const float *src = dout + (size_t)o * (na + nb);
     if (da) move_slab(da + (size_t)o * na, src, na, 1);
@@ -78,7 +78,7 @@ void kn_concat_backward(kn_ctx *ctx, float *da, float *db, const float *dout, in
 void kn_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int outer, int Ca, int Cb,
                       int inner) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (na + nb) * (size_t)outer)) schedule(static)
   for (int o = 0; o < outer; o++) {
     const float *src = inp + (size_t)o * (na + nb);
     if (a) move_slab(a + (size_t)o * na, src, na, 0);
@@ -89,7 +89,7 @@ void kn_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int out
 void kn_split_backward(kn_ctx *ctx, float *dinp, const float *da, const float *db, int outer,
                        int Ca, int Cb, int inner) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner;
-#pragma omp parallel for num_threads(kn_threads(ctx)) schedule(static)
+#pragma omp parallel for num_threads(kn_team(ctx, (na + nb) * (size_t)outer)) schedule(static)
   for (int o = 0; o < outer; o++) {
     float *dst = dinp + (size_t)o * (na + nb);
     if (da) move_slab(dst, da + (size_t)o * na, na, 1);
