@@ -230,6 +230,7 @@ typedef struct {
   double flops;        /* per call */
   double seconds;      /* median */
   double gflops;
+  int threads;         /* the thread count it ran with */
 } kn_bench_result;
 
 /* Runs the kernel benchmark at SD1.5 shapes: sgemm first (the reference
