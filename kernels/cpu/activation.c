@@ -85,13 +85,9 @@ void kn_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C)
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
     float *y = out + (size_t)n * C;
-    float m = -INFINITY;
-    for (int c = 0; c < C; c++) m = x[c] > m ? x[c] : m;
-    float sum = 0.0f;
-    for (int c = 0; c < C; c++) {
-      y[c] = kn_expf(x[c] - m);
-      sum += y[c];
-    }
+    float m = kn_row_max(x, C);
+    memcpy(y, x, sizeof(float) * (size_t)C);
+    float sum = kn_row_exp_sum(y, C, m);
     float inv = 1.0f / sum;
     for (int c = 0; c < C; c++) y[c] *= inv;
   }

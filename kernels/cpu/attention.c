@@ -53,13 +53,8 @@ static void forward_block(float *S, float *out_blk, float *lse_blk, const float 
   for (int r = 0; r < rows; r++) {
     float *s = S + (size_t)r * nk;
     int valid = visible_keys(i0 + r, Nk, causal);
-    float m = -INFINITY;
-    for (int j = 0; j < valid; j++) m = s[j] > m ? s[j] : m;
-    float sum = 0.0f;
-    for (int j = 0; j < valid; j++) {
-      s[j] = kn_expf(s[j] - m);
-      sum += s[j];
-    }
+    float m = kn_row_max(s, valid);
+    float sum = kn_row_exp_sum(s, valid, m);
     float inv = 1.0f / sum;
     for (int j = 0; j < valid; j++) s[j] *= inv;
     for (int j = valid; j < nk; j++) s[j] = 0.0f;
@@ -105,7 +100,7 @@ static void backward_head(float *work, float *dq_head, float *dk_head, float *dv
       float *p = P + (size_t)r * nk;
       int valid = visible_keys(i0 + r, Nk, causal);
       float l = lse_head[i0 + r];
-      for (int j = 0; j < valid; j++) p[j] = kn_expf(p[j] - l);
+      for (int j = 0; j < valid; j++) p[j] = kn_expf(p[j] - l); /* vectorised */
       for (int j = valid; j < nk; j++) p[j] = 0.0f;
       /* delta_i = sum_j P_ij dP_ij = dout_i . out_i */
       const float *o = out_head + (size_t)(i0 + r) * HD, *dy = do_blk + (size_t)r * HD;

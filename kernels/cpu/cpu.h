@@ -32,7 +32,9 @@ static inline void kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float
  * polynomial for e^r; relative error below 2e-7 over [-87, 88]. */
 static inline float kn_expf(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  float n = floorf(x * 1.44269504088896341f + 0.5f);
+  /* n = round(x / ln 2) by the 1.5 * 2^23 trick: floorf would keep the
+   * loop scalar under strict C11. */
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -46,6 +48,40 @@ static inline float kn_expf(float x) {
   float scale;
   memcpy(&scale, &bits, sizeof scale);
   return p * scale;
+}
+
+/* Reductions over a row in 16 independent lanes, combined in a fixed order
+ * at the end: the compiler vectorises them (a single running float would be
+ * a serial chain it may not reorder), and the result depends only on n. */
+#define KN_LANES 16
+
+static inline float kn_row_max(const float *x, int n) {
+  float lanes[KN_LANES];
+  for (int l = 0; l < KN_LANES; l++) lanes[l] = -INFINITY;
+  int j = 0;
+  for (; j + KN_LANES <= n; j += KN_LANES)
+    for (int l = 0; l < KN_LANES; l++) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
+  float m = -INFINITY;
+  for (int l = 0; l < KN_LANES; l++) m = lanes[l] > m ? lanes[l] : m;
+  for (; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+static inline float kn_row_sum(const float *x, int n) {
+  float lanes[KN_LANES] = {0};
+  int j = 0;
+  for (; j + KN_LANES <= n; j += KN_LANES)
+    for (int l = 0; l < KN_LANES; l++) lanes[l] += x[j + l];
+  float s = 0.0f;
+  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j < n; j++) s += x[j];
+  return s;
+}
+
+/* x[j] = exp(x[j] - shift) in place; returns the sum of the results. */
+static inline float kn_row_exp_sum(float *x, int n, float shift) {
+  for (int j = 0; j < n; j++) x[j] = kn_expf(x[j] - shift);
+  return kn_row_sum(x, n);
 }
 
 /* Fixed-size chunks for reductions that must not depend on the thread count. */
