@@ -7,55 +7,107 @@
 #define KN_GELU_TANH_C 0.044715f
 #define KN_QUICK_GELU_C 1.702f
 
-static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* The activations are written with kn_expf and a polynomial erf so that
+ * each loop below vectorises (libm's expf, erff and tanhf keep a loop
+ * scalar under strict C11). */
+static inline float sigmoid_fast(float x) { return 1.0f / (1.0f + kn_expf(-x)); }
 
-static inline float act_value(kn_activation act, float x) {
-  switch (act) {
-  case KN_ACT_SILU: return x * sigmoidf(x);
-  case KN_ACT_GELU: return 0.5f * x * (1.0f + erff(x * KN_SQRT1_2));
-  case KN_ACT_GELU_TANH: {
-    float u = KN_SQRT_2_OVER_PI * (x + KN_GELU_TANH_C * x * x * x);
-    return 0.5f * x * (1.0f + tanhf(u));
-  }
-  case KN_ACT_QUICK_GELU: return x * sigmoidf(KN_QUICK_GELU_C * x);
-  }
-  return 0.0f;
+/* erf by Abramowitz & Stegun 7.1.26: |error| < 1.5e-7. */
+static inline float erf_fast(float x) {
+  float a = fabsf(x);
+  float t = 1.0f / (1.0f + 0.3275911f * a);
+  float poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  float y = 1.0f - poly * kn_expf(-a * a);
+  return copysignf(y, x);
 }
 
-/* d act(x) / dx. */
-static inline float act_grad(kn_activation act, float x) {
+/* tanh(u) = 1 - 2 / (1 + e^{2u}); saturates cleanly because kn_expf clamps. */
+static inline float tanh_fast(float u) { return 1.0f - 2.0f / (1.0f + kn_expf(2.0f * u)); }
+
+static inline float gelu_value(float x) { return 0.5f * x * (1.0f + erf_fast(x * KN_SQRT1_2)); }
+
+static inline float gelu_grad(float x) {
+  return 0.5f * (1.0f + erf_fast(x * KN_SQRT1_2)) + x * KN_INV_SQRT_2PI * kn_expf(-0.5f * x * x);
+}
+
+static inline float gelu_tanh_value(float x) {
+  float u = KN_SQRT_2_OVER_PI * (x + KN_GELU_TANH_C * x * x * x);
+  return 0.5f * x * (1.0f + tanh_fast(u));
+}
+
+static inline float gelu_tanh_grad(float x) {
+  float u = KN_SQRT_2_OVER_PI * (x + KN_GELU_TANH_C * x * x * x);
+  float t = tanh_fast(u);
+  float du = KN_SQRT_2_OVER_PI * (1.0f + 3.0f * KN_GELU_TANH_C * x * x);
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+}
+
+static inline float silu_grad(float x) {
+  float s = sigmoid_fast(x);
+  return s * (1.0f + x * (1.0f - s));
+}
+
+static inline float quick_gelu_grad(float x) {
+  float s = sigmoid_fast(KN_QUICK_GELU_C * x);
+  return s + KN_QUICK_GELU_C * x * s * (1.0f - s);
+}
+
+/* One loop per activation (a switch inside the loop would not vectorise). */
+static void activation_range(kn_activation act, float *restrict out, const float *restrict inp, size_t n) {
   switch (act) {
-  case KN_ACT_SILU: {
-    float s = sigmoidf(x);
-    return s * (1.0f + x * (1.0f - s));
-  }
+  case KN_ACT_SILU:
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] * sigmoid_fast(inp[i]);
+    break;
   case KN_ACT_GELU:
-    return 0.5f * (1.0f + erff(x * KN_SQRT1_2)) + x * KN_INV_SQRT_2PI * expf(-0.5f * x * x);
-  case KN_ACT_GELU_TANH: {
-    float u = KN_SQRT_2_OVER_PI * (x + KN_GELU_TANH_C * x * x * x);
-    float t = tanhf(u);
-    float du = KN_SQRT_2_OVER_PI * (1.0f + 3.0f * KN_GELU_TANH_C * x * x);
-    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+    for (size_t i = 0; i < n; i++) out[i] = gelu_value(inp[i]);
+    break;
+  case KN_ACT_GELU_TANH:
+    for (size_t i = 0; i < n; i++) out[i] = gelu_tanh_value(inp[i]);
+    break;
+  case KN_ACT_QUICK_GELU:
+    for (size_t i = 0; i < n; i++) out[i] = inp[i] * sigmoid_fast(KN_QUICK_GELU_C * inp[i]);
+    break;
   }
-  case KN_ACT_QUICK_GELU: {
-    float s = sigmoidf(KN_QUICK_GELU_C * x);
-    return s + KN_QUICK_GELU_C * x * s * (1.0f - s);
-  }
-  }
-  return 0.0f;
 }
+
+static void activation_grad_range(kn_activation act, float *restrict dinp, const float *restrict dout,
+                                  const float *restrict inp, size_t n) {
+  switch (act) {
+  case KN_ACT_SILU:
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * silu_grad(inp[i]);
+    break;
+  case KN_ACT_GELU:
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_grad(inp[i]);
+    break;
+  case KN_ACT_GELU_TANH:
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * gelu_tanh_grad(inp[i]);
+    break;
+  case KN_ACT_QUICK_GELU:
+    for (size_t i = 0; i < n; i++) dinp[i] += dout[i] * quick_gelu_grad(inp[i]);
+    break;
+  }
+}
+
+/* Work is split into fixed chunks so that each thread runs the vector loop. */
+#define ACT_CHUNK 4096
 
 void kn_activation_forward(kn_ctx *ctx, kn_activation act, float *out, const float *inp, size_t n) {
-  long long count = (long long)n;
+  long long n_chunks = (long long)((n + ACT_CHUNK - 1) / ACT_CHUNK);
 #pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
-  for (long long i = 0; i < count; i++) out[i] = act_value(act, inp[i]);
+  for (long long c = 0; c < n_chunks; c++) {
+    size_t i0 = (size_t)c * ACT_CHUNK, len = n - i0 < ACT_CHUNK ? n - i0 : ACT_CHUNK;
+    activation_range(act, out + i0, inp + i0, len);
+  }
 }
 
 void kn_activation_backward(kn_ctx *ctx, kn_activation act, float *dinp, const float *dout,
                             const float *inp, size_t n) {
-  long long count = (long long)n;
+  long long n_chunks = (long long)((n + ACT_CHUNK - 1) / ACT_CHUNK);
 #pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
-  for (long long i = 0; i < count; i++) dinp[i] += dout[i] * act_grad(act, inp[i]);
+  for (long long c = 0; c < n_chunks; c++) {
+    size_t i0 = (size_t)c * ACT_CHUNK, len = n - i0 < ACT_CHUNK ? n - i0 : ACT_CHUNK;
+    activation_grad_range(act, dinp + i0, dout + i0, inp + i0, len);
+  }
 }
 
 void kn_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D) {
@@ -63,7 +115,7 @@ void kn_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D) {
   for (int n = 0; n < N; n++) {
     const float *hidden = inp + (size_t)n * 2 * D, *gate = hidden + D;
     float *o = out + (size_t)n * D;
-    for (int d = 0; d < D; d++) o[d] = hidden[d] * act_value(KN_ACT_GELU, gate[d]);
+    for (int d = 0; d < D; d++) o[d] = hidden[d] * gelu_value(gate[d]);
   }
 }
 
@@ -74,8 +126,8 @@ void kn_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float 
     float *dhidden = dinp + (size_t)n * 2 * D, *dgate = dhidden + D;
     const float *dy = dout + (size_t)n * D;
     for (int d = 0; d < D; d++) {
-      dhidden[d] += dy[d] * act_value(KN_ACT_GELU, gate[d]);
-      dgate[d] += dy[d] * hidden[d] * act_grad(KN_ACT_GELU, gate[d]);
+      dhidden[d] += dy[d] * gelu_value(gate[d]);
+      dgate[d] += dy[d] * hidden[d] * gelu_grad(gate[d]);
     }
   }
 }
