@@ -78,6 +78,29 @@ static inline float kn_row_sum(const float *x, int n) {
   return s;
 }
 
+/* sum (x - m)^2 and sum a (x - m), in lanes like kn_row_sum. */
+static inline float kn_row_sq_centered(const float *x, float m, int n) {
+  float lanes[KN_LANES] = {0};
+  int j = 0;
+  for (; j + KN_LANES <= n; j += KN_LANES)
+    for (int l = 0; l < KN_LANES; l++) lanes[l] += (x[j + l] - m) * (x[j + l] - m);
+  float s = 0.0f;
+  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j < n; j++) s += (x[j] - m) * (x[j] - m);
+  return s;
+}
+
+static inline float kn_row_dot_centered(const float *a, const float *x, float m, int n) {
+  float lanes[KN_LANES] = {0};
+  int j = 0;
+  for (; j + KN_LANES <= n; j += KN_LANES)
+    for (int l = 0; l < KN_LANES; l++) lanes[l] += a[j + l] * (x[j + l] - m);
+  float s = 0.0f;
+  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j < n; j++) s += a[j] * (x[j] - m);
+  return s;
+}
+
 /* x[j] = exp(x[j] - shift) in place; returns the sum of the results. */
 static inline float kn_row_exp_sum(float *x, int n, float shift) {
   for (int j = 0; j < n; j++) x[j] = kn_expf(x[j] - shift);

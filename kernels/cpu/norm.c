@@ -3,18 +3,20 @@
  * inside the square root, as in PyTorch. */
 #include "kernels/cpu/cpu.h"
 
-/* mean and 1/sqrt(var + eps) of n values. */
+/* mean and 1/sqrt(var + eps) of n values: float lanes within chunks of
+ * 4096 values, double across chunks (two passes, so no cancellation). */
+#define NORM_CHUNK 4096
+
 static void moments(const float *x, size_t n, float eps, float *mean_out, float *rstd_out) {
   double sum = 0.0;
-  for (size_t i = 0; i < n; i++) sum += x[i];
-  double mean = sum / (double)n;
+  for (size_t i = 0; i < n; i += NORM_CHUNK)
+    sum += kn_row_sum(x + i, (int)(n - i < NORM_CHUNK ? n - i : NORM_CHUNK));
+  float mean = (float)(sum / (double)n);
   double var = 0.0;
-  for (size_t i = 0; i < n; i++) {
-    double d = x[i] - mean;
-    var += d * d;
-  }
+  for (size_t i = 0; i < n; i += NORM_CHUNK)
+    var += kn_row_sq_centered(x + i, mean, (int)(n - i < NORM_CHUNK ? n - i : NORM_CHUNK));
   var /= (double)n;
-  *mean_out = (float)mean;
+  *mean_out = mean;
   *rstd_out = (float)(1.0 / sqrt(var + (double)eps));
 }
 
@@ -63,14 +65,8 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
       for (int cc = 0; cc < cpg; cc++) {
         float w = gamma ? gamma[g * cpg + cc] : 1.0f;
         const float *xc = x + (size_t)cc * HW, *dyc = dy + (size_t)cc * HW;
-        float s1 = 0.0f, s2 = 0.0f;
-        for (int i = 0; i < HW; i++) {
-          float dxhat = dyc[i] * w;
-          s1 += dxhat;
-          s2 += dxhat * (xc[i] - m) * r;
-        }
-        sum_dxhat += s1;
-        sum_dxhat_xhat += s2;
+        sum_dxhat += (double)w * kn_row_sum(dyc, HW);
+        sum_dxhat_xhat += (double)w * r * kn_row_dot_centered(dyc, xc, m, HW);
       }
       float mean_dxhat = (float)(sum_dxhat / (double)group_size);
       float mean_dxhat_xhat = (float)(sum_dxhat_xhat / (double)group_size);
@@ -95,13 +91,8 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
         const float *xc = inp + ((size_t)b * C + c) * HW;
         const float *dyc = dout + ((size_t)b * C + c) * HW;
         float m = mean[b * G + g], r = rstd[b * G + g];
-        float s1 = 0.0f, s2 = 0.0f;
-        for (int i = 0; i < HW; i++) {
-          s1 += dyc[i] * (xc[i] - m) * r;
-          s2 += dyc[i];
-        }
-        sg += s1;
-        sb += s2;
+        sg += (double)r * kn_row_dot_centered(dyc, xc, m, HW);
+        sb += kn_row_sum(dyc, HW);
       }
       if (dgamma) dgamma[c] += (float)sg;
       if (dbeta) dbeta[c] += (float)sb;
@@ -135,14 +126,23 @@ void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
       const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
       float *dx = dinp + (size_t)n * C;
       float m = mean[n], r = rstd[n];
+      float l1[KN_LANES] = {0}, l2[KN_LANES] = {0};
+      int c = 0;
+      for (; c + KN_LANES <= C; c += KN_LANES)
+        for (int l = 0; l < KN_LANES; l++) {
+          float dxhat = dy[c + l] * (gamma ? gamma[c + l] : 1.0f);
+          l1[l] += dxhat;
+          l2[l] += dxhat * (x[c + l] - m);
+        }
       float s1 = 0.0f, s2 = 0.0f;
-      for (int c = 0; c < C; c++) {
+      for (int l = 0; l < KN_LANES; l++) s1 += l1[l], s2 += l2[l];
+      for (; c < C; c++) {
         float dxhat = dy[c] * (gamma ? gamma[c] : 1.0f);
         s1 += dxhat;
-        s2 += dxhat * (x[c] - m) * r;
+        s2 += dxhat * (x[c] - m);
       }
       s1 /= (float)C;
-      s2 /= (float)C;
+      s2 = s2 * r / (float)C;
       for (int c = 0; c < C; c++) {
         float xhat = (x[c] - m) * r;
         dx[c] += r * (dy[c] * (gamma ? gamma[c] : 1.0f) - s1 - xhat * s2);
