@@ -1,7 +1,9 @@
 /* The models against diffusers and transformers: outputs and every parameter
  * gradient of tiny random-weight checkpoints recorded by
  * tests/fixtures/make_model_fixtures.py (float64 references). A tensor passes
- * when its largest error is within 1e-4 of its own scale (largest |value|).
+ * when its largest error is within 1e-4 of its own scale (largest |value|;
+ * for gradients at least 1e-3 of the model's largest gradient, see
+ * gradient_floor).
  *
  * The UNet folder saved by this code that the fixture script checks with
  * diffusers' from_pretrained (tests/fixtures/models/unet_saved_by_c) is
@@ -45,9 +47,11 @@ static float *io_tensor(const dpo_safetensors *io, const char *name, size_t *num
   return data;
 }
 
-/* Largest |got - ref| against 1e-4 of the largest |ref|; returns the ratio. */
-static double compare(const char *what, const float *got, const float *ref, size_t n) {
-  double scale = 0.0, worst = 0.0;
+/* Largest |got - ref| against 1e-4 of the largest |ref| (at least
+ * min_scale); returns the error as a fraction of the tolerance. */
+static double compare_floor(const char *what, const float *got, const float *ref, size_t n,
+                            double min_scale) {
+  double scale = min_scale, worst = 0.0;
   for (size_t i = 0; i < n; i++) {
     if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
     double d = fabs((double)got[i] - ref[i]);
@@ -57,6 +61,28 @@ static double compare(const char *what, const float *got, const float *ref, size
   if (!(worst <= tol))
     test_fail(__FILE__, __LINE__, "%s: max error %.3g exceeds %.3g (1e-4 of scale %.3g)", what, worst, tol, scale);
   return worst / tol;
+}
+
+static double compare(const char *what, const float *got, const float *ref, size_t n) {
+  return compare_floor(what, got, ref, n, 0.0);
+}
+
+/* The largest |value| of every "grad.*" tensor of an io file. Gradients that
+ * are zero in exact arithmetic (a key bias: softmax ignores a shift shared
+ * by a whole row) hold only the reference's rounding noise (transformers
+ * runs CLIP's softmax in float32 even for float64 models), so each gradient
+ * is compared on at least 1e-3 of this scale. */
+static double gradient_floor(const dpo_safetensors *io) {
+  double scale = 0.0;
+  for (int i = 0; i < io->n_tensors; i++) {
+    if (strncmp(io->tensors[i].name, "grad.", 5) != 0) continue;
+    size_t n = 0;
+    float *g = io_tensor(io, io->tensors[i].name, &n);
+    for (size_t j = 0; g && j < n; j++)
+      if (fabs(g[j]) > scale) scale = fabs(g[j]);
+    free(g);
+  }
+  return 1e-3 * scale;
 }
 
 static kn_ctx ctx;
@@ -98,7 +124,7 @@ static void check_unet(const char *name) {
 
   dpo_unet_zero_grads(u);
   dpo_unet_backward(u, &ctx, g, NULL, NULL);
-  double worst = 0.0;
+  double worst = 0.0, floor_scale = gradient_floor(&io);
   const char *worst_name = "";
   int n_params = dpo_unet_n_params(u);
   for (int i = 0; i < n_params; i++) {
@@ -111,7 +137,7 @@ static void check_unet(const char *name) {
     if (!gref) continue;
     CHECK_INT(n_ref, p.numel);
     snprintf(what, sizeof what, "%s gradient of %s", name, p.name);
-    double r = compare(what, p.grad, gref, p.numel);
+    double r = compare_floor(what, p.grad, gref, p.numel, floor_scale);
     if (r > worst) {
       worst = r;
       worst_name = p.name;
@@ -155,6 +181,76 @@ done:
   dpo_unet_free(u);
 }
 
+/* ------------------------------------------------------------------ CLIP */
+
+static void check_clip(const char *name) {
+  dpo_error err = {0};
+  dpo_clip *m = NULL;
+  if (dpo_clip_load(fixture(name, ""), &m, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
+    return;
+  }
+  dpo_safetensors io;
+  if (dpo_st_open(&io, fixture(name, "io.safetensors"), &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s", err.msg);
+    dpo_clip_free(m);
+    return;
+  }
+  const dpo_tensor_view *iv = dpo_st_find(&io, "ids");
+  size_t n_ids = 0, n_hidden = 0;
+  float *ids_f = io_tensor(&io, "ids", &n_ids), *ref = io_tensor(&io, "hidden", &n_hidden);
+  float *ref_skip = io_tensor(&io, "hidden_clip_skip1", NULL), *g = io_tensor(&io, "g", NULL);
+  int32_t *ids = malloc(n_ids * sizeof *ids + 1);
+  if (!iv || !ids_f || !ref || !ref_skip || !g || !ids) goto done;
+  for (size_t i = 0; i < n_ids; i++) ids[i] = (int32_t)ids_f[i];
+  int B = (int)iv->shape[0], T = (int)iv->shape[1];
+  const float *hidden = NULL;
+  char what[300];
+  if (dpo_clip_plan(m, &ctx, B, T, 0, 1, &err) != DPO_OK || dpo_clip_forward(m, &ctx, ids, &hidden, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
+    goto done;
+  }
+  snprintf(what, sizeof what, "%s hidden states", name);
+  double out_ratio = compare(what, hidden, ref, n_hidden);
+  dpo_clip_zero_grads(m);
+  dpo_clip_backward(m, &ctx, g);
+  double worst = 0.0, floor_scale = gradient_floor(&io);
+  int n_params = dpo_clip_n_params(m);
+  for (int i = 0; i < n_params; i++) {
+    dpo_param p;
+    dpo_clip_param(m, i, &p);
+    /* The references use transformers 5.x names, without "text_model.". */
+    const char *bare = strncmp(p.name, "text_model.", 11) == 0 ? p.name + 11 : p.name;
+    char key[300];
+    snprintf(key, sizeof key, "grad.%s", bare);
+    size_t n_ref = 0;
+    float *gref = io_tensor(&io, key, &n_ref);
+    if (!gref) continue;
+    CHECK_INT(n_ref, p.numel);
+    snprintf(what, sizeof what, "%s gradient of %s", name, p.name);
+    double r = compare_floor(what, p.grad, gref, p.numel, floor_scale);
+    if (r > worst) worst = r;
+    free(gref);
+  }
+  /* clip_skip = 1: all but the last layer, then the final layer norm. */
+  if (dpo_clip_plan(m, &ctx, B, T, 1, 0, &err) != DPO_OK || dpo_clip_forward(m, &ctx, ids, &hidden, &err) != DPO_OK)
+    test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
+  else {
+    snprintf(what, sizeof what, "%s hidden states with clip_skip 1", name);
+    compare(what, hidden, ref_skip, n_hidden);
+  }
+  printf("%s: %d parameters; hidden error %.3g and worst gradient error %.3g of the 1e-4 tolerance\n", name,
+         n_params, out_ratio, worst);
+done:
+  free(ids);
+  free(ids_f);
+  free(ref);
+  free(ref_skip);
+  free(g);
+  dpo_st_close(&io);
+  dpo_clip_free(m);
+}
+
 int main(void) {
   dpo_error err = {0};
   if (kn_ctx_init(&ctx, 2, &err) != DPO_OK) {
@@ -164,6 +260,8 @@ int main(void) {
   check_unet("unet_sd15");
   check_unet("unet_headlist");
   check_unet("unet_linear");
+  check_clip("clip_quick");
+  check_clip("clip_gelu");
   CHECK_INT(ctx.scratch_grows, 0);
   kn_ctx_free(&ctx);
   return test_finish();
