@@ -251,6 +251,66 @@ done:
   dpo_clip_free(m);
 }
 
+/* ------------------------------------------------------------------- VAE */
+
+static void check_vae(void) {
+  dpo_error err = {0};
+  dpo_vae *v = NULL;
+  if (dpo_vae_load(fixture("vae", ""), &v, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "vae: %s", err.msg);
+    return;
+  }
+  dpo_safetensors io;
+  if (dpo_st_open(&io, fixture("vae", "io.safetensors"), &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s", err.msg);
+    dpo_vae_free(v);
+    return;
+  }
+  const dpo_tensor_view *iv = dpo_st_find(&io, "image");
+  size_t n_lat = 0, n_img = 0;
+  float *image = io_tensor(&io, "image", NULL), *mean_ref = io_tensor(&io, "mean", &n_lat);
+  float *std_ref = io_tensor(&io, "std", NULL), *latent = io_tensor(&io, "latent", NULL);
+  float *decoded_ref = io_tensor(&io, "decoded", &n_img);
+  float *mean = malloc(n_lat * sizeof(float) + 1), *sample = malloc(n_lat * sizeof(float) + 1);
+  float *scaled = malloc(n_lat * sizeof(float) + 1), *expect = malloc(n_lat * sizeof(float) + 1);
+  if (!iv || !image || !mean_ref || !std_ref || !latent || !decoded_ref || !mean || !sample || !scaled || !expect)
+    goto done;
+  if (dpo_vae_plan(v, &ctx, (int)iv->shape[0], (int)iv->shape[2], (int)iv->shape[3], &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "vae: %s", err.msg);
+    goto done;
+  }
+  const uint64_t seed = 1234, stream = 5;
+  dpo_vae_encode(v, &ctx, image, seed, stream, 0, mean, sample);
+  double r_mean = compare("vae posterior mean", mean, mean_ref, n_lat);
+  /* The sample is mean + std * noise with the noise from the Philox stream. */
+  for (size_t i = 0; i < n_lat; i++) expect[i] = mean_ref[i] + std_ref[i] * dpo_rng_normal(seed, stream, i);
+  compare("vae posterior sample", sample, expect, n_lat);
+  float sf = dpo_vae_get_config(v)->scaling_factor;
+  CHECK_NEAR(sf, 0.18215, 1e-7);
+  dpo_vae_encode(v, &ctx, image, seed, stream, 1, scaled, NULL);
+  for (size_t i = 0; i < n_lat; i++) expect[i] = sf * mean_ref[i];
+  compare("vae scaled mean", scaled, expect, n_lat);
+  const float *decoded = dpo_vae_decode(v, &ctx, latent, 0);
+  double r_dec = compare("vae decode", decoded, decoded_ref, n_img);
+  /* Scaled decode divides by the scaling factor first. */
+  for (size_t i = 0; i < n_lat; i++) scaled[i] = latent[i] * sf;
+  decoded = dpo_vae_decode(v, &ctx, scaled, 1);
+  compare("vae scaled decode", decoded, decoded_ref, n_img);
+  printf("vae: mean error %.3g and decode error %.3g of the 1e-4 tolerance\n", r_mean, r_dec);
+done:
+  free(image);
+  free(mean_ref);
+  free(std_ref);
+  free(latent);
+  free(decoded_ref);
+  free(mean);
+  free(sample);
+  free(scaled);
+  free(expect);
+  dpo_st_close(&io);
+  dpo_vae_free(v);
+}
+
 int main(void) {
   dpo_error err = {0};
   if (kn_ctx_init(&ctx, 2, &err) != DPO_OK) {
@@ -262,6 +322,7 @@ int main(void) {
   check_unet("unet_linear");
   check_clip("clip_quick");
   check_clip("clip_gelu");
+  check_vae();
   CHECK_INT(ctx.scratch_grows, 0);
   kn_ctx_free(&ctx);
   return test_finish();
