@@ -181,6 +181,38 @@ done:
   dpo_unet_free(u);
 }
 
+/* Output only, of model folder `name` on the inputs and output of `io_name`. */
+static void check_unet_forward(const char *name, const char *io_name) {
+  dpo_error err = {0};
+  dpo_unet *u = NULL;
+  dpo_safetensors io;
+  if (dpo_unet_load(fixture(name, ""), &u, &err) != DPO_OK ||
+      dpo_st_open(&io, fixture(io_name, "io.safetensors"), &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
+    dpo_unet_free(u);
+    return;
+  }
+  const dpo_tensor_view *sv = dpo_st_find(&io, "sample"), *ev = dpo_st_find(&io, "encoder_hidden_states");
+  size_t n_out = 0;
+  float *sample = io_tensor(&io, "sample", NULL), *enc = io_tensor(&io, "encoder_hidden_states", NULL);
+  float *ts = io_tensor(&io, "timesteps", NULL), *ref = io_tensor(&io, "out", &n_out);
+  if (sv && ev && sample && enc && ts && ref &&
+      dpo_unet_plan(u, &ctx, (int)sv->shape[0], (int)sv->shape[2], (int)sv->shape[3], (int)ev->shape[1], 0,
+                    &err) == DPO_OK) {
+    char what[200];
+    snprintf(what, sizeof what, "%s output", name);
+    compare(what, dpo_unet_forward(u, &ctx, sample, ts, enc), ref, n_out);
+  } else {
+    test_fail(__FILE__, __LINE__, "%s: %s", name, err.msg);
+  }
+  free(sample);
+  free(enc);
+  free(ts);
+  free(ref);
+  dpo_st_close(&io);
+  dpo_unet_free(u);
+}
+
 /* ------------------------------------------------------------------ CLIP */
 
 static void check_clip(const char *name) {
@@ -318,6 +350,9 @@ int main(void) {
     return 1;
   }
   check_unet("unet_sd15");
+  /* The committed folder our save wrote (and diffusers loaded, see
+   * saved_by_c_check.json) still loads here with unet_sd15's output. */
+  check_unet_forward("unet_saved_by_c", "unet_sd15");
   check_unet("unet_headlist");
   check_unet("unet_linear");
   check_clip("clip_quick");
