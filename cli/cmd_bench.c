@@ -53,8 +53,12 @@ typedef struct {
   int (*run)(int argc, char **argv);
 } bench_subject;
 
+int bench_unet(int argc, char **argv);  /* cli/bench_unet.c */
+void bench_unet_help(FILE *out);
+
 static const bench_subject subjects[] = {
     {"kernels", bench_kernels},
+    {"unet", bench_unet},
 };
 
 int cmd_bench(int argc, char **argv) {
@@ -78,4 +82,5 @@ void cmd_bench_help(FILE *out) {
           "  --threads N   threads for OpenMP and OpenBLAS (default: all cores)\n"
           "  --repeat R    timed calls per op (1..1000)\n"
           "  --quick       tiny shapes (for tests)\n");
+  bench_unet_help(out);
 }
