@@ -276,6 +276,7 @@ static kn_activation clip_act(const dpo_clip *m) { return m->cfg.quick_gelu ? KN
 int dpo_clip_forward(dpo_clip *m, kn_ctx *ctx, const int32_t *ids, const float **hidden, dpo_error *err) {
   const dpo_clip_config *c = &m->cfg;
   int B = m->B, T = m->T, rows = B * T, D = c->hidden_size, I = c->intermediate_size;
+  if (!m->ids) return dpo_fail(err, DPO_ERR_USAGE, "clip: forward before dpo_clip_plan");
   for (int i = 0; i < rows; i++)
     if (ids[i] < 0 || ids[i] >= c->vocab_size)
       return dpo_fail(err, DPO_ERR_USAGE, "clip: token id %d at position %d is outside the vocabulary [0, %d)",
@@ -303,6 +304,7 @@ int dpo_clip_forward(dpo_clip *m, kn_ctx *ctx, const int32_t *ids, const float *
 void dpo_clip_backward(dpo_clip *m, kn_ctx *ctx, const float *dhidden) {
   const dpo_clip_config *c = &m->cfg;
   int B = m->B, T = m->T, rows = B * T, D = c->hidden_size, I = c->intermediate_size;
+  if (!m->ids || !m->plan.train) return;   /* the contract: a train plan and a forward */
   md_plan_zero_grads(&m->plan);
   memcpy(m->final_ln.out.g, dhidden, (size_t)rows * D * sizeof(float));
   md_tensor *x = m->n_run > 0 ? &m->layers[m->n_run - 1].out : &m->emb;

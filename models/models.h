@@ -92,12 +92,13 @@ int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int trai
 /* Bytes of the current plan (activations + their gradients). */
 size_t dpo_unet_plan_bytes(const dpo_unet *u);
 /* out[B, out_channels, H, W] = UNet(sample, timesteps[B], encoder_hidden_states).
- * The inputs are copied; the returned buffer belongs to the model. */
+ * The inputs are copied; the returned buffer belongs to the model. NULL
+ * without a plan. */
 const float *dpo_unet_forward(dpo_unet *u, kn_ctx *ctx, const float *sample, const float *timesteps,
                               const float *encoder_hidden_states);
 /* Given dout = dLoss/dout of the last forward, accumulates dLoss/dparam into
  * every parameter gradient and, when not NULL, into dsample and
- * dencoder_hidden_states. Needs a plan with train=1. */
+ * dencoder_hidden_states. Needs a plan with train=1 (does nothing without). */
 void dpo_unet_backward(dpo_unet *u, kn_ctx *ctx, const float *dout, float *dsample,
                        float *dencoder_hidden_states);
 
@@ -132,6 +133,7 @@ int dpo_clip_plan(dpo_clip *m, kn_ctx *ctx, int B, int T, int clip_skip, int tra
 /* hidden[B, T, hidden_size]; ids must lie in [0, vocab_size) (checked). */
 int dpo_clip_forward(dpo_clip *m, kn_ctx *ctx, const int32_t *ids, const float **hidden,
                      dpo_error *err);
+/* Accumulates into the parameter gradients; needs a plan with train=1. */
 void dpo_clip_backward(dpo_clip *m, kn_ctx *ctx, const float *dhidden);
 
 /* ------------------------------------------------------------------ VAE */

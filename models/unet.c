@@ -507,8 +507,8 @@ static void plan_block(md_plan *p, unet_block *b, int B, int H, int W, int T, in
 int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int train, dpo_error *err) {
   const dpo_unet_config *c = &u->cfg;
   int f = 1 << (c->n_blocks - 1);
-  if (B <= 0 || H <= 0 || W <= 0 || T <= 0)
-    return dpo_fail(err, DPO_ERR_USAGE, "unet plan: batch, size and tokens must be positive");
+  if (B <= 0 || H <= 0 || W <= 0 || T <= 0 || B > 4096 || H > 4096 || W > 4096 || T > 4096)
+    return dpo_fail(err, DPO_ERR_USAGE, "unet plan: batch, size and tokens must lie in [1, 4096]");
   if (H % f != 0 || W % f != 0)
     return dpo_fail(err, DPO_ERR_USAGE, "unet plan: %dx%d latent is not divisible by %d (2^(blocks-1))", H,
                     W, f);
@@ -594,6 +594,7 @@ static md_tensor *block_forward(kn_ctx *ctx, unet_block *b, md_tensor *x, int B,
 
 const float *dpo_unet_forward(dpo_unet *u, kn_ctx *ctx, const float *sample, const float *timesteps,
                               const float *encoder_hidden_states) {
+  if (!u->planned) return NULL;
   const dpo_unet_config *c = &u->cfg;
   int B = u->B, H = u->H, W = u->W, C0 = c->block_out_channels[0];
   size_t n_sample = (size_t)B * c->in_channels * H * W;
@@ -664,6 +665,7 @@ static md_tensor *block_output(unet_block *b) {
 
 void dpo_unet_backward(dpo_unet *u, kn_ctx *ctx, const float *dout, float *dsample,
                        float *dencoder_hidden_states) {
+  if (!u->planned || !u->plan.train) return;   /* the contract: a train plan and a forward */
   const dpo_unet_config *c = &u->cfg;
   int B = u->B, H = u->H, W = u->W, C0 = c->block_out_channels[0], n = c->n_blocks;
   md_plan_zero_grads(&u->plan);
