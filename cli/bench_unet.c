@@ -2,7 +2,6 @@
  * forward and forward+backward on the CPU. bench/bench_unet.py runs this
  * beside diffusers on PyTorch at the same thread count and writes
  * bench/RESULTS.md. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,22 +23,6 @@ static const char *const quick_config =
     "{\"attention_head_dim\": 2, \"block_out_channels\": [16, 32], \"cross_attention_dim\": 16,"
     " \"down_block_types\": [\"CrossAttnDownBlock2D\", \"DownBlock2D\"], \"layers_per_block\": 1,"
     " \"norm_num_groups\": 4, \"sample_size\": 8, \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\"]}";
-
-/* Weights N(0, 1/fan_in), norm scales 1 and biases 0 (PyTorch-like magnitudes). */
-static void fill_random(dpo_unet *u) {
-  for (int i = 0; i < dpo_unet_n_params(u); i++) {
-    dpo_param p;
-    dpo_unet_param(u, i, &p);
-    if (p.ndim == 1) {
-      float v = strstr(p.name, "norm") && strstr(p.name, ".weight") ? 1.0f : 0.0f;
-      for (size_t j = 0; j < p.numel; j++) p.data[j] = v;
-      continue;
-    }
-    float scale = 1.0f / sqrtf((float)(p.numel / (size_t)p.shape[0]));
-    dpo_rng_normal_fill(42, (uint64_t)i, 0, p.data, p.numel);
-    for (size_t j = 0; j < p.numel; j++) p.data[j] *= scale;
-  }
-}
 
 static int compare_doubles(const void *a, const void *b) {
   double x = *(const double *)a, y = *(const double *)b;
@@ -143,7 +126,7 @@ int bench_unet(int argc, char **argv) {
     dpo_unet_free(u);
     return cli_report_error(&err);
   }
-  fill_random(u);
+  dpo_unet_init_random(u, 42);
   int T = quick ? 4 : 77;
   if (!json) printf("%-18s %6s %11s %8s %10s %9s\n", "pass", "batch", "latent", "threads", "seconds", "plan GiB");
   int rc = DPO_OK;

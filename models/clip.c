@@ -207,6 +207,24 @@ int dpo_clip_load(const char *dir, dpo_clip **out, dpo_error *err) {
   return DPO_OK;
 }
 
+int dpo_clip_create(const json_t *cfg, dpo_clip **out, dpo_error *err) {
+  *out = NULL;
+  dpo_clip *m = calloc(1, sizeof *m);
+  if (!m) return dpo_fail(err, DPO_ERR_DATA, "out of memory");
+  m->config_json = json_deep_copy(cfg);
+  snprintf(m->prefix, sizeof m->prefix, "text_model.");
+  if (!m->config_json || dpo_clip_config_parse(cfg, "config.json", &m->cfg, err) != DPO_OK ||
+      build(m, err) != DPO_OK) {
+    if (!m->config_json) dpo_fail(err, DPO_ERR_DATA, "out of memory");
+    dpo_clip_free(m);
+    return DPO_ERR_DATA;
+  }
+  *out = m;
+  return DPO_OK;
+}
+
+void dpo_clip_init_random(dpo_clip *m, uint64_t seed) { md_params_init_default(&m->params, seed); }
+
 int dpo_clip_save(const dpo_clip *m, const char *dir, dpo_error *err) {
   char path[4096];
   if (dpo_mkdir_p(dir, err) != DPO_OK) return DPO_ERR_DATA;

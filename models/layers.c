@@ -129,6 +129,41 @@ int md_params_load(md_params *t, const char *path, const char *what, dpo_error *
   return rc == DPO_OK ? DPO_OK : DPO_ERR_DATA;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), m = strlen(suffix);
+  return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+/* The weight registered with a bias: same name with "weight" for "bias". */
+static const md_param *weight_of_bias(const md_params *t, const md_param *bias) {
+  char name[MD_NAME_MAX];
+  size_t n = strlen(bias->name);
+  snprintf(name, sizeof name, "%.*sweight", (int)(n - 4), bias->name);
+  int i = find_param(t, name);
+  return i >= 0 ? &t->items[i] : NULL;
+}
+
+void md_params_init_default(md_params *t, uint64_t seed) {
+  for (int i = 0; i < t->n; i++) {
+    const md_param *p = &t->items[i];
+    float *data = p->slot->v;
+    const md_param *w = p;
+    if (ends_with(p->name, ".bias")) w = weight_of_bias(t, p);
+    if (ends_with(p->name, "embedding.weight")) {
+      dpo_rng_normal_fill(seed, (uint64_t)i, 0, data, p->numel);
+      for (size_t j = 0; j < p->numel; j++) data[j] *= 0.02f;
+    } else if (!w || w->ndim < 2) {
+      /* A norm's scale (1) or shift (0), or a bias without a weight. */
+      float v = p == w ? 1.0f : 0.0f;
+      for (size_t j = 0; j < p->numel; j++) data[j] = v;
+    } else {
+      float bound = 1.0f / sqrtf((float)(w->numel / (size_t)w->shape[0]));
+      dpo_rng_uniform_fill(seed, (uint64_t)i, 0, data, p->numel);
+      for (size_t j = 0; j < p->numel; j++) data[j] = bound * (2.0f * data[j] - 1.0f);
+    }
+  }
+}
+
 int md_params_save(const md_params *t, const char *path, dpo_error *err) {
   dpo_st_writer w;
   dpo_st_writer_init(&w);

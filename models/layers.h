@@ -66,6 +66,11 @@ void md_params_free(md_params *t);
  * wrong shape, a non-float dtype or a tensor no parameter claims fails with
  * the tensor's name. `what` names the model in messages. */
 int md_params_load(md_params *t, const char *path, const char *what, dpo_error *err);
+/* PyTorch's default initialisation from a Philox stream per parameter:
+ * weights of linear and conv layers U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and
+ * their biases likewise; norm scales 1 and shifts 0; embedding tables
+ * ("*embedding.weight") N(0, 0.02^2) as transformers initialises CLIP's. */
+void md_params_init_default(md_params *t, uint64_t seed);
 /* Writes every parameter as F32 (atomic), with {"format": "pt"} metadata. */
 int md_params_save(const md_params *t, const char *path, dpo_error *err);
 

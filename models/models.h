@@ -73,6 +73,10 @@ int dpo_unet_load(const char *dir, dpo_unet **out, dpo_error *err);
 /* A model from a config with all parameters zero (fill them through
  * dpo_unet_param), for benchmarks and tests. */
 int dpo_unet_create(const json_t *cfg, dpo_unet **out, dpo_error *err);
+/* Fills every parameter as PyTorch initialises a fresh model (linear and
+ * conv weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), norms 1 and
+ * 0), from Philox streams of `seed`: for training from scratch. */
+void dpo_unet_init_random(dpo_unet *u, uint64_t seed);
 /* Writes dir/config.json and dir/diffusion_pytorch_model.safetensors (F32),
  * each atomically, creating dir; diffusers' from_pretrained loads them. */
 int dpo_unet_save(const dpo_unet *u, const char *dir, dpo_error *err);
@@ -117,6 +121,12 @@ typedef struct dpo_clip dpo_clip;
 int dpo_clip_config_parse(const json_t *cfg, const char *where, dpo_clip_config *out, dpo_error *err);
 /* Reads dir/config.json and dir/model.safetensors. */
 int dpo_clip_load(const char *dir, dpo_clip **out, dpo_error *err);
+/* A model from a config with all parameters zero, named "text_model.*"
+ * (what transformers 4.x and 5.x both load). */
+int dpo_clip_create(const json_t *cfg, dpo_clip **out, dpo_error *err);
+/* As dpo_unet_init_random; the embedding tables N(0, 0.02^2). */
+void dpo_clip_init_random(dpo_clip *m, uint64_t seed);
+/* Writes dir/config.json and dir/model.safetensors (F32), atomically. */
 int dpo_clip_save(const dpo_clip *m, const char *dir, dpo_error *err);
 void dpo_clip_free(dpo_clip *m);
 const dpo_clip_config *dpo_clip_get_config(const dpo_clip *m);

@@ -448,6 +448,8 @@ int dpo_unet_load(const char *dir, dpo_unet **out, dpo_error *err) {
   return DPO_OK;
 }
 
+void dpo_unet_init_random(dpo_unet *u, uint64_t seed) { md_params_init_default(&u->params, seed); }
+
 int dpo_unet_save(const dpo_unet *u, const char *dir, dpo_error *err) {
   char path[4096];
   if (dpo_mkdir_p(dir, err) != DPO_OK) return DPO_ERR_DATA;

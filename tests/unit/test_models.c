@@ -316,12 +316,97 @@ static void test_unet_gradients(void) {
   dpo_unet_free(u);
 }
 
+static const dpo_param *find_param(dpo_param *all, int n, const char *name) {
+  for (int i = 0; i < n; i++)
+    if (strcmp(all[i].name, name) == 0) return &all[i];
+  test_fail(__FILE__, __LINE__, "no parameter %s", name);
+  return NULL;
+}
+
+/* Fresh models for training from scratch: PyTorch's default init, seeded. */
+static void test_random_init(void) {
+  dpo_error err = {0};
+  json_t *cfg = fixture_config("unet_sd15");
+  dpo_unet *a = NULL, *b = NULL;
+  if (!cfg || dpo_unet_create(cfg, &a, &err) != DPO_OK || dpo_unet_create(cfg, &b, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s", err.msg);
+    json_decref(cfg);
+    dpo_unet_free(a);
+    return;
+  }
+  dpo_unet_init_random(a, 7);
+  dpo_unet_init_random(b, 7);
+  int n = dpo_unet_n_params(a);
+  dpo_param *pa = calloc((size_t)n, sizeof *pa);
+  for (int i = 0; i < n; i++) {
+    dpo_param q;
+    dpo_unet_param(a, i, &pa[i]);
+    dpo_unet_param(b, i, &q);
+    CHECK(memcmp(pa[i].data, q.data, pa[i].numel * sizeof(float)) == 0);
+  }
+  const dpo_param *w = find_param(pa, n, "conv_in.weight"), *bias = find_param(pa, n, "conv_in.bias");
+  const dpo_param *gn = find_param(pa, n, "down_blocks.0.resnets.0.norm1.weight");
+  const dpo_param *gb = find_param(pa, n, "down_blocks.0.resnets.0.norm1.bias");
+  if (w && bias && gn && gb) {
+    float bound = 1.0f / 6.0f;   /* fan_in = 4 channels x 3 x 3 */
+    double sum_sq = 0.0;
+    for (size_t i = 0; i < w->numel; i++) {
+      CHECK(fabsf(w->data[i]) <= bound);
+      sum_sq += (double)w->data[i] * w->data[i];
+    }
+    /* U(-b, b) has variance b^2 / 3. */
+    CHECK_NEAR(sum_sq / w->numel, bound * bound / 3.0, 0.2 * bound * bound / 3.0);
+    for (size_t i = 0; i < bias->numel; i++) CHECK(fabsf(bias->data[i]) <= bound && bias->data[i] != 0.0f);
+    for (size_t i = 0; i < gn->numel; i++) CHECK(gn->data[i] == 1.0f && gb->data[i] == 0.0f);
+  }
+  dpo_unet_init_random(b, 8);
+  dpo_param q;
+  dpo_unet_param(b, 0, &q);
+  CHECK(memcmp(pa[0].data, q.data, q.numel * sizeof(float)) != 0);
+  free(pa);
+  dpo_unet_free(a);
+  dpo_unet_free(b);
+  json_decref(cfg);
+
+  /* A fresh text encoder runs, saves under "text_model.*" and loads back. */
+  cfg = fixture_config("clip_gelu");
+  dpo_clip *m = NULL;
+  if (!cfg || dpo_clip_create(cfg, &m, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s", err.msg);
+    json_decref(cfg);
+    return;
+  }
+  dpo_clip_init_random(m, 3);
+  int32_t ids[4] = {5, 6, 7, 8};
+  const float *hidden = NULL;
+  CHECK_INT(dpo_clip_plan(m, &ctx, 1, 4, 0, 0, &err), DPO_OK);
+  CHECK_INT(dpo_clip_forward(m, &ctx, ids, &hidden, &err), DPO_OK);
+  float first = hidden ? hidden[0] : 0.0f;
+  CHECK(isfinite(first));
+  const char *dir = test_path("fresh_clip");
+  CHECK_INT(dpo_clip_save(m, dir, &err), DPO_OK);
+  dpo_clip *again = NULL;
+  CHECK_INT(dpo_clip_load(dir, &again, &err), DPO_OK);
+  if (again) {
+    dpo_param p;
+    dpo_clip_param(again, 0, &p);
+    CHECK_STR(p.name, "text_model.embeddings.token_embedding.weight");
+    CHECK_INT(dpo_clip_plan(again, &ctx, 1, 4, 0, 0, &err), DPO_OK);
+    CHECK_INT(dpo_clip_forward(again, &ctx, ids, &hidden, &err), DPO_OK);
+    CHECK(hidden && hidden[0] == first);
+  }
+  dpo_clip_free(again);
+  dpo_clip_free(m);
+  json_decref(cfg);
+}
+
 int main(void) {
   dpo_error err = {0};
   if (kn_ctx_init(&ctx, 2, &err) != DPO_OK) return 1;
   test_unet_bad_files();
   test_clip_and_vae_bad_files();
   test_unet_gradients();
+  test_random_init();
   kn_ctx_free(&ctx);
   return test_finish();
 }
