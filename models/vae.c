@@ -36,6 +36,7 @@ typedef struct {
 
 struct dpo_vae {
   dpo_vae_config cfg;
+  int legacy_attn;          /* mid-block attention named query/key/value/proj_attn */
   json_t *config_json;
   md_params params;
   md_plan plan;
@@ -156,7 +157,7 @@ int dpo_vae_config_parse(const json_t *cfg, const char *where, dpo_vae_config *c
 
 /* ----------------------------------------------------------- building */
 
-static void mid_init(vae_mid *m, md_params *t, const char *prefix, int C, int G, int has_attn) {
+static void mid_init(vae_mid *m, md_params *t, const char *prefix, int C, int G, int has_attn, int legacy) {
   char name[MD_NAME_MAX];
   memset(m, 0, sizeof *m);
   m->C = C;
@@ -166,7 +167,8 @@ static void mid_init(vae_mid *m, md_params *t, const char *prefix, int C, int G,
   if (has_attn) {
     snprintf(name, sizeof name, "%s.attentions.0", prefix);
     md_norm_init(&m->attn_norm, t, name, "group_norm", C, G, VAE_EPS);
-    md_attention_init(&m->attn, t, name, "to_q", "to_k", "to_v", "to_out.0", C, C, 1, C, 1);
+    if (legacy) md_attention_init(&m->attn, t, name, "query", "key", "value", "proj_attn", C, C, 1, C, 1);
+    else md_attention_init(&m->attn, t, name, "to_q", "to_k", "to_v", "to_out.0", C, C, 1, C, 1);
   }
   snprintf(name, sizeof name, "%s.resnets.1", prefix);
   md_resnet_init(&m->res[1], t, name, C, C, 0, G, VAE_EPS);
@@ -210,14 +212,14 @@ static int build(dpo_vae *v, dpo_error *err) {
     if (block_init(&v->enc_blocks[i], t, prefix, c->layers_per_block, in_ch, out_ch, G, i < n - 1, 0, err))
       return DPO_ERR_DATA;
   }
-  mid_init(&v->enc_mid, t, "encoder.mid_block", boc[n - 1], G, c->mid_block_add_attention);
+  mid_init(&v->enc_mid, t, "encoder.mid_block", boc[n - 1], G, c->mid_block_add_attention, v->legacy_attn);
   md_norm_init(&v->enc_norm_out, t, "encoder", "conv_norm_out", boc[n - 1], G, VAE_EPS);
   md_conv_init(&v->enc_conv_out, t, "encoder", "conv_out", boc[n - 1], 2 * L, 3, 1, 1, 1);
   if (c->use_quant_conv) md_conv_init(&v->quant_conv, t, "", "quant_conv", 2 * L, 2 * L, 1, 1, 0, 1);
   if (c->use_post_quant_conv) md_conv_init(&v->post_quant_conv, t, "", "post_quant_conv", L, L, 1, 1, 0, 1);
 
   md_conv_init(&v->dec_conv_in, t, "decoder", "conv_in", L, boc[n - 1], 3, 1, 1, 1);
-  mid_init(&v->dec_mid, t, "decoder.mid_block", boc[n - 1], G, c->mid_block_add_attention);
+  mid_init(&v->dec_mid, t, "decoder.mid_block", boc[n - 1], G, c->mid_block_add_attention, v->legacy_attn);
   out_ch = boc[n - 1];
   for (int i = 0; i < n; i++) {
     int prev = out_ch;
@@ -255,11 +257,25 @@ int dpo_vae_load(const char *dir, dpo_vae **out, dpo_error *err) {
     return dpo_fail(err, DPO_ERR_DATA, "out of memory");
   }
   v->config_json = cfg;
-  if (dpo_vae_config_parse(cfg, path, &v->cfg, err) != DPO_OK || build(v, err) != DPO_OK) {
+  if (dpo_vae_config_parse(cfg, path, &v->cfg, err) != DPO_OK) {
     dpo_vae_free(v);
     return DPO_ERR_DATA;
   }
   snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", dir);
+  /* Checkpoints written before diffusers 0.14 (SD1.x and SD2.x among them)
+   * name the attention query/key/value/proj_attn; diffusers renames them on
+   * load, and so do we (save keeps the names the file had). */
+  dpo_safetensors st;
+  if (dpo_st_open(&st, path, err) != DPO_OK) {
+    dpo_vae_free(v);
+    return DPO_ERR_DATA;
+  }
+  v->legacy_attn = dpo_st_find(&st, "encoder.mid_block.attentions.0.query.weight") != NULL;
+  dpo_st_close(&st);
+  if (build(v, err) != DPO_OK) {
+    dpo_vae_free(v);
+    return DPO_ERR_DATA;
+  }
   if (md_params_load(&v->params, path, "AutoencoderKL", err) != DPO_OK) {
     dpo_vae_free(v);
     return DPO_ERR_DATA;

@@ -29,7 +29,21 @@ static json_t *fixture_config(const char *name) {
 
 /* A model folder in the temp dir: `cfg` as config.json and the fixture's
  * weights rewritten with one tensor dropped, one reshaped, or one added. */
-typedef enum { WEIGHTS_SAME, WEIGHTS_DROP, WEIGHTS_RESHAPE, WEIGHTS_EXTRA } weights_edit;
+typedef enum { WEIGHTS_SAME, WEIGHTS_DROP, WEIGHTS_RESHAPE, WEIGHTS_EXTRA, WEIGHTS_LEGACY_ATTN } weights_edit;
+
+/* The attention names diffusers used before 0.14: to_q -> query, ... */
+static const char *legacy_name(const char *name, char *buf, size_t n) {
+  static const char *const now[] = {".to_q.", ".to_k.", ".to_v.", ".to_out.0."};
+  static const char *const old[] = {".query.", ".key.", ".value.", ".proj_attn."};
+  for (int i = 0; i < 4; i++) {
+    const char *at = strstr(name, now[i]);
+    if (at) {
+      snprintf(buf, n, "%.*s%s%s", (int)(at - name), name, old[i], at + strlen(now[i]));
+      return buf;
+    }
+  }
+  return name;
+}
 
 static const char *make_folder(const char *tag, const char *fixture, const char *weights_file,
                                const json_t *cfg, weights_edit edit, const char *tensor) {
@@ -63,7 +77,9 @@ static const char *make_folder(const char *tag, const char *fixture, const char 
       shape[0] = t->numel;
       ndim = 1;
     }
-    CHECK(dpo_st_writer_add(&w, t->name, dtype, ndim, shape, data, &err) == DPO_OK);
+    char renamed[256];
+    const char *name = edit == WEIGHTS_LEGACY_ATTN ? legacy_name(t->name, renamed, sizeof renamed) : t->name;
+    CHECK(dpo_st_writer_add(&w, name, dtype, ndim, shape, data, &err) == DPO_OK);
   }
   if (edit == WEIGHTS_EXTRA) {
     int64_t shape[1] = {4};
@@ -222,6 +238,22 @@ static void test_clip_and_vae_bad_files(void) {
     dpo_vae *v = NULL;
     CHECK_INT(dpo_vae_load(dir, &v, &err), DPO_ERR_DATA);
     CHECK_CONTAINS(err.msg, "tensor \"decoder.mid_block.attentions.0.to_q.weight\" has shape [1024], expected [32, 32]");
+    /* Old attention names load, and decode as the current names do. */
+    dpo_vae *now = NULL, *old = NULL;
+    dir = make_folder("vae_legacy", "vae", "diffusion_pytorch_model.safetensors", cfg, WEIGHTS_LEGACY_ATTN, NULL);
+    CHECK_INT(dpo_vae_load(fixture_dir("vae"), &now, &err), DPO_OK);
+    CHECK_INT(dpo_vae_load(dir, &old, &err), DPO_OK);
+    if (now && old) {
+      float z[2 * 4 * 2 * 2];
+      dpo_rng_normal_fill(9, 9, 0, z, 32);
+      CHECK_INT(dpo_vae_plan(now, &ctx, 2, 4, 4, &err), DPO_OK);
+      CHECK_INT(dpo_vae_plan(old, &ctx, 2, 4, 4, &err), DPO_OK);
+      const float *a = dpo_vae_decode(now, &ctx, z, 0), *b = dpo_vae_decode(old, &ctx, z, 0);
+      CHECK(memcmp(a, b, 2 * 3 * 4 * 4 * sizeof(float)) == 0);
+    }
+    dpo_vae_free(now);
+    dpo_vae_free(old);
+
     json_t *bad = json_deep_copy(cfg);
     json_array_set_new(json_object_get(bad, "up_block_types"), 1, json_string("AttnUpDecoderBlock2D"));
     dir = make_folder("vae_block", "vae", "diffusion_pytorch_model.safetensors", bad, WEIGHTS_SAME, NULL);
