@@ -27,6 +27,8 @@ int cli_is_help(const char *arg);
 int cli_parse_u64(const char *cmd, const char *flag, const char *text, uint64_t *out);
 
 /* The subcommands. */
+int cmd_bench(int argc, char **argv);
+void cmd_bench_help(FILE *out);
 int cmd_help(int argc, char **argv);
 void cmd_help_help(FILE *out);
 int cmd_inspect(int argc, char **argv);

@@ -8,6 +8,7 @@
 #include "dpo_version.h"
 
 static const cli_command commands[] = {
+    {"bench", "benchmark the kernels (dpo bench kernels)", cmd_bench, cmd_bench_help},
     {"help", "show help for dpo or for one command", cmd_help, cmd_help_help},
     {"version", "print the version", cmd_version, cmd_version_help},
     {"inspect", "validate and describe safetensors, PNG and JPEG files", cmd_inspect, cmd_inspect_help},

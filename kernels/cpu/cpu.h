@@ -1,0 +1,113 @@
+/* Helpers shared by the CPU kernels (private to kernels/cpu). */
+#ifndef DPO_KERNELS_CPU_H
+#define DPO_KERNELS_CPU_H
+
+#include <cblas.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+
+/* Threads for an OpenMP region: the context's count, never 0. */
+static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ctx->n_threads : 1; }
+
+/* Threads for a loop over `work` values: one below about 32k, where waking
+ * a team costs more than it saves (the partition never changes a result:
+ * each output is computed by one thread in a fixed order either way). */
+static inline int kn_team(const kn_ctx *ctx, size_t work) { return work < 32768 ? 1 : kn_threads(ctx); }
+
+/* Row-major sgemm: C[M, N] = alpha op(A) op(B) + beta C. */
+static inline void kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                            const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                            int ldc) {
+  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+              M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* exp(x) for x <= 0-ish arguments of softmax, written so that the compiler
+ * vectorises a loop over it (glibc's expf does not vectorise without
+ * -ffast-math): Cody-Waite reduction x = n ln2 + r and a degree-6
+ * polynomial for e^r; relative error below 2e-7 over [-87, 88]. */
+static inline float kn_expf(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  /* n = round(x / ln 2) by the 1.5 * 2^23 trick: floorf would keep the
+   * loop scalar under strict C11. */
+  float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+/* Reductions over a row in 16 independent lanes, combined in a fixed order
+ * at the end: the compiler vectorises them (a single running float would be
+ * a serial chain it may not reorder), and the result depends only on n. */
+#define KN_LANES 16
+
+static inline float kn_row_max(const float *x, int n) {
+  float lanes[KN_LANES];
+  for (int l = 0; l < KN_LANES; l++) lanes[l] = -INFINITY;
+  int j = 0;
+  for (; j + KN_LANES <= n; j += KN_LANES)
+    for (int l = 0; l < KN_LANES; l++) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
+  float m = -INFINITY;
+  for (int l = 0; l < KN_LANES; l++) m = lanes[l] > m ? lanes[l] : m;
+  for (; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+static inline float kn_row_sum(const float *x, int n) {
+  float lanes[KN_LANES] = {0};
+  int j = 0;
+  for (; j + KN_LANES <= n; j += KN_LANES)
+    for (int l = 0; l < KN_LANES; l++) lanes[l] += x[j + l];
+  float s = 0.0f;
+  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j < n; j++) s += x[j];
+  return s;
+}
+
+/* sum (x - m)^2 and sum a (x - m), in lanes like kn_row_sum. */
+static inline float kn_row_sq_centered(const float *x, float m, int n) {
+  float lanes[KN_LANES] = {0};
+  int j = 0;
+  for (; j + KN_LANES <= n; j += KN_LANES)
+    for (int l = 0; l < KN_LANES; l++) lanes[l] += (x[j + l] - m) * (x[j + l] - m);
+  float s = 0.0f;
+  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j < n; j++) s += (x[j] - m) * (x[j] - m);
+  return s;
+}
+
+static inline float kn_row_dot_centered(const float *a, const float *x, float m, int n) {
+  float lanes[KN_LANES] = {0};
+  int j = 0;
+  for (; j + KN_LANES <= n; j += KN_LANES)
+    for (int l = 0; l < KN_LANES; l++) lanes[l] += a[j + l] * (x[j + l] - m);
+  float s = 0.0f;
+  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j < n; j++) s += a[j] * (x[j] - m);
+  return s;
+}
+
+/* x[j] = exp(x[j] - shift) in place; returns the sum of the results. */
+static inline float kn_row_exp_sum(float *x, int n, float shift) {
+  for (int j = 0; j < n; j++) x[j] = kn_expf(x[j] - shift);
+  return kn_row_sum(x, n);
+}
+
+/* Fixed-size chunks for reductions that must not depend on the thread count. */
+#define KN_REDUCE_CHUNK 4096
+
+#endif

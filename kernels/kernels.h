@@ -1,0 +1,243 @@
+/* kernels: tensor ops with explicit forward and backward, in the manner of
+ * llm.c's CPU reference. One header, implemented by each backend (cpu/ now,
+ * cuda/ later): a call takes a context, raw float pointers and the shapes.
+ *
+ * Conventions shared by every op.
+ * - Tensors are dense, row-major float32; images are NCHW. Shapes are ints.
+ * - Forward OVERWRITES its outputs.
+ * - Backward ACCUMULATES (+=) into every gradient it returns, inputs and
+ *   parameters alike, so that residual branches, shared weights and
+ *   micro-batches add up without extra copies. Zero gradients before the
+ *   first backward of a step. Any gradient pointer may be NULL: that
+ *   gradient is then neither computed nor written.
+ * - Outputs never alias inputs unless an op says so.
+ * - Ops that need workspace take it from ctx's scratch, which the caller
+ *   sizes up front (kn_ctx_reserve with the *_scratch_bytes of the largest
+ *   call), so that no step allocates. An op that finds the scratch too small
+ *   grows it and counts the growth in ctx->scratch_grows, which planners and
+ *   tests check stays 0.
+ * - Results are bitwise reproducible for a fixed thread count: every
+ *   reduction runs over a fixed partition in a fixed order (no atomics).
+ * - Shapes are the caller's contract (checked with assert in debug builds);
+ *   files and user input are validated before they reach a kernel. */
+#ifndef DPO_KERNELS_H
+#define DPO_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+/* ------------------------------------------------------------- context */
+
+typedef enum { KN_BACKEND_CPU = 0 } kn_backend;
+
+typedef struct {
+  kn_backend backend;
+  int n_threads;          /* OpenMP and OpenBLAS threads */
+  float *scratch;         /* workspace shared by ops, 64-byte aligned */
+  size_t scratch_bytes;
+  int scratch_grows;      /* times an op had to grow the scratch (0 when planned) */
+} kn_ctx;
+
+/* n_threads <= 0 takes the OpenMP default (OMP_NUM_THREADS or the cores). */
+int kn_ctx_init(kn_ctx *ctx, int n_threads, dpo_error *err);
+/* Makes the scratch at least `bytes` large (the one allowed allocation). */
+int kn_ctx_reserve(kn_ctx *ctx, size_t bytes, dpo_error *err);
+void kn_ctx_free(kn_ctx *ctx);
+/* Scratch of at least `bytes`, grown (and counted) if it is not. Never NULL
+ * unless memory is exhausted. */
+float *kn_ctx_scratch(kn_ctx *ctx, size_t bytes);
+
+/* --------------------------------------------------------------- arena */
+
+/* A bump arena: parameters, gradients and activations are planned up front
+ * (sum of kn_arena_bytes of every tensor), allocated once, and handed out
+ * in order. Nothing is freed singly; reset reuses the whole block. */
+typedef struct {
+  uint8_t *base;
+  size_t size;
+  size_t used;
+} kn_arena;
+
+#define KN_ALIGN 64
+/* Bytes that a tensor of n floats takes in an arena (rounded to KN_ALIGN). */
+size_t kn_arena_bytes(size_t n_floats);
+int kn_arena_init(kn_arena *a, size_t bytes, dpo_error *err);
+/* n floats, zeroed, 64-byte aligned; NULL when the plan was too small. */
+float *kn_arena_floats(kn_arena *a, size_t n_floats);
+void kn_arena_reset(kn_arena *a);
+void kn_arena_free(kn_arena *a);
+
+/* -------------------------------------------------------------- linear */
+
+/* out[N, OC] = inp[N, IC] . weight[OC, IC]^T + bias[OC] (bias may be NULL),
+ * PyTorch's nn.Linear layout. */
+void kn_linear_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
+                       const float *bias, int N, int IC, int OC);
+void kn_linear_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int IC, int OC);
+
+/* -------------------------------------------------------------- conv2d */
+
+/* out[B, OC, Ho, Wo] from inp[B, C, H, W], weight[OC, C, K, K], bias[OC]
+ * (may be NULL); Ho = (H + 2 pad - K) / stride + 1, likewise Wo. */
+int kn_conv2d_out_size(int in_size, int K, int stride, int pad);
+size_t kn_conv2d_scratch_bytes(int C, int H, int W, int K, int stride, int pad);
+void kn_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
+                       const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
+                       int pad);
+void kn_conv2d_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int B, int C, int H, int W, int OC,
+                        int K, int stride, int pad);
+
+/* ------------------------------------------------------ normalisations */
+
+/* Group norm over inp[B, C, HW] with G groups (C % G == 0), biased variance,
+ * eps inside the square root, per-channel gamma/beta. mean and rstd [B, G]
+ * are saved by forward for backward. */
+void kn_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                           const float *gamma, const float *beta, int B, int C, int HW, int G,
+                           float eps);
+void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
+                            const float *dout, const float *inp, const float *mean,
+                            const float *rstd, const float *gamma, int B, int C, int HW, int G);
+
+/* Layer norm over the last dimension of inp[N, C]; mean and rstd [N]. */
+void kn_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                           const float *gamma, const float *beta, int N, int C, float eps);
+void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
+                            const float *dout, const float *inp, const float *mean,
+                            const float *rstd, const float *gamma, int N, int C);
+
+/* --------------------------------------------------------- activations */
+
+/* Elementwise over n values; backward reads the forward input. */
+typedef enum {
+  KN_ACT_SILU = 0,        /* x * sigmoid(x) */
+  KN_ACT_GELU,            /* x * Phi(x), with erf (PyTorch's default) */
+  KN_ACT_GELU_TANH,       /* PyTorch's approximate="tanh" */
+  KN_ACT_QUICK_GELU,      /* x * sigmoid(1.702 x), CLIP's */
+} kn_activation;
+
+void kn_activation_forward(kn_ctx *ctx, kn_activation act, float *out, const float *inp, size_t n);
+void kn_activation_backward(kn_ctx *ctx, kn_activation act, float *dinp, const float *dout,
+                            const float *inp, size_t n);
+
+/* GEGLU as diffusers: inp[N, 2D] is the projection; its first half is the
+ * hidden value, the second the gate: out[N, D] = hidden * gelu(gate). */
+void kn_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D);
+void kn_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, int N, int D);
+
+/* Softmax over the last dimension of inp[N, C]; backward reads the output. */
+void kn_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C);
+void kn_softmax_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *out, int N, int C);
+
+/* ----------------------------------------------------------- attention */
+
+/* Scaled dot-product attention, multi-head, heads interleaved as the linear
+ * projections produce them: q[B, Nq, H*D], k and v[B, Nk, H*D],
+ * out[B, Nq, H*D]. out = softmax(scale q k^T [+ causal mask]) v per head.
+ * causal masks key j > query i (PyTorch's is_causal, top-left aligned).
+ * Forward works on blocks of queries, so memory grows with Nq * block, never
+ * with Nq * Nk; it saves lse[B, H, Nq] (log-sum-exp of each row) and
+ * backward recomputes the probabilities from it (flash-attention style). */
+size_t kn_attention_scratch_bytes(int ctx_threads, int Nq, int Nk);
+void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, const float *k,
+                          const float *v, int B, int H, int Nq, int Nk, int D, float scale,
+                          int causal);
+void kn_attention_backward(kn_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
+                           const float *q, const float *k, const float *v, const float *out,
+                           const float *lse, int B, int H, int Nq, int Nk, int D, float scale,
+                           int causal);
+
+/* ---------------------------------------------------- shape and routing */
+
+/* Nearest-neighbour 2x upsample: inp[B, C, H, W] -> out[B, C, 2H, 2W]. */
+void kn_upsample2x_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int H, int W);
+void kn_upsample2x_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int H, int W);
+
+/* out = a + b over n values (the residual connection). */
+void kn_add_forward(kn_ctx *ctx, float *out, const float *a, const float *b, size_t n);
+void kn_add_backward(kn_ctx *ctx, float *da, float *db, const float *dout, size_t n);
+
+/* Concatenation along a middle axis: a[outer, Ca, inner] and
+ * b[outer, Cb, inner] -> out[outer, Ca + Cb, inner]. Channel concat of NCHW
+ * is outer = B, inner = H*W; last-dimension concat is inner = 1. */
+void kn_concat_forward(kn_ctx *ctx, float *out, const float *a, const float *b, int outer, int Ca,
+                       int Cb, int inner);
+void kn_concat_backward(kn_ctx *ctx, float *da, float *db, const float *dout, int outer, int Ca,
+                        int Cb, int inner);
+/* The inverse: inp[outer, Ca + Cb, inner] -> a[outer, Ca, inner], b[outer, Cb, inner]. */
+void kn_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int outer, int Ca, int Cb,
+                      int inner);
+void kn_split_backward(kn_ctx *ctx, float *dinp, const float *da, const float *db, int outer,
+                       int Ca, int Cb, int inner);
+
+/* ---------------------------------------------------------- embeddings */
+
+/* Sinusoidal timestep embedding exactly as diffusers' get_timestep_embedding:
+ * half = dim / 2, freq_i = exp(-ln(max_period) i / (half - shift)),
+ * arg = scale * t * freq_i, out = [sin(arg), cos(arg)] ([cos, sin] when
+ * flip_sin_to_cos), zero-padded by one column when dim is odd.
+ * timesteps[B] -> out[B, dim]. Backward gives d/dt (for completeness; the
+ * timestep is usually not trained). */
+void kn_timestep_embedding_forward(kn_ctx *ctx, float *out, const float *timesteps, int B, int dim,
+                                   int flip_sin_to_cos, float downscale_freq_shift, float scale,
+                                   float max_period);
+void kn_timestep_embedding_backward(kn_ctx *ctx, float *dtimesteps, const float *dout,
+                                    const float *timesteps, int B, int dim, int flip_sin_to_cos,
+                                    float downscale_freq_shift, float scale, float max_period);
+
+/* Token and position embedding (llm.c's encoder): out[B, T, C] =
+ * wte[ids[b, t]] + wpe[t]; wpe may be NULL (a plain lookup). ids are
+ * trusted to lie in [0, V) (the tokenizer checks). */
+void kn_embedding_forward(kn_ctx *ctx, float *out, const int32_t *ids, const float *wte,
+                          const float *wpe, int B, int T, int C);
+void kn_embedding_backward(kn_ctx *ctx, float *dwte, float *dwpe, const float *dout,
+                           const int32_t *ids, int B, int T, int C);
+
+/* ------------------------------------------------ losses and reductions */
+
+/* Mean squared error per sample: loss[b] = mean over n of (pred - target)^2
+ * for pred, target[B, n]. */
+void kn_mse_per_sample_forward(kn_ctx *ctx, float *loss, const float *pred, const float *target,
+                               int B, size_t n);
+void kn_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, const float *dloss,
+                                const float *pred, const float *target, int B, size_t n);
+
+/* Sum and mean of n values into *out; summed in double over fixed chunks,
+ * so the result does not depend on the thread count. */
+void kn_sum_forward(kn_ctx *ctx, float *out, const float *inp, size_t n);
+void kn_sum_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n);
+void kn_mean_forward(kn_ctx *ctx, float *out, const float *inp, size_t n);
+void kn_mean_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n);
+
+/* out = scale * inp elementwise (the loss's beta and sign). */
+void kn_scale_forward(kn_ctx *ctx, float *out, const float *inp, float scale, size_t n);
+void kn_scale_backward(kn_ctx *ctx, float *dinp, const float *dout, float scale, size_t n);
+
+/* log(sigmoid(x)), computed without overflow (Diffusion-DPO's loss). */
+void kn_logsigmoid_forward(kn_ctx *ctx, float *out, const float *inp, size_t n);
+void kn_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, size_t n);
+
+/* ----------------------------------------------------------- benchmark */
+
+/* One timed op at one shape: the median of `repeat` runs after a warm-up. */
+typedef struct {
+  char name[64];       /* e.g. "conv3x3_fwd" */
+  char shape[96];      /* human-readable shape */
+  double flops;        /* per call */
+  double seconds;      /* median */
+  double gflops;
+  int threads;         /* the thread count it ran with */
+} kn_bench_result;
+
+/* Runs the kernel benchmark at SD1.5 shapes: sgemm first (the reference
+ * GFLOP/s of this machine in this run), then each op. Fills up to
+ * max_results; returns how many, or -1 on failure with err set. When
+ * `quick` is set the shapes are small (for tests). */
+int kn_bench_run(int n_threads, int repeat, int quick, kn_bench_result *results, int max_results,
+                 dpo_error *err);
+
+#endif

@@ -1,0 +1,245 @@
+/* layers: the building blocks shared by the UNet, the text encoder and the
+ * VAE (internal to models/; the public API is models.h).
+ *
+ * Memory. A model is built in two steps.
+ * 1. Its layers register their parameters in an md_params table (name as the
+ *    checkpoint spells it, shape, and the md_tensor slot to fill); the table
+ *    then allocates one block for all parameters (and one for their
+ *    gradients) and points every slot into it.
+ * 2. For a batch size and resolution, each layer's plan function requests
+ *    its activations (and, when training, their gradients) from an md_plan,
+ *    which allocates one arena for each and points the slots into them, and
+ *    records the largest kernel scratch any call will need. Nothing is
+ *    allocated during a forward or backward pass.
+ *
+ * Every layer owns its output tensor. Backward of a layer reads the gradient
+ * of its output (which its consumers accumulated into out.g) and accumulates
+ * the gradient of its input into the caller's buffer, following the kernels'
+ * convention (forward overwrites, backward accumulates). */
+#ifndef DPO_MODELS_LAYERS_H
+#define DPO_MODELS_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+#include "kernels/kernels.h"
+
+/* A value and its gradient (g is NULL when not training). */
+typedef struct {
+  float *v;
+  float *g;
+} md_tensor;
+
+/* ---------------------------------------------------------- parameters */
+
+#define MD_NAME_MAX 192
+
+typedef struct {
+  char name[MD_NAME_MAX];
+  int ndim;
+  int64_t shape[4];
+  size_t numel;
+  size_t offset;        /* in floats, into the parameter block */
+  md_tensor *slot;
+} md_param;
+
+typedef struct {
+  md_param *items;
+  int n;
+  int cap;
+  size_t total;         /* floats */
+  float *data;
+  float *grad;          /* NULL until md_params_alloc_grads */
+  int failed;           /* out of memory while registering */
+} md_params;
+
+void md_params_init(md_params *t);
+/* Registers a parameter "prefix.suffix" (prefix may be ""). */
+void md_param_add(md_params *t, md_tensor *slot, const char *prefix, const char *suffix, int ndim,
+                  int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+int md_params_alloc(md_params *t, dpo_error *err);
+int md_params_alloc_grads(md_params *t, dpo_error *err);
+void md_params_zero_grads(md_params *t);
+void md_params_free(md_params *t);
+/* Loads every parameter from a safetensors file by name: a missing tensor, a
+ * wrong shape, a non-float dtype or a tensor no parameter claims fails with
+ * the tensor's name. `what` names the model in messages. */
+int md_params_load(md_params *t, const char *path, const char *what, dpo_error *err);
+/* PyTorch's default initialisation from a Philox stream per parameter:
+ * weights of linear and conv layers U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and
+ * their biases likewise; norm scales 1 and shifts 0; embedding tables
+ * ("*embedding.weight") N(0, 0.02^2) as transformers initialises CLIP's. */
+void md_params_init_default(md_params *t, uint64_t seed);
+/* Writes every parameter as F32 (atomic), with {"format": "pt"} metadata. */
+int md_params_save(const md_params *t, const char *path, dpo_error *err);
+
+/* ---------------------------------------------------------- activations */
+
+typedef struct {
+  md_tensor *slot;      /* a tensor (value and, when training, gradient) */
+  float **plain;        /* or plain floats without a gradient (saved statistics) */
+  size_t n;
+} md_request;
+
+typedef struct {
+  md_request *req;
+  int n;
+  int cap;
+  int train;            /* request gradients as well */
+  size_t act_bytes;
+  size_t grad_bytes;
+  size_t scratch_bytes; /* the largest kernel scratch of any call */
+  int threads;          /* for the attention scratch estimate */
+  kn_arena acts;
+  kn_arena grads;
+  int failed;
+} md_plan;
+
+void md_plan_init(md_plan *p, int train, int threads);
+/* Requests a tensor of n floats (its gradient too when training). */
+void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n);
+/* Requests n floats that need no gradient (e.g. saved norm statistics). */
+void md_plan_floats(md_plan *p, float **slot, size_t n);
+void md_plan_scratch(md_plan *p, size_t bytes);
+/* Allocates both arenas and fills every requested slot. */
+int md_plan_alloc(md_plan *p, dpo_error *err);
+/* Zeroes every activation gradient (before a backward pass). */
+void md_plan_zero_grads(md_plan *p);
+void md_plan_free(md_plan *p);
+
+/* ----------------------------------------------------- plain layers */
+
+typedef struct {
+  md_tensor w, b;
+  int C, OC, K, stride, pad;
+  int has_bias;
+} md_conv;
+
+typedef struct {
+  md_tensor w, b;
+  int IC, OC;
+  int has_bias;
+} md_linear;
+
+/* Group norm (G groups) or layer norm (G = 0), with its saved statistics. */
+typedef struct {
+  md_tensor gamma, beta;
+  int C, G;
+  float eps;
+  md_tensor out;
+  float *mean, *rstd;
+  int rows;             /* B (group) or N (layer) */
+  int HW;
+} md_norm;
+
+void md_conv_init(md_conv *c, md_params *t, const char *prefix, const char *name, int C, int OC,
+                  int K, int stride, int pad, int has_bias);
+void md_linear_init(md_linear *l, md_params *t, const char *prefix, const char *name, int IC, int OC,
+                    int has_bias);
+void md_norm_init(md_norm *n, md_params *t, const char *prefix, const char *name, int C, int G,
+                  float eps);
+
+void md_conv_plan(md_plan *p, const md_conv *c, int H, int W);
+void md_conv_forward(kn_ctx *ctx, const md_conv *c, float *out, const float *in, int B, int H, int W);
+void md_conv_backward(kn_ctx *ctx, const md_conv *c, float *din, const float *dout, const float *in,
+                      int B, int H, int W);
+void md_linear_forward(kn_ctx *ctx, const md_linear *l, float *out, const float *in, int N);
+void md_linear_backward(kn_ctx *ctx, const md_linear *l, float *din, const float *dout,
+                        const float *in, int N);
+/* Group norm over [B, C, HW] or layer norm over [N, C] (B = N, HW = 1). */
+void md_norm_plan(md_plan *p, md_norm *n, int B, int HW);
+void md_norm_forward(kn_ctx *ctx, md_norm *n, const float *in);
+void md_norm_backward(kn_ctx *ctx, md_norm *n, float *din, const float *in);
+
+/* out[B, A, C] = in[B, C, A] transposed (NCHW <-> tokens); backward accumulates. */
+void md_transpose_forward(float *out, const float *in, int B, int C, int A);
+void md_transpose_backward(float *din, const float *dout, int B, int C, int A);
+/* x[B, C, HW] += v[B, C] broadcast over HW (the time embedding's add). */
+void md_add_channel_forward(float *x, const float *v, int B, int C, int HW);
+void md_add_channel_backward(float *dv, const float *dx, int B, int C, int HW);
+void md_accumulate(float *dst, const float *src, size_t n);
+
+/* --------------------------------------------------- composite layers */
+
+/* diffusers' ResnetBlock2D (time_embedding_norm "default", pre-norm, SiLU,
+ * output_scale_factor 1): out = shortcut(x) + conv2(silu(norm2(conv1(silu(
+ * norm1(x))) + time_emb_proj(silu(temb))))). temb_dim 0 means no time
+ * embedding (the VAE's). The caller passes silu(temb), shared by all blocks. */
+typedef struct {
+  md_norm norm1, norm2;
+  md_conv conv1, conv2, shortcut;
+  md_linear temb_proj;
+  int has_shortcut, temb_dim;
+  int Cin, Cout;
+  int B, H, W;
+  md_tensor a1, h1, tproj, a2, h2, sc, out;
+} md_resnet;
+
+void md_resnet_init(md_resnet *r, md_params *t, const char *prefix, int Cin, int Cout, int temb_dim,
+                    int groups, float eps);
+void md_resnet_plan(md_plan *p, md_resnet *r, int B, int H, int W);
+void md_resnet_forward(kn_ctx *ctx, md_resnet *r, const float *in, const float *temb_act);
+void md_resnet_backward(kn_ctx *ctx, md_resnet *r, float *din, const float *in, float *dtemb_act,
+                        const float *temb_act);
+
+/* diffusers' Attention: to_q, to_k, to_v (bias optional), to_out.0 (bias),
+ * over tokens x[B, N, query_dim] and context c[B, M, kv_dim] (c == x for
+ * self-attention). */
+typedef struct {
+  md_linear q, k, v, o;
+  int heads, dim_head, inner, query_dim, kv_dim;
+  int causal;
+  int B, N, M;
+  md_tensor qo, ko, vo, ao, out;
+  float *lse;
+} md_attention;
+
+void md_attention_init(md_attention *a, md_params *t, const char *prefix, const char *q_name,
+                       const char *k_name, const char *v_name, const char *o_name, int query_dim,
+                       int kv_dim, int heads, int dim_head, int qkv_bias);
+void md_attention_plan(md_plan *p, md_attention *a, int B, int N, int M);
+void md_attention_forward(kn_ctx *ctx, md_attention *a, const float *x, const float *c);
+/* dc may equal dx (self-attention): both accumulate. */
+void md_attention_backward(kn_ctx *ctx, md_attention *a, float *dx, float *dc, const float *x,
+                           const float *c);
+
+/* diffusers' Transformer2DModel (continuous input) with BasicTransformerBlocks
+ * (self-attention, cross-attention, GEGLU feed-forward, layer norms). */
+typedef struct {
+  md_norm norm1, norm2, norm3;
+  md_attention attn1, attn2;
+  md_linear ff_in, ff_out;
+  int dim, ff_inner;
+  int N;
+  md_tensor x1, x2, ffp, ffg, ffo, out;
+} md_tblock;
+
+typedef struct {
+  md_norm norm;
+  md_conv proj_in_conv, proj_out_conv;
+  md_linear proj_in_lin, proj_out_lin;
+  int linear_proj;
+  int C, inner, n_blocks;
+  md_tblock *blocks;
+  int B, H, W, M;
+  md_tensor pin, tok, tok_out, pre_out, pout, out;
+} md_transformer;
+
+int md_transformer_init(md_transformer *tr, md_params *t, const char *prefix, int C, int heads,
+                        int n_blocks, int cross_dim, int groups, int linear_proj, dpo_error *err);
+void md_transformer_plan(md_plan *p, md_transformer *tr, int B, int H, int W, int M);
+void md_transformer_forward(kn_ctx *ctx, md_transformer *tr, const float *in, const float *enc);
+void md_transformer_backward(kn_ctx *ctx, md_transformer *tr, float *din, const float *in,
+                             float *denc, const float *enc);
+void md_transformer_free(md_transformer *tr);
+
+/* ------------------------------------------------------- config checks */
+
+/* Compares a JSON value with a default written as JSON text, numbers by value. */
+int md_json_equals_text(const json_t *value, const char *text);
+/* A JSON int, or a list of n ints; fills out[n]. */
+int md_json_int_or_list(const json_t *cfg, const char *key, int n, int def, int *out,
+                        const char *where, dpo_error *err);
+
+#endif
