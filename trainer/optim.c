@@ -12,7 +12,7 @@
 
 #include "trainer/trainer.h"
 
-int64_t dpo_param_numel(const dpo_param *p) {
+int64_t dpo_optim_param_numel(const dpo_optim_param *p) {
   int64_t n = 1;
   for (int d = 0; d < p->ndim; d++) n *= p->shape[d];
   return n;
@@ -48,14 +48,14 @@ int dpo_optim_kind_parse(const char *name, dpo_optim_kind *out, dpo_error *err) 
 
 /* Adafactor factors a parameter of 2+ dims over its last two: `outer`
  * independent matrices of rows x cols. */
-static int is_factored(const dpo_optimizer *opt, const dpo_param *p) {
+static int is_factored(const dpo_optimizer *opt, const dpo_optim_param *p) {
   return opt->cfg.kind == DPO_OPTIM_ADAFACTOR && p->ndim >= 2;
 }
 
-static void factored_dims(const dpo_param *p, int64_t *outer, int64_t *rows, int64_t *cols) {
+static void factored_dims(const dpo_optim_param *p, int64_t *outer, int64_t *rows, int64_t *cols) {
   *rows = p->shape[p->ndim - 2];
   *cols = p->shape[p->ndim - 1];
-  *outer = dpo_param_numel(p) / ((*rows) * (*cols) > 0 ? (*rows) * (*cols) : 1);
+  *outer = dpo_optim_param_numel(p) / ((*rows) * (*cols) > 0 ? (*rows) * (*cols) : 1);
 }
 
 /* ------------------------------------------------------------------ init */
@@ -63,9 +63,9 @@ static void factored_dims(const dpo_param *p, int64_t *outer, int64_t *rows, int
 static float *alloc_zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
 
 static int alloc_slot(dpo_optimizer *opt, int i) {
-  const dpo_param *p = &opt->params[i];
+  const dpo_optim_param *p = &opt->params[i];
   dpo_optim_slot *s = &opt->slots[i];
-  int64_t numel = dpo_param_numel(p);
+  int64_t numel = dpo_optim_param_numel(p);
   if (opt->cfg.kind == DPO_OPTIM_ADAMW) {
     s->exp_avg = alloc_zeros(numel);
     s->exp_avg_sq = alloc_zeros(numel);
@@ -104,14 +104,14 @@ static int check_config(const dpo_optim_config *c, dpo_error *err) {
   return DPO_OK;
 }
 
-int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_param *params, int n,
+int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
                    dpo_error *err) {
   memset(opt, 0, sizeof *opt);
   int rc = check_config(cfg, err);
   if (rc != DPO_OK) return rc;
   if (n < 1) return dpo_fail(err, DPO_ERR_USAGE, "optimizer: no parameters");
   for (int i = 0; i < n; i++) {
-    const dpo_param *p = &params[i];
+    const dpo_optim_param *p = &params[i];
     if (!p->name || !p->data || !p->grad || p->ndim < 1 || p->ndim > DPO_ST_MAX_DIMS)
       return dpo_fail(err, DPO_ERR_USAGE, "optimizer: parameter %d is incomplete (name, data, grad, 1..%d dims)",
                       i, DPO_ST_MAX_DIMS);
@@ -125,13 +125,13 @@ int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_pa
   }
   opt->cfg = *cfg;
   opt->n_params = n;
-  opt->params = malloc(sizeof(dpo_param) * (size_t)n);
+  opt->params = malloc(sizeof(dpo_optim_param) * (size_t)n);
   opt->slots = calloc((size_t)n, sizeof(dpo_optim_slot));
   if (!opt->params || !opt->slots) {
     dpo_optim_free(opt);
     return dpo_fail(err, DPO_ERR_DATA, "optimizer: out of memory");
   }
-  memcpy(opt->params, params, sizeof(dpo_param) * (size_t)n);
+  memcpy(opt->params, params, sizeof(dpo_optim_param) * (size_t)n);
   for (int i = 0; i < n; i++) {
     if (!alloc_slot(opt, i)) {
       dpo_optim_free(opt);
@@ -157,8 +157,8 @@ void dpo_optim_free(dpo_optimizer *opt) {
 
 /* ------------------------------------------------------------------ AdamW */
 
-static void adamw_update(const dpo_optim_config *c, dpo_param *p, dpo_optim_slot *s, int64_t step, double lr) {
-  int64_t n = dpo_param_numel(p);
+static void adamw_update(const dpo_optim_config *c, dpo_optim_param *p, dpo_optim_slot *s, int64_t step, double lr) {
+  int64_t n = dpo_optim_param_numel(p);
   float decay = (float)(1.0 - lr * c->weight_decay);
   float w = (float)(1.0 - c->beta1);   /* torch's lerp weight */
   float b2 = (float)c->beta2, one_minus_b2 = (float)(1.0 - c->beta2);
@@ -190,9 +190,9 @@ static double rms(const float *x, int64_t n) {
 }
 
 /* Fills u with the unscaled update: grad / sqrt(second-moment estimate). */
-static void adafactor_direction(const dpo_optim_config *c, const dpo_param *p, dpo_optim_slot *s, float beta2t,
+static void adafactor_direction(const dpo_optim_config *c, const dpo_optim_param *p, dpo_optim_slot *s, float beta2t,
                                 int factored, float *u) {
-  int64_t n = dpo_param_numel(p);
+  int64_t n = dpo_optim_param_numel(p);
   float eps1 = (float)c->eps1, keep = beta2t, add = 1.0f - beta2t;
   if (!factored) {
     for (int64_t i = 0; i < n; i++) {
@@ -236,9 +236,9 @@ static void adafactor_direction(const dpo_optim_config *c, const dpo_param *p, d
   }
 }
 
-static void adafactor_update(const dpo_optim_config *c, dpo_param *p, dpo_optim_slot *s, int64_t step, double lr,
+static void adafactor_update(const dpo_optim_config *c, dpo_optim_param *p, dpo_optim_slot *s, int64_t step, double lr,
                              float *u) {
-  int64_t n = dpo_param_numel(p);
+  int64_t n = dpo_optim_param_numel(p);
   float beta2t = (float)(1.0 - pow((double)step, c->decay_rate));
   adafactor_direction(c, p, s, beta2t, p->ndim >= 2, u);
   /* Update clipping: divide by max(1, RMS(u) / threshold), then scale by lr. */
@@ -266,7 +266,7 @@ void dpo_optim_step(dpo_optimizer *opt, double lr) {
   if (opt->cfg.kind == DPO_OPTIM_ADAFACTOR) {
     int64_t largest = 1;
     for (int i = 0; i < opt->n_params; i++) {
-      int64_t n = dpo_param_numel(&opt->params[i]);
+      int64_t n = dpo_optim_param_numel(&opt->params[i]);
       if (n > largest) largest = n;
     }
     scratch = malloc(sizeof(float) * (size_t)largest);
@@ -283,10 +283,10 @@ void dpo_optim_step(dpo_optimizer *opt, double lr) {
 
 /* --------------------------------------------------------------- clipping */
 
-double dpo_clip_grad_norm(dpo_param *params, int n, double max_norm) {
+double dpo_clip_grad_norm(dpo_optim_param *params, int n, double max_norm) {
   double total = 0;
   for (int i = 0; i < n; i++) {
-    int64_t numel = dpo_param_numel(&params[i]);
+    int64_t numel = dpo_optim_param_numel(&params[i]);
     for (int64_t j = 0; j < numel; j++) total += (double)params[i].grad[j] * params[i].grad[j];
   }
   double norm = sqrt(total);
@@ -295,7 +295,7 @@ double dpo_clip_grad_norm(dpo_param *params, int n, double max_norm) {
     if (coef < 1.0) {
       float c = (float)coef;
       for (int i = 0; i < n; i++) {
-        int64_t numel = dpo_param_numel(&params[i]);
+        int64_t numel = dpo_optim_param_numel(&params[i]);
         for (int64_t j = 0; j < numel; j++) params[i].grad[j] *= c;
       }
     }
@@ -314,7 +314,7 @@ typedef struct {
 
 /* The moments of one parameter with their shapes; returns how many. */
 static int slot_moments(const dpo_optimizer *opt, int i, moment out[4]) {
-  const dpo_param *p = &opt->params[i];
+  const dpo_optim_param *p = &opt->params[i];
   const dpo_optim_slot *s = &opt->slots[i];
   int k = 0;
   if (s->exp_avg) {

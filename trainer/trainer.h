@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "models/models.h"
 
 /* -------------------------------------------------------------- tokenizer */
 
@@ -301,9 +302,9 @@ typedef struct {
   int64_t shape[DPO_ST_MAX_DIMS];
   float *data;
   float *grad;
-} dpo_param;
+} dpo_optim_param;
 
-int64_t dpo_param_numel(const dpo_param *p);
+int64_t dpo_optim_param_numel(const dpo_optim_param *p);
 
 typedef enum { DPO_OPTIM_ADAMW = 0, DPO_OPTIM_ADAFACTOR = 1 } dpo_optim_kind;
 
@@ -341,13 +342,13 @@ typedef struct {
 
 typedef struct {
   dpo_optim_config cfg;
-  dpo_param *params;     /* a copy of the caller's array (pointers borrowed) */
+  dpo_optim_param *params;     /* a copy of the caller's array (pointers borrowed) */
   dpo_optim_slot *slots;
   int n_params;
   int64_t step;          /* updates done */
 } dpo_optimizer;
 
-int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_param *params, int n,
+int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
                    dpo_error *err);
 /* One update of every parameter from its gradient with learning rate lr. */
 void dpo_optim_step(dpo_optimizer *opt, double lr);
@@ -363,7 +364,7 @@ int dpo_optim_load(dpo_optimizer *opt, const char *path, dpo_error *err);
 /* As torch.nn.utils.clip_grad_norm_: the total L2 norm over all gradients;
  * when max_norm > 0 every gradient is scaled by min(1, max_norm / (norm +
  * 1e-6)). Returns the norm before clipping (may be inf or nan). */
-double dpo_clip_grad_norm(dpo_param *params, int n, double max_norm);
+double dpo_clip_grad_norm(dpo_optim_param *params, int n, double max_norm);
 
 /* ============================================================ lr schedule
  *
@@ -536,5 +537,30 @@ int dpo_train_state_write(const char *checkpoint_dir, const dpo_train_state *sta
 /* Reads it back; opt (already initialised over the same parameters) gets its moments. */
 int dpo_train_state_read(const char *checkpoint_dir, dpo_train_state *state, dpo_optimizer *opt,
                          dpo_error *err);
+
+/* ========================================================= pipeline folders
+ *
+ * A diffusers pipeline folder: model_index.json naming the components, and
+ * unet/, text_encoder/, tokenizer/, scheduler/ and (for latent models) vae/.
+ * A folder whose model_index.json has no "vae" entry, or [null, null], is a
+ * pixel-space pipeline (the small built-in models): the UNet works on images
+ * directly. Loading refuses a missing component by name. Saving writes every
+ * component into a folder the caller made (the trainer's checkpoints make it
+ * atomic); the tokenizer and scheduler files are copied byte for byte from
+ * the folder the pipeline came from, since training never changes them. */
+typedef struct {
+  char dir[4096];                 /* the folder it was loaded from */
+  json_t *model_index;            /* as read; written back on save */
+  dpo_unet *unet;
+  dpo_clip *text_encoder;
+  dpo_tokenizer *tokenizer;
+  dpo_vae *vae;                   /* NULL in pixel space */
+  dpo_scheduler_config scheduler;
+} dpo_pipeline;
+
+int dpo_pipeline_load(const char *dir, dpo_pipeline *p, dpo_error *err);
+/* Writes model_index.json and every component into dir (created if needed). */
+int dpo_pipeline_save(const dpo_pipeline *p, const char *dir, dpo_error *err);
+void dpo_pipeline_free(dpo_pipeline *p);
 
 #endif

@@ -95,7 +95,7 @@ static void test_loss(void) {
 
 typedef struct {
   int n;
-  dpo_param params[8];
+  dpo_optim_param params[8];
   char names[8][16];
   float *data[8];
   float *grad[8];
@@ -106,14 +106,14 @@ static void param_set_init(param_set *ps, const json_t *shapes, const json_t *in
   ps->n = (int)json_array_size(shapes);
   for (int i = 0; i < ps->n; i++) {
     const json_t *shape = json_array_get(shapes, (size_t)i);
-    dpo_param *p = &ps->params[i];
+    dpo_optim_param *p = &ps->params[i];
     snprintf(ps->names[i], sizeof ps->names[i], "p%d.weight", i);
     p->name = ps->names[i];
     p->ndim = (int)json_array_size(shape);
     for (int d = 0; d < p->ndim; d++) p->shape[d] = json_integer_value(json_array_get(shape, (size_t)d));
     int n;
     ps->data[i] = floats_of(json_array_get(init, (size_t)i), &n);
-    CHECK_INT(n, dpo_param_numel(p));
+    CHECK_INT(n, dpo_optim_param_numel(p));
     ps->grad[i] = calloc((size_t)n, sizeof(float));
     p->data = ps->data[i];
     p->grad = ps->grad[i];

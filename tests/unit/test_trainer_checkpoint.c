@@ -23,13 +23,13 @@ static void write_text(const char *path, const char *text) { CHECK_INT(test_writ
 /* A small optimizer over one parameter, stepped `steps` times. */
 typedef struct {
   float data[6], grad[6];
-  dpo_param p;
+  dpo_optim_param p;
   dpo_optimizer opt;
 } tiny_model;
 
 static void tiny_init(tiny_model *m, int steps) {
   memset(m, 0, sizeof *m);
-  m->p = (dpo_param){.name = "w", .ndim = 2, .shape = {2, 3}, .data = m->data, .grad = m->grad};
+  m->p = (dpo_optim_param){.name = "w", .ndim = 2, .shape = {2, 3}, .data = m->data, .grad = m->grad};
   dpo_optim_config cfg;
   dpo_optim_config_default(&cfg, DPO_OPTIM_ADAMW);
   dpo_error err;

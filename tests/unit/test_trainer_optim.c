@@ -9,7 +9,7 @@
 #include "trainer/trainer.h"
 
 typedef struct {
-  dpo_param p[3];
+  dpo_optim_param p[3];
   float data[3][24];
   float grad[3][24];
 } three_params;
@@ -41,7 +41,7 @@ static void new_grads(three_params *t, int step) {
 static void test_adamw_first_step_by_hand(void) {
   /* At step 1 bias correction makes the update -lr * g / (|g| + eps') = -lr sign(g), after the decay. */
   float data[3] = {1.0f, -2.0f, 0.5f}, grad[3] = {0.3f, -4.0f, 1e-3f};
-  dpo_param p = {.name = "w", .ndim = 1, .shape = {3}, .data = data, .grad = grad};
+  dpo_optim_param p = {.name = "w", .ndim = 1, .shape = {3}, .data = data, .grad = grad};
   dpo_optim_config cfg;
   dpo_optim_config_default(&cfg, DPO_OPTIM_ADAMW);
   dpo_optimizer opt;
@@ -201,7 +201,7 @@ static void test_refused_state(void) {
 
 static void test_clip_edges(void) {
   float g1[2] = {3, 4}, g2[1] = {12}, d[3] = {0};
-  dpo_param p[2] = {{.name = "a", .ndim = 1, .shape = {2}, .data = d, .grad = g1},
+  dpo_optim_param p[2] = {{.name = "a", .ndim = 1, .shape = {2}, .data = d, .grad = g1},
                     {.name = "b", .ndim = 1, .shape = {1}, .data = d, .grad = g2}};
   /* max_norm <= 0 measures only. */
   CHECK_NEAR(dpo_clip_grad_norm(p, 2, 0), 13, 1e-12);
@@ -220,7 +220,7 @@ static void test_clip_edges(void) {
 
 static void test_config_errors(void) {
   float d[2] = {0}, g[2] = {0};
-  dpo_param p = {.name = "w", .ndim = 1, .shape = {2}, .data = d, .grad = g};
+  dpo_optim_param p = {.name = "w", .ndim = 1, .shape = {2}, .data = d, .grad = g};
   dpo_optim_config cfg;
   dpo_optimizer opt;
   dpo_error err;
@@ -236,7 +236,7 @@ static void test_config_errors(void) {
   CHECK_INT(dpo_optim_init(&opt, &cfg, &p, 1, &err), DPO_ERR_USAGE);
   dpo_optim_config_default(&cfg, DPO_OPTIM_ADAMW);
   CHECK_INT(dpo_optim_init(&opt, &cfg, &p, 0, &err), DPO_ERR_USAGE);
-  dpo_param twice[2] = {p, p};
+  dpo_optim_param twice[2] = {p, p};
   CHECK_INT(dpo_optim_init(&opt, &cfg, twice, 2, &err), DPO_ERR_USAGE);
   CHECK_CONTAINS(err.msg, "twice");
   p.shape[0] = 0;
