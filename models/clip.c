@@ -200,7 +200,11 @@ int dpo_clip_load(const char *dir, dpo_clip **out, dpo_error *err) {
   int legacy = dpo_st_find(&st, "text_model.embeddings.token_embedding.weight") != NULL;
   dpo_st_close(&st);
   snprintf(m->prefix, sizeof m->prefix, "%s", legacy ? "text_model." : "");
-  if (build(m, err) != DPO_OK || md_params_load(&m->params, weights, "CLIPTextModel", err) != DPO_OK) {
+  /* transformers before 4.31 saved the position_ids buffer (0..P-1); it
+   * ignores it on load, and so do we. */
+  static const char *const buffers[] = {"text_model.embeddings.position_ids", "embeddings.position_ids", NULL};
+  if (build(m, err) != DPO_OK ||
+      md_params_load_ignoring(&m->params, weights, "CLIPTextModel", buffers, err) != DPO_OK) {
     dpo_clip_free(m);
     return DPO_ERR_DATA;
   }

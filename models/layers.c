@@ -97,7 +97,18 @@ static int find_param(const md_params *t, const char *name) {
   return -1;
 }
 
+static int is_ignored(const char *name, const char *const *ignored) {
+  for (int i = 0; ignored && ignored[i]; i++)
+    if (strcmp(name, ignored[i]) == 0) return 1;
+  return 0;
+}
+
 int md_params_load(md_params *t, const char *path, const char *what, dpo_error *err) {
+  return md_params_load_ignoring(t, path, what, NULL, err);
+}
+
+int md_params_load_ignoring(md_params *t, const char *path, const char *what,
+                            const char *const *ignored, dpo_error *err) {
   dpo_safetensors st;
   if (dpo_st_open(&st, path, err) != DPO_OK) return DPO_ERR_DATA;
   int rc = DPO_OK;
@@ -121,7 +132,7 @@ int md_params_load(md_params *t, const char *path, const char *what, dpo_error *
     }
   }
   for (int i = 0; i < st.n_tensors && rc == DPO_OK; i++) {
-    if (find_param(t, st.tensors[i].name) < 0)
+    if (find_param(t, st.tensors[i].name) < 0 && !is_ignored(st.tensors[i].name, ignored))
       rc = dpo_fail(err, DPO_ERR_DATA, "%s: unexpected tensor \"%s\": no parameter of this %s config has that name",
                     path, st.tensors[i].name, what);
   }

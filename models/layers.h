@@ -66,6 +66,10 @@ void md_params_free(md_params *t);
  * wrong shape, a non-float dtype or a tensor no parameter claims fails with
  * the tensor's name. `what` names the model in messages. */
 int md_params_load(md_params *t, const char *path, const char *what, dpo_error *err);
+/* The same, skipping the tensors named in `ignored` (NULL-terminated): buffers
+ * that older writers saved beside the parameters. */
+int md_params_load_ignoring(md_params *t, const char *path, const char *what,
+                            const char *const *ignored, dpo_error *err);
 /* PyTorch's default initialisation from a Philox stream per parameter:
  * weights of linear and conv layers U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and
  * their biases likewise; norm scales 1 and shifts 0; embedding tables
