@@ -301,7 +301,13 @@ static void test_unet_gradients(void) {
   const dpo_unet_config *c = dpo_unet_get_config(u);
   CHECK_INT(dpo_unet_plan(u, &ctx, B, 5, 4, T, 1, &err), DPO_ERR_USAGE);
   CHECK_CONTAINS(err.msg, "not divisible by 2");
+  /* Gradients internal to resnets and transformer blocks share one region:
+   * a training plan needs far less than twice the forward's memory. */
+  CHECK_INT(dpo_unet_plan(u, &ctx, B, H, W, T, 0, &err), DPO_OK);
+  size_t forward_bytes = dpo_unet_plan_bytes(u);
   CHECK_INT(dpo_unet_plan(u, &ctx, B, H, W, T, 1, &err), DPO_OK);
+  size_t train_bytes = dpo_unet_plan_bytes(u);
+  CHECK(train_bytes > forward_bytes && train_bytes < forward_bytes + forward_bytes / 2);
   size_t n_x = (size_t)B * c->in_channels * H * W, n_enc = (size_t)B * T * c->cross_attention_dim;
   size_t n_out = (size_t)B * c->out_channels * H * W;
   float *x = malloc(n_x * sizeof(float)), *enc = malloc(n_enc * sizeof(float)), *g = malloc(n_out * sizeof(float));
