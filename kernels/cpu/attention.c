@@ -7,8 +7,7 @@
  * threads x 128 x Nk floats, never Nq x Nk.
  *
  * Threads: OpenMP splits the (batch, head, block) tasks and each task calls
- * a single-threaded sgemm on tiles that stay in its core's cache; OpenBLAS's
- * own threads are switched off for the duration. Backward splits over
+ * a single-threaded sgemm on tiles that stay in its core's cache. Backward splits over
  * (batch, head) only, because dk and dv of one head sum over its query
  * blocks, which a single thread then does in a fixed order. */
 #include <omp.h>
@@ -78,8 +77,6 @@ void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, c
   int n_blocks = (Nq + FWD_Q_BLOCK - 1) / FWD_Q_BLOCK;
   int n_tasks = B * H * n_blocks;
   float *scratch = attention_scratch(ctx, Nq, Nk);
-  int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)n_tasks * FWD_Q_BLOCK * Nk * D)) schedule(static)
   for (int t = 0; t < n_tasks; t++) {
     int blk = t % n_blocks, h = (t / n_blocks) % H, b = t / (n_blocks * H);
@@ -90,7 +87,6 @@ void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, c
     forward_block(S, out + q_off, lse + ((size_t)b * H + h) * Nq + i0, q + q_off, k + kv_off,
                   v + kv_off, i0, rows, Nk, D, HD, scale, causal);
   }
-  openblas_set_num_threads(blas_threads);
 }
 
 /* Backward of one head, its query blocks in order. */
@@ -136,8 +132,6 @@ void kn_attention_backward(kn_ctx *ctx, float *dq, float *dk, float *dv, const f
                            int causal) {
   int HD = H * D;
   float *scratch = attention_scratch(ctx, Nq, Nk);
-  int blas_threads = openblas_get_num_threads();
-  openblas_set_num_threads(1);
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * H * Nq * Nk * D)) schedule(static)
   for (int t = 0; t < B * H; t++) {
     int h = t % H, b = t / H;
@@ -148,5 +142,4 @@ void kn_attention_backward(kn_ctx *ctx, float *dq, float *dk, float *dv, const f
                   dout + q_off, q + q_off, k + kv_off, v + kv_off, out + q_off,
                   lse + ((size_t)b * H + h) * Nq, Nq, Nk, D, HD, scale, causal);
   }
-  openblas_set_num_threads(blas_threads);
 }

@@ -98,7 +98,7 @@ void kn_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *w
     const float *img = inp + (size_t)b * C * H * W;
     float *o = out + (size_t)b * OC * HWo;
     if (!pointwise) im2col(ctx, col, img, C, H, W, K, stride, pad, Ho, Wo);
-    kn_sgemm(0, 0, OC, HWo, CKK, 1.0f, weight, CKK, pointwise ? img : col, HWo, 0.0f, o, HWo);
+    kn_gemm(ctx, 0, 0, OC, HWo, CKK, 1.0f, weight, CKK, pointwise ? img : col, HWo, 0.0f, o, HWo);
     if (bias) {
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)OC * HWo)) schedule(static)
       for (int oc = 0; oc < OC; oc++) {
@@ -135,17 +135,17 @@ void kn_conv2d_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, 
     const float *dob = dout + (size_t)b * OC * HWo;
     float *dimg = dinp ? dinp + (size_t)b * C * H * W : NULL;
     if (pointwise) {
-      if (dweight) kn_sgemm(0, 1, OC, C, HWo, 1.0f, dob, HWo, img, HWo, 1.0f, dweight, C);
-      if (dimg) kn_sgemm(1, 0, C, HWo, OC, 1.0f, weight, C, dob, HWo, 1.0f, dimg, HWo);
+      if (dweight) kn_gemm(ctx, 0, 1, OC, C, HWo, 1.0f, dob, HWo, img, HWo, 1.0f, dweight, C);
+      if (dimg) kn_gemm(ctx, 1, 0, C, HWo, OC, 1.0f, weight, C, dob, HWo, 1.0f, dimg, HWo);
       continue;
     }
     if (dweight) {
       im2col(ctx, col, img, C, H, W, K, stride, pad, Ho, Wo);
-      kn_sgemm(0, 1, OC, CKK, HWo, 1.0f, dob, HWo, col, HWo, 1.0f, dweight, CKK);
+      kn_gemm(ctx, 0, 1, OC, CKK, HWo, 1.0f, dob, HWo, col, HWo, 1.0f, dweight, CKK);
     }
     if (dimg) {
       /* The columns are no longer needed: the same scratch takes dcol. */
-      kn_sgemm(1, 0, CKK, HWo, OC, 1.0f, weight, CKK, dob, HWo, 0.0f, col, HWo);
+      kn_gemm(ctx, 1, 0, CKK, HWo, OC, 1.0f, weight, CKK, dob, HWo, 0.0f, col, HWo);
       col2im_add(ctx, dimg, col, C, H, W, K, stride, pad, Ho, Wo);
     }
   }

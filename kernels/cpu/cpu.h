@@ -18,13 +18,23 @@ static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ct
  * each output is computed by one thread in a fixed order either way). */
 static inline int kn_team(const kn_ctx *ctx, size_t work) { return work < 32768 ? 1 : kn_threads(ctx); }
 
-/* Row-major sgemm: C[M, N] = alpha op(A) op(B) + beta C. */
+/* Row-major sgemm on the calling thread: C[M, N] = alpha op(A) op(B) + beta C.
+ * OpenBLAS runs single-threaded (kn_ctx_init sets it): all threading is
+ * OpenMP's, because two thread pools spinning on the same cores slow each
+ * other down several-fold. */
 static inline void kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                             const float *A, int lda, const float *B, int ldb, float beta, float *C,
                             int ldc) {
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+/* The same product with the rows (or columns, whichever are more) of C
+ * split over the context's threads, each running kn_sgemm on its slab. No
+ * thread sums over K for another, so the result is fixed for a thread
+ * count. Defined in context.c. */
+void kn_gemm(kn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* exp(x) for x <= 0-ish arguments of softmax, written so that the compiler
  * vectorises a loop over it (glibc's expf does not vectorise without
