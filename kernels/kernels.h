@@ -40,7 +40,10 @@ typedef struct {
   int scratch_grows;      /* times an op had to grow the scratch (0 when planned) */
 } kn_ctx;
 
-/* n_threads <= 0 takes the OpenMP default (OMP_NUM_THREADS or the cores). */
+/* n_threads <= 0 takes the OpenMP default (OMP_NUM_THREADS or the cores).
+ * All threading is OpenMP's: the CPU backend sets OpenBLAS to one thread
+ * (process-wide) and splits its matrix products itself, because OpenBLAS's
+ * pool and OpenMP's spinning on the same cores slow each other down. */
 int kn_ctx_init(kn_ctx *ctx, int n_threads, dpo_error *err);
 /* Makes the scratch at least `bytes` large (the one allowed allocation). */
 int kn_ctx_reserve(kn_ctx *ctx, size_t bytes, dpo_error *err);

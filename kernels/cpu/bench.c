@@ -303,9 +303,9 @@ int kn_bench_run(int n_threads, int repeat, int quick, kn_bench_result *results,
     }
     prepare_case(&ctx, c, &bb);
     /* Warm-up: page faults, scratch growth, caches; at least two calls and
-     * a fifth of a second, so that small ops are timed in a steady state. */
+     * a fifth of a second (full shapes), so that small ops are timed in a steady state. */
     double warm_start = dpo_now_seconds();
-    for (int w = 0; w < 2 || dpo_now_seconds() - warm_start < 0.2; w++) run_case(&ctx, c, &bb);
+    for (int w = 0; w < 2 || (!quick && dpo_now_seconds() - warm_start < 0.2); w++) run_case(&ctx, c, &bb);
     for (int k = 0; k < repeat; k++) {
       double t0 = dpo_now_seconds();
       run_case(&ctx, c, &bb);
