@@ -56,18 +56,24 @@ static void forward_block(float *S, float *out_blk, float *lse_blk, const float 
                           const float *k_head, const float *v_head, int i0, int rows, int Nk,
                           int D, int HD, float scale, int causal) {
   int nk = causal ? visible_keys(i0 + rows - 1, Nk, 1) : Nk;
+  float inv_sum[FWD_Q_BLOCK];
   block_scores(S, q_blk, k_head, rows, nk, D, HD, scale);
   for (int r = 0; r < rows; r++) {
     float *s = S + (size_t)r * nk;
     int valid = visible_keys(i0 + r, Nk, causal);
     float m = kn_row_max(s, valid);
     float sum = kn_row_exp_sum(s, valid, m);
-    float inv = 1.0f / sum;
-    for (int j = 0; j < valid; j++) s[j] *= inv;
     for (int j = valid; j < nk; j++) s[j] = 0.0f;
     lse_blk[r] = m + logf(sum);
+    inv_sum[r] = 1.0f / sum;
   }
+  /* out = (unnormalised P) v, then each row divided by its sum: D values
+   * per row instead of Nk. */
   kn_sgemm(0, 0, rows, D, nk, 1.0f, S, nk, v_head, HD, 0.0f, out_blk, HD);
+  for (int r = 0; r < rows; r++) {
+    float *o = out_blk + (size_t)r * HD;
+    for (int d = 0; d < D; d++) o[d] *= inv_sum[r];
+  }
 }
 
 void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, const float *k,
