@@ -142,9 +142,10 @@ void kn_softmax_backward(kn_ctx *ctx, float *dinp, const float *dout, const floa
  * projections produce them: q[B, Nq, H*D], k and v[B, Nk, H*D],
  * out[B, Nq, H*D]. out = softmax(scale q k^T [+ causal mask]) v per head.
  * causal masks key j > query i (PyTorch's is_causal, top-left aligned).
- * Forward works on blocks of queries, so memory grows with Nq * block, never
- * with Nq * Nk; it saves lse[B, H, Nq] (log-sum-exp of each row) and
- * backward recomputes the probabilities from it (flash-attention style). */
+ * Forward works on tiles of queries x keys with an online softmax
+ * (flash-attention style), so its workspace is a few tiles per thread,
+ * whatever Nq and Nk; it saves lse[B, H, Nq] (log-sum-exp of each row) and
+ * backward recomputes the probabilities from it tile by tile. */
 size_t kn_attention_scratch_bytes(int ctx_threads, int Nq, int Nk);
 void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, const float *k,
                           const float *v, int B, int H, int Nq, int Nk, int D, float scale,
