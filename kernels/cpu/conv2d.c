@@ -122,10 +122,7 @@ void kn_conv2d_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, 
     for (int oc = 0; oc < OC; oc++) {
       double acc = 0.0;
       for (int b = 0; b < B; b++) {
-        const float *row = dout + ((size_t)b * OC + oc) * HWo;
-        float s = 0.0f;
-        for (int i = 0; i < HWo; i++) s += row[i];
-        acc += s;
+        acc += kn_row_sum(dout + ((size_t)b * OC + oc) * HWo, HWo);
       }
       dbias[oc] += (float)acc;
     }
