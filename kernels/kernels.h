@@ -67,7 +67,9 @@ typedef struct {
 /* Bytes that a tensor of n floats takes in an arena (rounded to KN_ALIGN). */
 size_t kn_arena_bytes(size_t n_floats);
 int kn_arena_init(kn_arena *a, size_t bytes, dpo_error *err);
-/* n floats, zeroed, 64-byte aligned; NULL when the plan was too small. */
+/* n floats, 64-byte aligned; NULL when the plan was too small. The block is
+ * zeroed once by init; a reset hands the same memory out again as it was
+ * left (a step zeroes its gradients itself), so handing out costs nothing. */
 float *kn_arena_floats(kn_arena *a, size_t n_floats);
 void kn_arena_reset(kn_arena *a);
 void kn_arena_free(kn_arena *a);

@@ -1,5 +1,5 @@
-/* The CPU context: thread count (shared by OpenMP and OpenBLAS) and the
- * scratch that ops with workspace borrow. */
+/* The CPU context: the thread count (OpenMP's; OpenBLAS runs on one thread
+ * per call) and the scratch that ops with workspace borrow. */
 #include <omp.h>
 #include <stdlib.h>
 
