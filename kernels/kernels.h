@@ -86,9 +86,11 @@ void kn_linear_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, 
 /* -------------------------------------------------------------- conv2d */
 
 /* out[B, OC, Ho, Wo] from inp[B, C, H, W], weight[OC, C, K, K], bias[OC]
- * (may be NULL); Ho = (H + 2 pad - K) / stride + 1, likewise Wo. */
+ * (may be NULL); Ho = (H + 2 pad - K) / stride + 1, likewise Wo. 3x3
+ * stride-1 convolutions use Winograd F(2x2, 3x3) for the output and the
+ * data gradient (float results differ from the direct sum by a few ulps). */
 int kn_conv2d_out_size(int in_size, int K, int stride, int pad);
-size_t kn_conv2d_scratch_bytes(int C, int H, int W, int K, int stride, int pad);
+size_t kn_conv2d_scratch_bytes(int C, int H, int W, int OC, int K, int stride, int pad);
 void kn_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
                        const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                        int pad);

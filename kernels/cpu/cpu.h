@@ -36,6 +36,19 @@ static inline void kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float
 void kn_gemm(kn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* 3x3, stride-1 convolution by Winograd F(2x2, 3x3) (winograd.c). The
+ * scratch holds kn_winograd_scratch_floats(C, OC, Ho, Wo) floats: first
+ * kn_winograd_weights transforms weight[OC][C][3][3] into it (with flip
+ * set, the kernel used is weight[C][OC] transposed and rotated by 180
+ * degrees, which makes the call a convolution's data gradient), then each
+ * image is out[OC, Ho, Wo] (+)= conv(img[C, H, W]) + bias. Images wider
+ * than kn_winograd_fits allows take the im2col route. */
+size_t kn_winograd_scratch_floats(int C, int OC, int Ho, int Wo);
+int kn_winograd_fits(int W, int pad);
+void kn_winograd_weights(kn_ctx *ctx, float *scratch, const float *weight, int C, int OC, int flip);
+void kn_winograd_conv3x3(kn_ctx *ctx, float *out, const float *img, const float *bias, int C, int H,
+                         int W, int OC, int pad, int accumulate, float *scratch);
+
 /* exp(x) for x <= 0-ish arguments of softmax, written so that the compiler
  * vectorises a loop over it (glibc's expf does not vectorise without
  * -ffast-math): Cody-Waite reduction x = n ln2 + r and a degree-6

@@ -40,13 +40,13 @@ static void test_context(void) {
   /* A conv step inside its plan does not grow the scratch; one outside does
    * and says so. */
   CHECK_INT(kn_ctx_init(&ctx, 2, &err), DPO_OK);
-  CHECK_INT(kn_ctx_reserve(&ctx, kn_conv2d_scratch_bytes(3, 9, 9, 3, 1, 1), &err), DPO_OK);
+  CHECK_INT(kn_ctx_reserve(&ctx, kn_conv2d_scratch_bytes(3, 9, 9, 4, 3, 1, 1), &err), DPO_OK);
   float *inp = gc_randn(2 * 3 * 81, 1, 0), *w = gc_randn(4 * 3 * 9, 1, 0), *out = gc_zeros(2 * 4 * 81);
   float *dinp = gc_zeros(2 * 3 * 81), *dw = gc_zeros(4 * 3 * 9);
   kn_conv2d_forward(&ctx, out, inp, w, NULL, 2, 3, 9, 9, 4, 3, 1, 1);
   kn_conv2d_backward(&ctx, dinp, dw, NULL, out, inp, w, 2, 3, 9, 9, 4, 3, 1, 1);
   CHECK_INT(ctx.scratch_grows, 0);
-  CHECK_INT(kn_conv2d_scratch_bytes(3, 9, 9, 1, 1, 0), 0); /* pointwise: no columns */
+  CHECK_INT(kn_conv2d_scratch_bytes(3, 9, 9, 4, 1, 1, 0), 0); /* pointwise: no columns */
   kn_conv2d_forward(&ctx, out, inp, w, NULL, 1, 3, 9, 9, 4, 3, 1, 1);
   float *big = gc_randn(6 * 81, 1, 0), *wbig = gc_randn(4 * 6 * 9, 1, 0);
   kn_conv2d_forward(&ctx, out, big, wbig, NULL, 1, 6, 9, 9, 4, 3, 1, 1);
