@@ -95,38 +95,53 @@ static void transform_input(kn_ctx *ctx, float *V, const float *img, int C, int 
   }
 }
 
-/* out[o] (+)= A^T M A for each tile, A^T = [1 1 1 0; 0 1 -1 -1], plus bias. */
+/* out[o] (+)= A^T M A for each tile, A^T = [1 1 1 0; 0 1 -1 -1], plus bias.
+ * Like the input, one row of tiles at a time with loops over the tiles. */
+static void transform_output_row(float *y, const float *M, const float *bias_o, int Ho, int Wo,
+                                 int ty, int tiles_w, size_t plane, size_t at, int accumulate) {
+  float t[2][4][MAX_ROW / 2];
+  for (int s = 0; s < 4; s++) {
+    const float *m0 = M + (size_t)(0 * 4 + s) * plane + at, *m1 = M + (size_t)(1 * 4 + s) * plane + at;
+    const float *m2 = M + (size_t)(2 * 4 + s) * plane + at, *m3 = M + (size_t)(3 * 4 + s) * plane + at;
+    for (int tx = 0; tx < tiles_w; tx++) {
+      t[0][s][tx] = m0[tx] + m1[tx] + m2[tx];
+      t[1][s][tx] = m1[tx] - m2[tx] - m3[tx];
+    }
+  }
+  float b = bias_o ? *bias_o : 0.0f;
+  for (int r = 0; r < 2; r++) {
+    int oy = 2 * ty + r;
+    if (oy >= Ho) break;
+    float *row = y + (size_t)oy * Wo;
+    const float *a0 = t[r][0], *a1 = t[r][1], *a2 = t[r][2], *a3 = t[r][3];
+    int full = Wo / 2; /* tiles whose two columns are both inside */
+    if (accumulate) {
+      for (int tx = 0; tx < full; tx++) {
+        row[2 * tx] += a0[tx] + a1[tx] + a2[tx] + b;
+        row[2 * tx + 1] += a1[tx] - a2[tx] - a3[tx] + b;
+      }
+    } else {
+      for (int tx = 0; tx < full; tx++) {
+        row[2 * tx] = a0[tx] + a1[tx] + a2[tx] + b;
+        row[2 * tx + 1] = a1[tx] - a2[tx] - a3[tx] + b;
+      }
+    }
+    if (Wo % 2) {
+      int tx = full;
+      float v = a0[tx] + a1[tx] + a2[tx] + b;
+      row[2 * tx] = accumulate ? row[2 * tx] + v : v;
+    }
+  }
+}
+
 static void transform_output(kn_ctx *ctx, float *out, const float *M, const float *bias, int OC,
                              int Ho, int Wo, int tiles_h, int tiles_w, int accumulate) {
   size_t T = (size_t)tiles_h * tiles_w, plane = (size_t)OC * T;
 #pragma omp parallel for num_threads(kn_team(ctx, plane * 16)) schedule(static)
-  for (int o = 0; o < OC; o++) {
-    float *y = out + (size_t)o * Ho * Wo;
-    float b = bias ? bias[o] : 0.0f;
-    for (int ty = 0; ty < tiles_h; ty++) {
-      for (int tx = 0; tx < tiles_w; tx++) {
-        size_t at = (size_t)o * T + (size_t)ty * tiles_w + tx;
-        float m[4][4];
-        for (int xi = 0; xi < 16; xi++) m[xi / 4][xi % 4] = M[(size_t)xi * plane + at];
-        float t[2][4]; /* A^T m */
-        for (int s = 0; s < 4; s++) {
-          t[0][s] = m[0][s] + m[1][s] + m[2][s];
-          t[1][s] = m[1][s] - m[2][s] - m[3][s];
-        }
-        for (int r = 0; r < 2; r++) {
-          int oy = 2 * ty + r;
-          if (oy >= Ho) break;
-          float v[2] = {t[r][0] + t[r][1] + t[r][2], t[r][1] - t[r][2] - t[r][3]};
-          for (int s = 0; s < 2; s++) {
-            int ox = 2 * tx + s;
-            if (ox >= Wo) break;
-            float *dst = y + (size_t)oy * Wo + ox;
-            *dst = (accumulate ? *dst : 0.0f) + v[s] + b;
-          }
-        }
-      }
-    }
-  }
+  for (int o = 0; o < OC; o++)
+    for (int ty = 0; ty < tiles_h; ty++)
+      transform_output_row(out + (size_t)o * Ho * Wo, M, bias ? bias + o : NULL, Ho, Wo, ty, tiles_w,
+                           plane, (size_t)o * T + (size_t)ty * tiles_w, accumulate);
 }
 
 int kn_winograd_fits(int W, int pad) { return 2 * ((W + 2 * pad - 1) / 2) + 2 <= MAX_ROW; }
