@@ -18,8 +18,10 @@
  *   tests check stays 0.
  * - Results are bitwise reproducible for a fixed thread count: every
  *   reduction runs over a fixed partition in a fixed order (no atomics).
- * - Shapes are the caller's contract (checked with assert in debug builds);
- *   files and user input are validated before they reach a kernel. */
+ * - Shapes are the caller's contract and are not checked here: files and
+ *   user input are validated before they reach a kernel.
+ * - Backends: ctx->backend names the one that owns the pointers; the CUDA
+ *   backend (a later issue) implements these same calls on device memory. */
 #ifndef DPO_KERNELS_H
 #define DPO_KERNELS_H
 
@@ -34,7 +36,7 @@ typedef enum { KN_BACKEND_CPU = 0 } kn_backend;
 
 typedef struct {
   kn_backend backend;
-  int n_threads;          /* OpenMP and OpenBLAS threads */
+  int n_threads;          /* OpenMP threads */
   float *scratch;         /* workspace shared by ops, 64-byte aligned */
   size_t scratch_bytes;
   int scratch_grows;      /* times an op had to grow the scratch (0 when planned) */
