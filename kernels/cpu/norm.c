@@ -47,29 +47,39 @@ void kn_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, co
   }
 }
 
+/* One pass per group reads x and dy once for all three gradients: the
+ * per-channel sums that dgamma and dbeta need are the same ones that dx's
+ * two means are built from. A thread owns a group for every image, so it
+ * owns that group's channels of dgamma and dbeta and adds the images into
+ * them in order. dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
+ * dxhat = dy gamma. */
 void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
                             const float *dout, const float *inp, const float *mean,
                             const float *rstd, const float *gamma, int B, int C, int HW, int G) {
   int cpg = C / G;
   size_t group_size = (size_t)cpg * HW;
-  if (dinp) {
-    /* dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = dy gamma. */
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
-    for (int bg = 0; bg < B * G; bg++) {
-      int g = bg % G;
-      const float *x = inp + (size_t)bg * group_size;
-      const float *dy = dout + (size_t)bg * group_size;
-      float *dx = dinp + (size_t)bg * group_size;
+  for (int g = 0; g < G; g++) {
+    for (int b = 0; b < B; b++) {
+      size_t bg = (size_t)b * G + g;
+      const float *x = inp + bg * group_size, *dy = dout + bg * group_size;
       float m = mean[bg], r = rstd[bg];
       double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
       for (int cc = 0; cc < cpg; cc++) {
-        float w = gamma ? gamma[g * cpg + cc] : 1.0f;
+        int c = g * cpg + cc;
+        float w = gamma ? gamma[c] : 1.0f;
         const float *xc = x + (size_t)cc * HW, *dyc = dy + (size_t)cc * HW;
-        sum_dxhat += (double)w * kn_row_sum(dyc, HW);
-        sum_dxhat_xhat += (double)w * r * kn_row_dot_centered(dyc, xc, m, HW);
+        float sum_dy = kn_row_sum(dyc, HW);
+        float sum_dy_xhat = r * kn_row_dot_centered(dyc, xc, m, HW);
+        if (dgamma) dgamma[c] += sum_dy_xhat;
+        if (dbeta) dbeta[c] += sum_dy;
+        sum_dxhat += (double)w * sum_dy;
+        sum_dxhat_xhat += (double)w * sum_dy_xhat;
       }
+      if (!dinp) continue;
       float mean_dxhat = (float)(sum_dxhat / (double)group_size);
       float mean_dxhat_xhat = (float)(sum_dxhat_xhat / (double)group_size);
+      float *dx = dinp + bg * group_size;
       for (int cc = 0; cc < cpg; cc++) {
         float w = gamma ? gamma[g * cpg + cc] : 1.0f;
         const float *xc = x + (size_t)cc * HW, *dyc = dy + (size_t)cc * HW;
@@ -79,23 +89,6 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
           dxc[i] += r * (dyc[i] * w - mean_dxhat - xhat * mean_dxhat_xhat);
         }
       }
-    }
-  }
-  if (dgamma || dbeta) {
-    /* One thread per channel, images in order: a fixed summation order. */
-#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
-    for (int c = 0; c < C; c++) {
-      int g = c / cpg;
-      double sg = 0.0, sb = 0.0;
-      for (int b = 0; b < B; b++) {
-        const float *xc = inp + ((size_t)b * C + c) * HW;
-        const float *dyc = dout + ((size_t)b * C + c) * HW;
-        float m = mean[b * G + g], r = rstd[b * G + g];
-        sg += (double)r * kn_row_dot_centered(dyc, xc, m, HW);
-        sb += kn_row_sum(dyc, HW);
-      }
-      if (dgamma) dgamma[c] += (float)sg;
-      if (dbeta) dbeta[c] += (float)sb;
     }
   }
 }
