@@ -112,7 +112,10 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
                             const float *dout, const float *inp, const float *mean,
                             const float *rstd, const float *gamma, int B, int C, int HW, int G);
 
-/* Layer norm over the last dimension of inp[N, C]; mean and rstd [N]. */
+/* Layer norm over the last dimension of inp[N, C]; mean and rstd [N].
+ * Backward takes kn_layer_norm_scratch_bytes of scratch when it returns
+ * dgamma or dbeta (per-chunk partial sums). */
+size_t kn_layer_norm_scratch_bytes(int N, int C);
 void kn_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
                            const float *gamma, const float *beta, int N, int C, float eps);
 void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,

@@ -122,33 +122,52 @@ static inline float kn_lanes_total(float lanes[KN_LANES]) {
   return lanes[0];
 }
 
+/* The lanes live in a GCC/Clang vector value, which the compiler keeps in a
+ * register (a float[16] accumulator ends up in memory, and every iteration
+ * then waits on a store-to-load round trip). Lane l sums elements l, l+16,
+ * l+32, ... whatever the instruction set, so the result is the same on
+ * every x86 build. */
+typedef float kn_f16 __attribute__((vector_size(KN_LANES * sizeof(float))));
+
+static inline kn_f16 kn_load16(const float *p) {
+  kn_f16 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline float kn_f16_total(kn_f16 v) {
+  float lanes[KN_LANES];
+  memcpy(lanes, &v, sizeof lanes);
+  return kn_lanes_total(lanes);
+}
+
 static inline float kn_row_sum(const float *x, int n) {
-  float lanes[KN_LANES] = {0};
+  kn_f16 acc = {0};
   int j = 0;
-  for (; j + KN_LANES <= n; j += KN_LANES)
-    for (int l = 0; l < KN_LANES; l++) lanes[l] += x[j + l];
-  float s = kn_lanes_total(lanes);
+  for (; j + KN_LANES <= n; j += KN_LANES) acc += kn_load16(x + j);
+  float s = kn_f16_total(acc);
   for (; j < n; j++) s += x[j];
   return s;
 }
 
 /* sum (x - m)^2 and sum a (x - m), in lanes like kn_row_sum. */
 static inline float kn_row_sq_centered(const float *x, float m, int n) {
-  float lanes[KN_LANES] = {0};
+  kn_f16 acc = {0};
   int j = 0;
-  for (; j + KN_LANES <= n; j += KN_LANES)
-    for (int l = 0; l < KN_LANES; l++) lanes[l] += (x[j + l] - m) * (x[j + l] - m);
-  float s = kn_lanes_total(lanes);
+  for (; j + KN_LANES <= n; j += KN_LANES) {
+    kn_f16 d = kn_load16(x + j) - m;
+    acc += d * d;
+  }
+  float s = kn_f16_total(acc);
   for (; j < n; j++) s += (x[j] - m) * (x[j] - m);
   return s;
 }
 
 static inline float kn_row_dot_centered(const float *a, const float *x, float m, int n) {
-  float lanes[KN_LANES] = {0};
+  kn_f16 acc = {0};
   int j = 0;
-  for (; j + KN_LANES <= n; j += KN_LANES)
-    for (int l = 0; l < KN_LANES; l++) lanes[l] += a[j + l] * (x[j + l] - m);
-  float s = kn_lanes_total(lanes);
+  for (; j + KN_LANES <= n; j += KN_LANES) acc += kn_load16(a + j) * (kn_load16(x + j) - m);
+  float s = kn_f16_total(acc);
   for (; j < n; j++) s += a[j] * (x[j] - m);
   return s;
 }
