@@ -2,7 +2,8 @@
 """PyTorch CPU timings of the ops that `dpo bench kernels` measures, at the
 same shapes and thread count, printed as JSON lines {"op", "seconds", ...}.
 
-Each time is the median of --repeat calls after warm-up, like ours. Backward
+Each op reports the median and the minimum of --repeat calls after warm-up,
+like ours. Backward
 is timed alone: the graph is built once and torch.autograd.grad runs on it
 with retain_graph, for the same gradients our backward returns (conv: input
 and weight; the others: every input and parameter).
@@ -28,7 +29,7 @@ def timed(fn, repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def backward_fn(out, inputs):
@@ -126,9 +127,9 @@ def main():
     for name, make in cases():
         fn = make()
         with torch.set_grad_enabled(name.endswith("_bwd")):
-            seconds = timed(fn, args.repeat)
-        print(json.dumps({"op": name, "seconds": seconds, "threads": torch.get_num_threads(),
-                          "torch": torch.__version__}), flush=True)
+            seconds, min_seconds = timed(fn, args.repeat)
+        print(json.dumps({"op": name, "seconds": seconds, "min_seconds": min_seconds,
+                          "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,20 @@
 # our time and GFLOP/s, the share of OpenBLAS's sgemm GFLOP/s measured in the
 # same run, PyTorch's time, and PyTorch time / our time (> 1: we are faster).
 #
-#   bench/run_kernels.sh [--threads N] [--repeat R]
+#   bench/run_kernels.sh [--threads N] [--repeat R] [--min]
+# --min tabulates the fastest of the R calls instead of the median (steadier
+# when other jobs share the cores).
 # Env: DPO (default build/dpo), PYTHON (a python with torch; default python3).
 set -euo pipefail
 threads=2
 repeat=10
+stat=median
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
-    *) echo "usage: $0 [--threads N] [--repeat R]" >&2; exit 2 ;;
+    --min) stat=min; shift ;;
+    *) echo "usage: $0 [--threads N] [--repeat R] [--min]" >&2; exit 2 ;;
   esac
 done
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,18 +33,22 @@ echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$python" "$here/kernels_torch.py" --threads "$threads" --repeat "$repeat" > "$tmp/torch.jsonl"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-python3 - "$tmp/ours.jsonl" "$tmp/torch.jsonl" <<'PY'
+python3 - "$tmp/ours.jsonl" "$tmp/torch.jsonl" "$stat" <<'PY'
 import json, sys
+key = "min_seconds" if sys.argv[3] == "min" else "seconds"
 ours = [json.loads(l) for l in open(sys.argv[1])]
 torch = {d["op"]: d for d in map(json.loads, open(sys.argv[2]))}
 version = next(iter(torch.values()))["torch"] if torch else "?"
+sgemm = ours[0]["flops"] / ours[0][key] if ours else 0
+print(f"Times are the {'fastest' if key == 'min_seconds' else 'median'} of the repeats.\n")
 print(f"| op | shape | ours ms | ours GFLOP/s | of sgemm | PyTorch {version} ms | PyTorch GFLOP/s | PyTorch / ours time |")
 print("|---|---|---:|---:|---:|---:|---:|---:|")
 for d in ours:
     t = torch.get(d["op"])
-    tm = f"{t['seconds'] * 1e3:.3f}" if t else "-"
-    tg = f"{d['flops'] / t['seconds'] * 1e-9:.1f}" if t else "-"
-    ratio = f"{t['seconds'] / d['seconds']:.2f}" if t else "-"
-    print(f"| {d['op']} | {d['shape']} | {d['seconds'] * 1e3:.3f} | {d['gflops']:.1f} | "
-          f"{100 * d['ratio_to_sgemm']:.0f}% | {tm} | {tg} | {ratio} |")
+    g = d["flops"] / d[key] * 1e-9
+    tm = f"{t[key] * 1e3:.3f}" if t else "-"
+    tg = f"{d['flops'] / t[key] * 1e-9:.1f}" if t else "-"
+    ratio = f"{t[key] / d[key]:.2f}" if t else "-"
+    print(f"| {d['op']} | {d['shape']} | {d[key] * 1e3:.3f} | {g:.1f} | "
+          f"{100 * g * 1e9 / sgemm:.0f}% | {tm} | {tg} | {ratio} |")
 PY

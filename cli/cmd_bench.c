@@ -38,9 +38,10 @@ static int bench_kernels(int argc, char **argv) {
     const kn_bench_result *r = &results[i];
     double ratio = sgemm > 0 ? r->gflops / sgemm : 0.0;
     if (json)
-      printf("{\"op\": \"%s\", \"shape\": \"%s\", \"threads\": %d, \"seconds\": %.6g, \"flops\": %.6g, "
-             "\"gflops\": %.4g, \"sgemm_gflops\": %.4g, \"ratio_to_sgemm\": %.4g}\n",
-             r->name, r->shape, r->threads, r->seconds, r->flops, r->gflops, sgemm, ratio);
+      printf("{\"op\": \"%s\", \"shape\": \"%s\", \"threads\": %d, \"seconds\": %.6g, "
+             "\"min_seconds\": %.6g, \"flops\": %.6g, \"gflops\": %.4g, \"sgemm_gflops\": %.4g, "
+             "\"ratio_to_sgemm\": %.4g}\n",
+             r->name, r->shape, r->threads, r->seconds, r->min_seconds, r->flops, r->gflops, sgemm, ratio);
     else
       printf("%-22s %-38s %10.3f %10.2f %8.0f%%\n", r->name, r->shape, r->seconds * 1e3, r->gflops,
              100.0 * ratio);

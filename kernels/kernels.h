@@ -236,13 +236,15 @@ void kn_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const f
 
 /* ----------------------------------------------------------- benchmark */
 
-/* One timed op at one shape: the median of `repeat` runs after a warm-up. */
+/* One timed op at one shape: the median and the minimum of `repeat` runs
+ * after a warm-up. */
 typedef struct {
   char name[64];       /* e.g. "conv3x3_fwd" */
   char shape[96];      /* human-readable shape */
   double flops;        /* per call */
   double seconds;      /* median */
-  double gflops;
+  double min_seconds;  /* fastest call: the steadier figure on a shared machine */
+  double gflops;       /* from the median */
   int threads;         /* the thread count it ran with */
 } kn_bench_result;
 

@@ -315,6 +315,7 @@ int kn_bench_run(int n_threads, int repeat, int quick, kn_bench_result *results,
     qsort(times, (size_t)repeat, sizeof(double), compare_doubles);
     snprintf(r->name, sizeof r->name, "%s", c->name);
     r->seconds = times[repeat / 2];
+    r->min_seconds = times[0];
     r->gflops = r->seconds > 0 ? r->flops / r->seconds * 1e-9 : 0.0;
     r->threads = ctx.n_threads;
     count++;
