@@ -121,10 +121,13 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--only", help="run the one case of this name")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for name, make in cases():
+        if args.only and name != args.only:
+            continue
         fn = make()
         with torch.set_grad_enabled(name.endswith("_bwd")):
             seconds, min_seconds = timed(fn, args.repeat)

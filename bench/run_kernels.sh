@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs `dpo bench kernels` and bench/kernels_torch.py one after the other in
-# the same run, at the same thread count, and prints one Markdown table:
+# Runs `dpo bench kernels` and bench/kernels_torch.py in the same run, op by
+# op, at the same thread count, and prints one Markdown table:
 # our time and GFLOP/s, the share of OpenBLAS's sgemm GFLOP/s measured in the
 # same run, PyTorch's time, and PyTorch time / our time (> 1: we are faster).
 #
@@ -29,8 +29,12 @@ trap 'rm -rf "$tmp"' EXIT
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; threads: $threads; repeat: $repeat"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$dpo" bench kernels --json --threads "$threads" --repeat "$repeat" > "$tmp/ours.jsonl"
-"$python" "$here/kernels_torch.py" --threads "$threads" --repeat "$repeat" > "$tmp/torch.jsonl"
+# Ours and PyTorch's run op by op, one after the other, so that both sides
+# of each comparison see the same machine state (the cores may be shared).
+for op in $("$dpo" bench kernels --list); do
+  "$dpo" bench kernels --json --threads "$threads" --repeat "$repeat" --only "$op" >> "$tmp/ours.jsonl"
+  "$python" "$here/kernels_torch.py" --threads "$threads" --repeat "$repeat" --only "$op" >> "$tmp/torch.jsonl"
+done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 python3 - "$tmp/ours.jsonl" "$tmp/torch.jsonl" "$stat" <<'PY'

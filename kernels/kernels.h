@@ -249,10 +249,13 @@ typedef struct {
 } kn_bench_result;
 
 /* Runs the kernel benchmark at SD1.5 shapes: sgemm first (the reference
- * GFLOP/s of this machine in this run), then each op. Fills up to
- * max_results; returns how many, or -1 on failure with err set. When
- * `quick` is set the shapes are small (for tests). */
-int kn_bench_run(int n_threads, int repeat, int quick, kn_bench_result *results, int max_results,
-                 dpo_error *err);
+ * GFLOP/s of this machine in this run), then each op. `only`, when not
+ * NULL, names the one case to run (an unknown name is a usage error).
+ * Fills up to max_results; returns how many, or -1 on failure with err
+ * set. When `quick` is set the shapes are small (for tests). */
+int kn_bench_run(int n_threads, int repeat, int quick, const char *only, kn_bench_result *results,
+                 int max_results, dpo_error *err);
+/* The names of the cases, in order, for --list; returns how many. */
+int kn_bench_case_names(int quick, const char **names, int max_names);
 
 #endif

@@ -93,7 +93,7 @@ static int buffers_alloc(bench_buffers *bb, const size_t *sizes, int count, dpo_
   for (int i = 0; i < count; i++) {
     bb->n[i] = sizes[i] ? sizes[i] : 1;
     bb->buf[i] = malloc(bb->n[i] * sizeof(float));
-    if (!bb->buf[i]) return dpo_fail(err, DPO_ERR_DATA, "bench: cannot allocate %zu floats", bb->n[i]);
+    if (!bb->buf[i]) return dpo_fail(err, DPO_ERR_DATA, "kernel benchmark: cannot allocate %zu floats", bb->n[i]);
     dpo_rng_normal_fill(1234, (uint64_t)i, 0, bb->buf[i], bb->n[i]);
   }
   return DPO_OK;
@@ -274,22 +274,48 @@ static int compare_doubles(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-int kn_bench_run(int n_threads, int repeat, int quick, kn_bench_result *results, int max_results,
-                 dpo_error *err) {
-  const bench_case *cases = quick ? quick_cases : full_cases;
-  int n_cases = quick ? (int)(sizeof quick_cases / sizeof quick_cases[0])
-                      : (int)(sizeof full_cases / sizeof full_cases[0]);
-  if (repeat < 1 || repeat > 1000) return dpo_fail(err, DPO_ERR_USAGE, "bench: repeat must be in 1..1000, got %d", repeat), -1;
+static const bench_case *bench_cases(int quick, int *count) {
+  *count = quick ? (int)(sizeof quick_cases / sizeof quick_cases[0])
+                 : (int)(sizeof full_cases / sizeof full_cases[0]);
+  return quick ? quick_cases : full_cases;
+}
+
+int kn_bench_case_names(int quick, const char **names, int max_names) {
+  int n_cases;
+  const bench_case *cases = bench_cases(quick, &n_cases);
+  int n = 0;
+  for (; n < n_cases && n < max_names; n++) names[n] = cases[n].name;
+  return n;
+}
+
+int kn_bench_run(int n_threads, int repeat, int quick, const char *only, kn_bench_result *results,
+                 int max_results, dpo_error *err) {
+  int n_cases;
+  const bench_case *cases = bench_cases(quick, &n_cases);
+  if (repeat < 1 || repeat > 1000) {
+    dpo_fail(err, DPO_ERR_USAGE, "kernel benchmark: repeat must be in 1..1000, got %d", repeat);
+    return -1;
+  }
+  if (only) {
+    int found = 0;
+    for (int i = 0; i < n_cases; i++) found |= !strcmp(cases[i].name, only);
+    if (!found) {
+      dpo_fail(err, DPO_ERR_USAGE, "kernel benchmark: no case named \"%s\" (see --list)", only);
+      return -1;
+    }
+  }
   kn_ctx ctx;
   if (kn_ctx_init(&ctx, n_threads, err) != DPO_OK) return -1;
   double *times = malloc(sizeof(double) * (size_t)repeat);
   if (!times) {
     kn_ctx_free(&ctx);
-    return dpo_fail(err, DPO_ERR_DATA, "bench: out of memory"), -1;
+    dpo_fail(err, DPO_ERR_DATA, "kernel benchmark: out of memory");
+    return -1;
   }
   int count = 0;
   for (int i = 0; i < n_cases && count < max_results; i++) {
     const bench_case *c = &cases[i];
+    if (only && strcmp(c->name, only) != 0) continue;
     size_t sizes[6] = {0};
     kn_bench_result *r = &results[count];
     memset(r, 0, sizeof *r);
