@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 
-def timed(fn, repeat):
+def timed(fn, repeat, clock):
     start = time.perf_counter()
     runs = 0
     while runs < 2 or time.perf_counter() - start < 0.2:  # warm-up
@@ -26,9 +26,9 @@ def timed(fn, repeat):
         runs += 1
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return statistics.median(times), min(times)
 
 
@@ -122,6 +122,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--only", help="run the one case of this name")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process CPU clock (as dpo bench kernels --cpu-time)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -130,7 +132,8 @@ def main():
             continue
         fn = make()
         with torch.set_grad_enabled(name.endswith("_bwd")):
-            seconds, min_seconds = timed(fn, args.repeat)
+            seconds, min_seconds = timed(fn, args.repeat,
+                                         time.process_time if args.cpu_time else time.perf_counter)
         print(json.dumps({"op": name, "seconds": seconds, "min_seconds": min_seconds,
                           "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
 

@@ -4,36 +4,42 @@
 # our time and GFLOP/s, the share of OpenBLAS's sgemm GFLOP/s measured in the
 # same run, PyTorch's time, and PyTorch time / our time (> 1: we are faster).
 #
-#   bench/run_kernels.sh [--threads N] [--repeat R] [--min]
+#   bench/run_kernels.sh [--threads N] [--repeat R] [--min] [--cpu-time]
 # --min tabulates the fastest of the R calls instead of the median (steadier
-# when other jobs share the cores).
+# when other jobs share the cores); --cpu-time times both sides with the
+# process CPU clock (meaningful with --threads 1).
 # Env: DPO (default build/dpo), PYTHON (a python with torch; default python3).
 set -euo pipefail
 threads=2
 repeat=10
 stat=median
+clock=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads=$2; shift 2 ;;
     --repeat) repeat=$2; shift 2 ;;
     --min) stat=min; shift ;;
-    *) echo "usage: $0 [--threads N] [--repeat R] [--min]" >&2; exit 2 ;;
+    --cpu-time) clock=(--cpu-time); shift ;;
+    *) echo "usage: $0 [--threads N] [--repeat R] [--min] [--cpu-time]" >&2; exit 2 ;;
   esac
 done
 here=$(cd "$(dirname "$0")" && pwd)
+# OpenBLAS's own thread pool would otherwise spin briefly after start-up and
+# count in a CPU-time measurement; the kernels never use it with one thread.
+if [ "$threads" = 1 ]; then export OPENBLAS_NUM_THREADS=1; fi
 dpo=${DPO:-$here/../build/dpo}
 python=${PYTHON:-python3}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; threads: $threads; repeat: $repeat"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; threads: $threads; repeat: $repeat; clock: ${clock[*]:-wall}"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Ours and PyTorch's run op by op, one after the other, so that both sides
 # of each comparison see the same machine state (the cores may be shared).
 for op in $("$dpo" bench kernels --list); do
-  "$dpo" bench kernels --json --threads "$threads" --repeat "$repeat" --only "$op" >> "$tmp/ours.jsonl"
-  "$python" "$here/kernels_torch.py" --threads "$threads" --repeat "$repeat" --only "$op" >> "$tmp/torch.jsonl"
+  "$dpo" bench kernels --json --threads "$threads" --repeat "$repeat" --only "$op" "${clock[@]}" >> "$tmp/ours.jsonl"
+  "$python" "$here/kernels_torch.py" --threads "$threads" --repeat "$repeat" --only "$op" "${clock[@]}" >> "$tmp/torch.jsonl"
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo

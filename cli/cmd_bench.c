@@ -8,7 +8,7 @@
 #include "kernels/kernels.h"
 
 static int bench_kernels(int argc, char **argv) {
-  int json = 0, quick = 0, list = 0;
+  int json = 0, quick = 0, list = 0, cpu_time = 0;
   const char *only = NULL;
   uint64_t threads = 0, repeat = 5;
   for (int i = 1; i < argc; i++) {
@@ -18,6 +18,8 @@ static int bench_kernels(int argc, char **argv) {
       quick = 1;
     } else if (!strcmp(argv[i], "--list")) {
       list = 1;
+    } else if (!strcmp(argv[i], "--cpu-time")) {
+      cpu_time = 1;
     } else if (!strcmp(argv[i], "--only")) {
       if (i + 1 >= argc) return cli_usage_error("bench", "--only needs a case name");
       only = argv[++i];
@@ -41,7 +43,8 @@ static int bench_kernels(int argc, char **argv) {
   }
   kn_bench_result results[64];
   dpo_error err = {0};
-  int n = kn_bench_run((int)threads, (int)repeat, quick, only, results, 64, &err);
+  kn_bench_options options = {(int)threads, (int)repeat, quick, cpu_time, only};
+  int n = kn_bench_run(&options, results, 64, &err);
   if (n < 0) return err.code == DPO_ERR_USAGE ? cli_usage_error("bench", "%s", err.msg) : cli_report_error(&err);
   /* The sgemm reference: the first result, measured in this same run (none
    * with --only another case). */
@@ -84,7 +87,8 @@ int cmd_bench(int argc, char **argv) {
 
 void cmd_bench_help(FILE *out) {
   fprintf(out,
-          "usage: dpo bench kernels [--json] [--threads N] [--repeat R] [--only CASE] [--list] [--quick]\n\n"
+          "usage: dpo bench kernels [--json] [--threads N] [--repeat R] [--only CASE] [--list]\n"
+          "                         [--cpu-time] [--quick]\n\n"
           "Times each CPU kernel (conv2d, attention, group norm, ...) at Stable Diffusion 1.5\n"
           "shapes and prints GFLOP/s beside this machine's sgemm GFLOP/s measured in the\n"
           "same run. Each time is the median of R calls (default 5) after a warm-up.\n\n"
@@ -93,5 +97,7 @@ void cmd_bench_help(FILE *out) {
           "  --repeat R    timed calls per op (1..1000)\n"
           "  --only CASE   run one case (names from --list)\n"
           "  --list        print the case names and exit\n"
+          "  --cpu-time    time with the process CPU clock (with --threads 1: immune to\n"
+          "                other jobs sharing the cores)\n"
           "  --quick       tiny shapes (for tests)\n");
 }

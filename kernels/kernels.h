@@ -248,13 +248,22 @@ typedef struct {
   int threads;         /* the thread count it ran with */
 } kn_bench_result;
 
+typedef struct {
+  int n_threads;       /* <= 0: the OpenMP default */
+  int repeat;          /* timed calls per case, 1..1000 */
+  int quick;           /* tiny shapes (for tests) */
+  int cpu_time;        /* time with the process CPU clock instead of the wall
+                          clock: with one thread, immune to other jobs on the
+                          machine; with more it also counts waiting threads */
+  const char *only;    /* NULL, or the one case to run */
+} kn_bench_options;
+
 /* Runs the kernel benchmark at SD1.5 shapes: sgemm first (the reference
- * GFLOP/s of this machine in this run), then each op. `only`, when not
- * NULL, names the one case to run (an unknown name is a usage error).
- * Fills up to max_results; returns how many, or -1 on failure with err
- * set. When `quick` is set the shapes are small (for tests). */
-int kn_bench_run(int n_threads, int repeat, int quick, const char *only, kn_bench_result *results,
-                 int max_results, dpo_error *err);
+ * GFLOP/s of this machine in this run), then each op; an unknown `only` is
+ * a usage error. Fills up to max_results; returns how many, or -1 on
+ * failure with err set. */
+int kn_bench_run(const kn_bench_options *options, kn_bench_result *results, int max_results,
+                 dpo_error *err);
 /* The names of the cases, in order, for --list; returns how many. */
 int kn_bench_case_names(int quick, const char **names, int max_names);
 

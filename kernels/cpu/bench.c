@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/cpu/cpu.h"
 
@@ -288,8 +289,18 @@ int kn_bench_case_names(int quick, const char **names, int max_names) {
   return n;
 }
 
-int kn_bench_run(int n_threads, int repeat, int quick, const char *only, kn_bench_result *results,
-                 int max_results, dpo_error *err) {
+static double clock_seconds(int cpu_time) {
+  if (!cpu_time) return dpo_now_seconds();
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int kn_bench_run(const kn_bench_options *options, kn_bench_result *results, int max_results,
+                 dpo_error *err) {
+  int n_threads = options->n_threads, repeat = options->repeat, quick = options->quick;
+  int cpu_time = options->cpu_time;
+  const char *only = options->only;
   int n_cases;
   const bench_case *cases = bench_cases(quick, &n_cases);
   if (repeat < 1 || repeat > 1000) {
@@ -333,9 +344,9 @@ int kn_bench_run(int n_threads, int repeat, int quick, const char *only, kn_benc
     double warm_start = dpo_now_seconds();
     for (int w = 0; w < 2 || (!quick && dpo_now_seconds() - warm_start < 0.2); w++) run_case(&ctx, c, &bb);
     for (int k = 0; k < repeat; k++) {
-      double t0 = dpo_now_seconds();
+      double t0 = clock_seconds(cpu_time);
       run_case(&ctx, c, &bb);
-      times[k] = dpo_now_seconds() - t0;
+      times[k] = clock_seconds(cpu_time) - t0;
     }
     buffers_free(&bb);
     qsort(times, (size_t)repeat, sizeof(double), compare_doubles);
