@@ -359,7 +359,7 @@ void md_norm_init(md_norm *n, md_params *t, const char *prefix, const char *name
 }
 
 void md_conv_plan(md_plan *p, const md_conv *c, int H, int W) {
-  md_plan_scratch(p, kn_conv2d_scratch_bytes(c->C, H, W, c->K, c->stride, c->pad));
+  md_plan_scratch(p, kn_conv2d_scratch_bytes(c->C, H, W, c->OC, c->K, c->stride, c->pad));
 }
 
 void md_conv_forward(kn_ctx *ctx, const md_conv *c, float *out, const float *in, int B, int H, int W) {
