@@ -114,7 +114,9 @@ void *kn_cuda_malloc(kn_cuda_ctx *ctx, size_t bytes) {
   void *p = NULL;
   size_t rounded = bytes > 0 ? bytes : 1;
   if (!kn_cuda_ok(ctx, cudaMalloc(&p, rounded), "cudaMalloc")) return NULL;
-  if (!kn_cuda_ok(ctx, cudaMemset(p, 0, rounded), "cudaMemset")) {
+  /* On the context's stream: it does not synchronise with the legacy default
+   * stream, so a plain cudaMemset could land after the caller's upload. */
+  if (!kn_cuda_ok(ctx, cudaMemsetAsync(p, 0, rounded, kn_stream(ctx)), "cudaMemset")) {
     cudaFree(p);
     return NULL;
   }

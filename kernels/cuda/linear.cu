@@ -1,14 +1,17 @@
-/* Linear layers on cuBLAS. Row-major out[N, OC] = inp[N, IC] W[OC, IC]^T is,
- * in cuBLAS's column-major terms, out^T[OC, N] = W^T... read as: the
- * row-major W[OC, IC] is a column-major IC x OC matrix, so
+/* Linear layers on cuBLAS. cuBLAS is column-major: a row-major [R, C] array
+ * is a column-major C x R matrix. So the row-major W[OC, IC] is IC x OC,
+ * inp[N, IC] is IC x N, out[N, OC] is OC x N, and
  *   out  (col-major OC x N)  = op_T(W: IC x OC) . inp (IC x N)
  *   dinp (col-major IC x N)  = W (IC x OC) . dout (OC x N)        (beta 1)
  *   dW   (col-major IC x OC) = inp (IC x N) . op_T(dout: OC x N)  (beta 1)
  * cublasGemmEx with float32 compute; bf16 operands where asked. */
 #include "kernels/cuda/cuda_internal.cuh"
 
-static cublasComputeType_t compute_type(const kn_cuda_ctx *ctx) {
-  return ctx->allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+/* float32 operands may use TF32 when the caller allows it; bf16 operands
+ * always accumulate in plain float32. */
+static cublasComputeType_t compute_type(const kn_cuda_ctx *ctx, cudaDataType_t operand) {
+  if (operand == CUDA_R_32F && ctx->allow_tf32) return CUBLAS_COMPUTE_32F_FAST_TF32;
+  return CUBLAS_COMPUTE_32F;
 }
 
 /* C (col-major m x n, ldc) = alpha op(A) op(B) + beta C with the given types. */
@@ -18,7 +21,7 @@ static void gemm(kn_cuda_ctx *ctx, cublasOperation_t ta, cublasOperation_t tb, i
                  const char *what) {
   kn_cublas_ok(ctx,
                cublasGemmEx(kn_cublas(ctx), ta, tb, m, n, k, &alpha, A, at, lda, B, bt, ldb, &beta, C,
-                            ct, ldc, compute_type(ctx), CUBLAS_GEMM_DEFAULT),
+                            ct, ldc, compute_type(ctx, at), CUBLAS_GEMM_DEFAULT),
                what);
 }
 
@@ -59,8 +62,8 @@ void kn_cuda_linear_backward(kn_cuda_ctx *ctx, float *dinp, float *dweight, floa
 
 /* ---------------------------------------------------------------- bf16 */
 
-/* dout in bf16 summed over rows for dbias: converted to float32 first (in
- * the workspace after the partial sums' share). */
+/* dbias from a bf16 dout: one thread per column walks the rows in order,
+ * summing in float32. */
 __global__ void column_sums_bf16_kernel(float *dst, const __nv_bfloat16 *src, int rows, int cols) {
   int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= cols) return;
