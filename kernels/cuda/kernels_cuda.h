@@ -235,6 +235,19 @@ void kn_cuda_adamw_update(kn_cuda_ctx *ctx, float *param, kn_bf16 *param_bf16, c
                           float *exp_avg, float *exp_avg_sq, size_t n, int64_t step, double lr,
                           double beta1, double beta2, double eps, double weight_decay);
 
+/* Adafactor as trainer/optim.c (transformers.Adafactor, external lr) in
+ * fused passes. A parameter of 2+ dims is `outer` matrices of rows x cols
+ * (its last two dims) with factored second moments exp_avg_sq_row[outer,
+ * rows] and exp_avg_sq_col[outer, cols] (exp_avg_sq NULL); any other is
+ * outer = rows = 1, cols = n with exp_avg_sq[n] (row and col NULL).
+ * exp_avg is used when beta1 > 0. Takes n + outer + 1 floats and 256
+ * doubles of workspace. */
+void kn_cuda_adafactor_update(kn_cuda_ctx *ctx, float *param, kn_bf16 *param_bf16, const float *grad,
+                              float *exp_avg, float *exp_avg_sq, float *exp_avg_sq_row,
+                              float *exp_avg_sq_col, int64_t outer, int64_t rows, int64_t cols,
+                              int64_t step, double lr, double eps1, double clip_threshold,
+                              double decay_rate, double beta1, double weight_decay);
+
 /* ------------------------------------------------------ bf16 conversions */
 
 void kn_cuda_to_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const float *inp, size_t n);

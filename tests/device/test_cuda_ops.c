@@ -505,6 +505,48 @@ static void test_adamw(void) {
   kn_cuda_free(d_data), kn_cuda_free(d_grad), kn_cuda_free(d_m), kn_cuda_free(d_v), kn_cuda_free(d_bf16);
 }
 
+/* Adafactor over a factored 3-D parameter and a plain 1-D one, 3 steps, with
+ * transformers' defaults and with beta1 and weight decay. */
+static void test_adafactor(double beta1, double weight_decay) {
+  printf("fused Adafactor (3 steps, beta1 %g, weight decay %g) vs trainer/optim.c\n", beta1, weight_decay);
+  int64_t outer = 3, rows = 37, cols = 53, n_mat = outer * rows * cols, n_vec = 101;
+  float *w = host_random((size_t)n_mat, 1.0f), *gw = host_random((size_t)n_mat, 0.01f);
+  float *b = host_random((size_t)n_vec, 1.0f), *gb = host_random((size_t)n_vec, 0.01f);
+  float *d_w = device_copy(w, n_mat), *d_gw = device_copy(gw, n_mat), *d_b = device_copy(b, n_vec);
+  float *d_gb = device_copy(gb, n_vec);
+  float *d_row = kn_cuda_malloc(&gpu, sizeof(float) * outer * rows), *d_col = kn_cuda_malloc(&gpu, sizeof(float) * outer * cols);
+  float *d_mw = kn_cuda_malloc(&gpu, sizeof(float) * n_mat), *d_mb = kn_cuda_malloc(&gpu, sizeof(float) * n_vec);
+  float *d_vb = kn_cuda_malloc(&gpu, sizeof(float) * n_vec);
+  dpo_optim_config cfg;
+  dpo_optim_config_default(&cfg, DPO_OPTIM_ADAFACTOR);
+  cfg.adafactor_beta1 = beta1;
+  cfg.weight_decay = weight_decay;
+  dpo_optim_param params[2] = {
+      {.name = "w", .ndim = 3, .shape = {outer, rows, cols}, .data = w, .grad = gw},
+      {.name = "b", .ndim = 1, .shape = {n_vec}, .data = b, .grad = gb},
+  };
+  dpo_optimizer opt;
+  dpo_error err = {0};
+  CHECK_INT(dpo_optim_init(&opt, &cfg, params, 2, &err), DPO_OK);
+  for (int step = 1; step <= 3; step++) {
+    dpo_optim_step(&opt, 1e-2);
+    kn_cuda_adafactor_update(&gpu, d_w, NULL, d_gw, d_mw, NULL, d_row, d_col, outer, rows, cols, step, 1e-2, cfg.eps1,
+                             cfg.clip_threshold, cfg.decay_rate, beta1, weight_decay);
+    kn_cuda_adafactor_update(&gpu, d_b, NULL, d_gb, d_mb, d_vb, NULL, NULL, 1, 1, n_vec, step, 1e-2, cfg.eps1,
+                             cfg.clip_threshold, cfg.decay_rate, beta1, weight_decay);
+  }
+  compare("adafactor matrix params", w, d_w, (size_t)n_mat, TOL_POINT);
+  compare("adafactor row moments", opt.slots[0].exp_avg_sq_row, d_row, (size_t)(outer * rows), TOL_POINT);
+  compare("adafactor column moments", opt.slots[0].exp_avg_sq_col, d_col, (size_t)(outer * cols), TOL_POINT);
+  compare("adafactor vector params", b, d_b, (size_t)n_vec, TOL_POINT);
+  compare("adafactor vector moments", opt.slots[1].exp_avg_sq, d_vb, (size_t)n_vec, TOL_POINT);
+  if (beta1 > 0) compare("adafactor first moment", opt.slots[0].exp_avg, d_mw, (size_t)n_mat, TOL_POINT);
+  dpo_optim_free(&opt);
+  free(w), free(gw), free(b), free(gb);
+  float *dev[] = {d_w, d_gw, d_b, d_gb, d_row, d_col, d_mw, d_mb, d_vb};
+  for (size_t i = 0; i < sizeof dev / sizeof *dev; i++) kn_cuda_free(dev[i]);
+}
+
 static void test_rng(void) {
   printf("Philox on the device vs core/rng.c\n");
   size_t n = 100003;
@@ -742,6 +784,8 @@ int main(void) {
   test_embeddings();
   test_losses();
   test_adamw();
+  test_adafactor(0.0, 0.0);
+  test_adafactor(0.9, 1e-2);
   test_rng();
   test_tiny_dpo_step();
   CHECK_INT(gpu.status, 0);
