@@ -5,8 +5,9 @@
 # portable CPU code (DPO_NATIVE=OFF: the GPU machine's CPU is not this one),
 # the shared libraries its binaries need that a CUDA + PyTorch image lacks,
 # and the diffusers wheel for the PyTorch baseline. The build is
-# build-device/; what travels is the small build-bundle/ (bin/, lib/, whl/;
-# ignored by git), which the caller carries to the machine.
+# build-device/; what travels is build-bundle/ (ignored by git): bundle.tar.xz
+# (bin/ and lib/, about 10 MB: OpenBLAS alone is 36 MB unpacked, and a carried
+# tree is limited to 64 MiB) and whl/. The caller carries build-bundle.
 #
 # Usage: tests/device/pack.sh [--jobs N]      (run on the build machine)
 set -euo pipefail
@@ -38,5 +39,7 @@ done
 PY=${PYTHON:-python3}
 "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$BUNDLE/whl" diffusers==0.42.1
 
+tar -C "$BUNDLE" -cf - bin lib | xz -T0 -6 >"$BUNDLE/bundle.tar.xz"
+rm -rf "$BUNDLE/bin" "$BUNDLE/lib"
 du -sh "$BUNDLE"/*
 echo "carry: $BUNDLE (command: OUT=\$OUT tests/device/run.sh)"
