@@ -13,7 +13,12 @@
  * query rows (dq) and one by key rows (dk, dv), each row owned by one warp.
  * No atomics: the result does not depend on scheduling. delta_i = dout_i .
  * out_i (the row term of the softmax gradient) is computed first into the
- * workspace. */
+ * workspace.
+ *
+ * The kernels are templated on the storage type: float32, or bf16 tensors
+ * (q, k, v, out, dout, dq, dk, dv) with every product, the softmax and the
+ * accumulators in float32 (tiles are converted as they are staged); lse
+ * stays float32. */
 #include "kernels/cuda/cuda_internal.cuh"
 
 #define ROWS 8          /* warps (rows) per block */
@@ -24,10 +29,11 @@
 /* Loads rows [t0, t0 + TILE) of one head of x[B, N, H*D] into tile[TILE][D+1]
  * (zeros past N). The +1 keeps lanes reading different rows in different
  * shared-memory banks. */
-__device__ void load_tile(float *tile, const float *x, size_t head_off, int t0, int N, int D, int HD) {
+template <typename T>
+__device__ void load_tile(float *tile, const T *x, size_t head_off, int t0, int N, int D, int HD) {
   for (int e = threadIdx.x; e < TILE * D; e += blockDim.x) {
     int r = e / D, d = e % D, j = t0 + r;
-    tile[r * (D + 1) + d] = j < N ? x[head_off + (size_t)j * HD + d] : 0.0f;
+    tile[r * (D + 1) + d] = j < N ? kn_load(x + head_off + (size_t)j * HD + d) : 0.0f;
   }
 }
 
@@ -37,7 +43,8 @@ __device__ __forceinline__ float row_dot(const float *a, const float *b, int D) 
   return s;
 }
 
-__global__ void attention_forward_kernel(float *out, float *lse, const float *q, const float *k, const float *v,
+template <typename T>
+__global__ void attention_forward_kernel(T *out, float *lse, const T *q, const T *k, const T *v,
                                          int H, int Nq, int Nk, int D, float scale, int causal) {
   extern __shared__ float smem[];
   float *Ks = smem, *Vs = Ks + TILE * (D + 1), *Qs = Vs + TILE * (D + 1);
@@ -48,7 +55,7 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
   size_t q_head = (size_t)b * Nq * HD + (size_t)h * D, kv_head = (size_t)b * Nk * HD + (size_t)h * D;
   float *qs = Qs + warp * D;
   if (row_ok)
-    for (int d = lane; d < D; d += 32) qs[d] = q[q_head + (size_t)i * HD + d];
+    for (int d = lane; d < D; d += 32) qs[d] = kn_load(q + q_head + (size_t)i * HD + d);
 
   /* Keys that any row of this block may see (causal: up to its last row). */
   int last_row = min(Nq - 1, (int)blockIdx.x * ROWS + ROWS - 1);
@@ -85,13 +92,14 @@ __global__ void attention_forward_kernel(float *out, float *lse, const float *q,
   float inv = 1.0f / l;
   for (int x = 0; x < MAX_DPL; x++) {
     int d = lane + 32 * x;
-    if (d < D) out[q_head + (size_t)i * HD + d] = acc[x] * inv;
+    if (d < D) kn_store(out + q_head + (size_t)i * HD + d, acc[x] * inv);
   }
   if (lane == 0) lse[((size_t)b * H + h) * Nq + i] = m + logf(l);
 }
 
 /* delta[b, h, i] = dout_i . out_i, one warp per row. */
-__global__ void attention_delta_kernel(float *delta, const float *dout, const float *out, int B, int H, int Nq,
+template <typename T>
+__global__ void attention_delta_kernel(float *delta, const T *dout, const T *out, int B, int H, int Nq,
                                        int D) {
   int lane = threadIdx.x % 32;
   size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; /* over (b, h, i) */
@@ -99,13 +107,14 @@ __global__ void attention_delta_kernel(float *delta, const float *dout, const fl
   int i = (int)(row % Nq), h = (int)((row / Nq) % H), b = (int)(row / ((size_t)Nq * H));
   size_t off = ((size_t)b * Nq + i) * H * D + (size_t)h * D;
   float s = 0.0f;
-  for (int d = lane; d < D; d += 32) s += dout[off + d] * out[off + d];
+  for (int d = lane; d < D; d += 32) s += kn_load(dout + off + d) * kn_load(out + off + d);
   s = kn_warp_sum(s);
   if (lane == 0) delta[row] = s;
 }
 
 /* dq by query rows: dq_i += scale sum_j p_ij (dout_i . v_j - delta_i) k_j. */
-__global__ void attention_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v,
+template <typename T>
+__global__ void attention_dq_kernel(T *dq, const T *dout, const T *q, const T *k, const T *v,
                                     const float *lse, const float *delta, int H, int Nq, int Nk, int D, float scale,
                                     int causal) {
   extern __shared__ float smem[];
@@ -119,8 +128,8 @@ __global__ void attention_dq_kernel(float *dq, const float *dout, const float *q
   float row_lse = 0.0f, row_delta = 0.0f;
   if (row_ok) {
     for (int d = lane; d < D; d += 32) {
-      qs[d] = q[q_head + (size_t)i * HD + d];
-      dos[d] = dout[q_head + (size_t)i * HD + d];
+      qs[d] = kn_load(q + q_head + (size_t)i * HD + d);
+      dos[d] = kn_load(dout + q_head + (size_t)i * HD + d);
     }
     row_lse = lse[((size_t)b * H + h) * Nq + i];
     row_delta = delta[((size_t)b * H + h) * Nq + i];
@@ -154,13 +163,17 @@ __global__ void attention_dq_kernel(float *dq, const float *dout, const float *q
   if (!row_ok) return;
   for (int x = 0; x < MAX_DPL; x++) {
     int d = lane + 32 * x;
-    if (d < D) dq[q_head + (size_t)i * HD + d] += scale * acc[x];
+    if (d < D) {
+      T *dst = dq + q_head + (size_t)i * HD + d;
+      kn_store(dst, kn_load(dst) + scale * acc[x]);
+    }
   }
 }
 
 /* dk, dv by key rows: dv_j += sum_i p_ij dout_i; dk_j += scale sum_i ds_ij q_i. */
-__global__ void attention_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                     const float *v, const float *lse, const float *delta, int H, int Nq, int Nk,
+template <typename T>
+__global__ void attention_dkv_kernel(T *dk, T *dv, const T *dout, const T *q, const T *k,
+                                     const T *v, const float *lse, const float *delta, int H, int Nq, int Nk,
                                      int D, float scale, int causal) {
   extern __shared__ float smem[];
   float *Qt = smem, *DOt = Qt + TILE * (D + 1), *Kr = DOt + TILE * (D + 1), *Vr = Kr + ROWS * D;
@@ -174,8 +187,8 @@ __global__ void attention_dkv_kernel(float *dk, float *dv, const float *dout, co
   float *kr = Kr + warp * D, *vr = Vr + warp * D;
   if (key_ok)
     for (int d = lane; d < D; d += 32) {
-      kr[d] = k[kv_head + (size_t)j * HD + d];
-      vr[d] = v[kv_head + (size_t)j * HD + d];
+      kr[d] = kn_load(k + kv_head + (size_t)j * HD + d);
+      vr[d] = kn_load(v + kv_head + (size_t)j * HD + d);
     }
   /* Causal: query i sees key j only when i >= j, so tiles before the
    * block's first key contribute nothing. */
@@ -216,8 +229,9 @@ __global__ void attention_dkv_kernel(float *dk, float *dv, const float *dout, co
   for (int x = 0; x < MAX_DPL; x++) {
     int d = lane + 32 * x;
     if (d >= D) continue;
-    if (dv) dv[kv_head + (size_t)j * HD + d] += acc_v[x];
-    if (dk) dk[kv_head + (size_t)j * HD + d] += scale * acc_k[x];
+    size_t at = kv_head + (size_t)j * HD + d;
+    if (dv) kn_store(dv + at, kn_load(dv + at) + acc_v[x]);
+    if (dk) kn_store(dk + at, kn_load(dk + at) + scale * acc_k[x]);
   }
 }
 
@@ -235,40 +249,67 @@ static int check_head_size(kn_cuda_ctx *ctx, int D) {
   return 0;
 }
 
-void kn_cuda_attention_forward(kn_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
-                               const float *v, int B, int H, int Nq, int Nk, int D, float scale, int causal) {
+template <typename T>
+static void attention_forward(kn_cuda_ctx *ctx, T *out, float *lse, const T *q, const T *k, const T *v, int B, int H,
+                              int Nq, int Nk, int D, float scale, int causal) {
   if (B * H * Nq == 0 || !check_head_size(ctx, D)) return;
   size_t shared = (2 * (size_t)TILE * (D + 1) + (size_t)ROWS * D) * sizeof(float);
-  if (!allow_shared(ctx, attention_forward_kernel, shared)) return;
+  if (!allow_shared(ctx, attention_forward_kernel<T>, shared)) return;
   dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
-  attention_forward_kernel<<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(out, lse, q, k, v, H, Nq, Nk, D, scale,
-                                                                         causal);
+  attention_forward_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(out, lse, q, k, v, H, Nq, Nk, D, scale,
+                                                                            causal);
   kn_cuda_launched(ctx, "attention forward");
+}
+
+template <typename T>
+static void attention_backward(kn_cuda_ctx *ctx, T *dq, T *dk, T *dv, const T *dout, const T *q, const T *k,
+                               const T *v, const T *out, const float *lse, int B, int H, int Nq, int Nk, int D,
+                               float scale, int causal) {
+  if (B * H * Nq == 0 || (!dq && !dk && !dv) || !check_head_size(ctx, D)) return;
+  size_t rows = (size_t)B * H * Nq;
+  float *delta = (float *)kn_cuda_workspace(ctx, rows * sizeof(float));
+  if (!delta) return;
+  attention_delta_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, kn_stream(ctx)>>>(delta, dout, out, B, H, Nq, D);
+  kn_cuda_launched(ctx, "attention delta");
+  if (dq) {
+    size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D) * sizeof(float);
+    if (!allow_shared(ctx, attention_dq_kernel<T>, shared)) return;
+    dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
+    attention_dq_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dq, dout, q, k, v, lse, delta, H, Nq, Nk, D,
+                                                                         scale, causal);
+    kn_cuda_launched(ctx, "attention dq");
+  }
+  if (dk || dv) {
+    size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D + 2 * TILE) * sizeof(float);
+    if (!allow_shared(ctx, attention_dkv_kernel<T>, shared)) return;
+    dim3 grid((Nk + ROWS - 1) / ROWS, B * H);
+    attention_dkv_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dk, dv, dout, q, k, v, lse, delta, H, Nq,
+                                                                          Nk, D, scale, causal);
+    kn_cuda_launched(ctx, "attention dk/dv");
+  }
+}
+
+void kn_cuda_attention_forward(kn_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,
+                               const float *v, int B, int H, int Nq, int Nk, int D, float scale, int causal) {
+  attention_forward(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
 }
 
 void kn_cuda_attention_backward(kn_cuda_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
                                 const float *q, const float *k, const float *v, const float *out,
                                 const float *lse, int B, int H, int Nq, int Nk, int D, float scale, int causal) {
-  if (B * H * Nq == 0 || (!dq && !dk && !dv) || !check_head_size(ctx, D)) return;
-  size_t rows = (size_t)B * H * Nq;
-  float *delta = (float *)kn_cuda_workspace(ctx, rows * sizeof(float));
-  if (!delta) return;
-  attention_delta_kernel<<<(unsigned)((rows + 7) / 8), 256, 0, kn_stream(ctx)>>>(delta, dout, out, B, H, Nq, D);
-  kn_cuda_launched(ctx, "attention delta");
-  if (dq) {
-    size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D) * sizeof(float);
-    if (!allow_shared(ctx, attention_dq_kernel, shared)) return;
-    dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
-    attention_dq_kernel<<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dq, dout, q, k, v, lse, delta, H, Nq, Nk, D,
-                                                                      scale, causal);
-    kn_cuda_launched(ctx, "attention dq");
-  }
-  if (dk || dv) {
-    size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D + 2 * TILE) * sizeof(float);
-    if (!allow_shared(ctx, attention_dkv_kernel, shared)) return;
-    dim3 grid((Nk + ROWS - 1) / ROWS, B * H);
-    attention_dkv_kernel<<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dk, dv, dout, q, k, v, lse, delta, H, Nq,
-                                                                       Nk, D, scale, causal);
-    kn_cuda_launched(ctx, "attention dk/dv");
-  }
+  attention_backward(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, H, Nq, Nk, D, scale, causal);
+}
+
+void kn_cuda_attention_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, float *lse, const kn_bf16 *q, const kn_bf16 *k,
+                                    const kn_bf16 *v, int B, int H, int Nq, int Nk, int D, float scale, int causal) {
+  attention_forward(ctx, (__nv_bfloat16 *)out, lse, (const __nv_bfloat16 *)q, (const __nv_bfloat16 *)k,
+                    (const __nv_bfloat16 *)v, B, H, Nq, Nk, D, scale, causal);
+}
+
+void kn_cuda_attention_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dq, kn_bf16 *dk, kn_bf16 *dv, const kn_bf16 *dout,
+                                     const kn_bf16 *q, const kn_bf16 *k, const kn_bf16 *v, const kn_bf16 *out,
+                                     const float *lse, int B, int H, int Nq, int Nk, int D, float scale, int causal) {
+  typedef __nv_bfloat16 bf;
+  attention_backward(ctx, (bf *)dq, (bf *)dk, (bf *)dv, (const bf *)dout, (const bf *)q, (const bf *)k,
+                     (const bf *)v, (const bf *)out, lse, B, H, Nq, Nk, D, scale, causal);
 }

@@ -53,6 +53,15 @@ static inline unsigned kn_blocks(size_t n, unsigned threads) {
   return b > 65535u * 16u ? 65535u * 16u : (unsigned)b;
 }
 
+/* ------------------------------------------- float / bf16 storage */
+
+/* Kernels templated on the storage type T (float or __nv_bfloat16) read
+ * and write through these; arithmetic is always float32. */
+__device__ __forceinline__ float kn_load(const float *p) { return *p; }
+__device__ __forceinline__ float kn_load(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void kn_store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void kn_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
 /* ---------------------------------------------------- device math */
 
 __device__ __forceinline__ float kn_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }

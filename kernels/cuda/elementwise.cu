@@ -1,7 +1,8 @@
 /* Elementwise and data-movement ops: activations, GEGLU, softmax, 2x
  * upsample, add, concat/split, timestep and token embeddings. Each output
  * element is written by exactly one thread (grid-stride loops), so results
- * never depend on the launch shape. */
+ * never depend on the launch shape. Activations, GEGLU and add also come in
+ * bf16 storage (float32 arithmetic), through the same templated kernels. */
 #include "kernels/cuda/cuda_internal.cuh"
 
 #define THREADS 256
@@ -56,58 +57,61 @@ __device__ __forceinline__ float activation_grad(kn_activation act, float x) {
   return 0.0f;
 }
 
-__global__ void activation_forward_kernel(kn_activation act, float *out, const float *inp, size_t n) {
-  GRID_STRIDE(i, n) out[i] = activation_value(act, inp[i]);
+template <typename T>
+__global__ void activation_forward_kernel(kn_activation act, T *out, const T *inp, size_t n) {
+  GRID_STRIDE(i, n) kn_store(out + i, activation_value(act, kn_load(inp + i)));
 }
 
-__global__ void activation_backward_kernel(kn_activation act, float *dinp, const float *dout, const float *inp,
-                                           size_t n) {
-  GRID_STRIDE(i, n) dinp[i] += dout[i] * activation_grad(act, inp[i]);
+template <typename T>
+__global__ void activation_backward_kernel(kn_activation act, T *dinp, const T *dout, const T *inp, size_t n) {
+  GRID_STRIDE(i, n) kn_store(dinp + i, kn_load(dinp + i) + kn_load(dout + i) * activation_grad(act, kn_load(inp + i)));
 }
 
 void kn_cuda_activation_forward(kn_cuda_ctx *ctx, kn_activation act, float *out, const float *inp, size_t n) {
   if (n == 0) return;
-  activation_forward_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(act, out, inp, n);
+  activation_forward_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(act, out, inp, n);
   kn_cuda_launched(ctx, "activation forward");
 }
 
 void kn_cuda_activation_backward(kn_cuda_ctx *ctx, kn_activation act, float *dinp, const float *dout,
                                  const float *inp, size_t n) {
   if (n == 0 || !dinp) return;
-  activation_backward_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(act, dinp, dout, inp, n);
+  activation_backward_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(act, dinp, dout, inp, n);
   kn_cuda_launched(ctx, "activation backward");
 }
 
-__global__ void geglu_forward_kernel(float *out, const float *inp, int D, size_t n) {
+template <typename T>
+__global__ void geglu_forward_kernel(T *out, const T *inp, int D, size_t n) {
   GRID_STRIDE(i, n) {
     size_t row = i / D, d = i % D;
-    const float *hidden = inp + row * 2 * D;
-    out[i] = hidden[d] * gelu_value(hidden[D + d]);
+    const T *hidden = inp + row * 2 * D;
+    kn_store(out + i, kn_load(hidden + d) * gelu_value(kn_load(hidden + D + d)));
   }
 }
 
-__global__ void geglu_backward_kernel(float *dinp, const float *dout, const float *inp, int D, size_t n) {
+template <typename T>
+__global__ void geglu_backward_kernel(T *dinp, const T *dout, const T *inp, int D, size_t n) {
   GRID_STRIDE(i, n) {
     size_t row = i / D, d = i % D;
-    const float *hidden = inp + row * 2 * D;
-    float *dhidden = dinp + row * 2 * D;
-    float gate = hidden[D + d];
-    dhidden[d] += dout[i] * gelu_value(gate);
-    dhidden[D + d] += dout[i] * hidden[d] * gelu_grad(gate);
+    const T *hidden = inp + row * 2 * D;
+    T *dhidden = dinp + row * 2 * D;
+    float gate = kn_load(hidden + D + d), dy = kn_load(dout + i);
+    kn_store(dhidden + d, kn_load(dhidden + d) + dy * gelu_value(gate));
+    kn_store(dhidden + D + d, kn_load(dhidden + D + d) + dy * kn_load(hidden + d) * gelu_grad(gate));
   }
 }
 
 void kn_cuda_geglu_forward(kn_cuda_ctx *ctx, float *out, const float *inp, int N, int D) {
   size_t n = (size_t)N * D;
   if (n == 0) return;
-  geglu_forward_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(out, inp, D, n);
+  geglu_forward_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(out, inp, D, n);
   kn_cuda_launched(ctx, "geglu forward");
 }
 
 void kn_cuda_geglu_backward(kn_cuda_ctx *ctx, float *dinp, const float *dout, const float *inp, int N, int D) {
   size_t n = (size_t)N * D;
   if (n == 0 || !dinp) return;
-  geglu_backward_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(dinp, dout, inp, D, n);
+  geglu_backward_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(dinp, dout, inp, D, n);
   kn_cuda_launched(ctx, "geglu backward");
 }
 
@@ -190,24 +194,26 @@ void kn_cuda_upsample2x_backward(kn_cuda_ctx *ctx, float *dinp, const float *dou
 
 /* ------------------------------------------------------------------ add */
 
-__global__ void add_forward_kernel(float *out, const float *a, const float *b, size_t n) {
-  GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+template <typename T>
+__global__ void add_forward_kernel(T *out, const T *a, const T *b, size_t n) {
+  GRID_STRIDE(i, n) kn_store(out + i, kn_load(a + i) + kn_load(b + i));
 }
 
-__global__ void accumulate_kernel(float *dst, const float *src, size_t n) {
-  GRID_STRIDE(i, n) dst[i] += src[i];
+template <typename T>
+__global__ void accumulate_kernel(T *dst, const T *src, size_t n) {
+  GRID_STRIDE(i, n) kn_store(dst + i, kn_load(dst + i) + kn_load(src + i));
 }
 
 void kn_cuda_add_forward(kn_cuda_ctx *ctx, float *out, const float *a, const float *b, size_t n) {
   if (n == 0) return;
-  add_forward_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(out, a, b, n);
+  add_forward_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(out, a, b, n);
   kn_cuda_launched(ctx, "add forward");
 }
 
 void kn_cuda_add_backward(kn_cuda_ctx *ctx, float *da, float *db, const float *dout, size_t n) {
   if (n == 0) return;
-  if (da) accumulate_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(da, dout, n);
-  if (db) accumulate_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(db, dout, n);
+  if (da) accumulate_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(da, dout, n);
+  if (db) accumulate_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(db, dout, n);
   kn_cuda_launched(ctx, "add backward");
 }
 
@@ -363,4 +369,54 @@ void kn_cuda_embedding_backward(kn_cuda_ctx *ctx, float *dwte, float *dwpe, cons
   if ((!dwte && !dwpe) || C <= 0) return;
   embedding_backward_kernel<<<(C + 127) / 128, 128, 0, kn_stream(ctx)>>>(dwte, dwpe, dout, ids, B * T, T, C);
   kn_cuda_launched(ctx, "embedding backward");
+}
+
+/* ---------------------------------------------------------------- bf16 */
+
+typedef __nv_bfloat16 bf;
+
+void kn_cuda_activation_forward_bf16(kn_cuda_ctx *ctx, kn_activation act, kn_bf16 *out, const kn_bf16 *inp,
+                                     size_t n) {
+  if (n == 0) return;
+  activation_forward_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(act, (bf *)out,
+                                                                                        (const bf *)inp, n);
+  kn_cuda_launched(ctx, "activation forward bf16");
+}
+
+void kn_cuda_activation_backward_bf16(kn_cuda_ctx *ctx, kn_activation act, kn_bf16 *dinp, const kn_bf16 *dout,
+                                      const kn_bf16 *inp, size_t n) {
+  if (n == 0 || !dinp) return;
+  activation_backward_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(
+      act, (bf *)dinp, (const bf *)dout, (const bf *)inp, n);
+  kn_cuda_launched(ctx, "activation backward bf16");
+}
+
+void kn_cuda_geglu_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int N, int D) {
+  size_t n = (size_t)N * D;
+  if (n == 0) return;
+  geglu_forward_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)out, (const bf *)inp, D, n);
+  kn_cuda_launched(ctx, "geglu forward bf16");
+}
+
+void kn_cuda_geglu_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, const kn_bf16 *inp, int N,
+                                 int D) {
+  size_t n = (size_t)N * D;
+  if (n == 0 || !dinp) return;
+  geglu_backward_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)dinp, (const bf *)dout,
+                                                                                    (const bf *)inp, D, n);
+  kn_cuda_launched(ctx, "geglu backward bf16");
+}
+
+void kn_cuda_add_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b, size_t n) {
+  if (n == 0) return;
+  add_forward_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)out, (const bf *)a,
+                                                                                 (const bf *)b, n);
+  kn_cuda_launched(ctx, "add forward bf16");
+}
+
+void kn_cuda_add_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout, size_t n) {
+  if (n == 0) return;
+  if (da) accumulate_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)da, (const bf *)dout, n);
+  if (db) accumulate_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)db, (const bf *)dout, n);
+  kn_cuda_launched(ctx, "add backward bf16");
 }

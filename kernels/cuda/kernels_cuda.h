@@ -10,8 +10,12 @@
  * Precision. The kn_cuda_<op> calls are float32 (float32 cuBLAS/cuDNN math,
  * TF32 off unless ctx->allow_tf32), so that they can be compared with the CPU
  * reference op by op. The bf16 calls (kn_cuda_*_bf16) take bf16 activations
- * and weights with float32 accumulation and float32 gradients of weights;
- * AdamW keeps float32 master weights and writes their bf16 copies.
+ * and weights with float32 arithmetic and accumulation, float32 norm
+ * statistics and float32 gradients of weights; AdamW and Adafactor keep
+ * float32 master weights and write their bf16 copies. bf16 so far: linear,
+ * attention, group norm (+SiLU), layer norm, activations, GEGLU, add;
+ * convolution, upsample, concat/split, embeddings and the losses are float32
+ * only (kn_cuda_to_bf16 / kn_cuda_from_bf16 convert).
  *
  * Determinism: no atomics; every reduction has a fixed partition, and cuDNN
  * algorithms are picked among its deterministic ones.
@@ -135,6 +139,23 @@ void kn_cuda_layer_norm_backward(kn_cuda_ctx *ctx, float *dinp, float *dgamma, f
                                  const float *dout, const float *inp, const float *mean,
                                  const float *rstd, const float *gamma, int N, int C);
 
+/* bf16 inp, out, dout and dinp (float32 statistics, parameters and their
+ * gradients); fuse_silu 0 is the plain group norm, 1 the fused SiLU. */
+void kn_cuda_group_norm_silu_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, float *mean, float *rstd,
+                                          const kn_bf16 *inp, const float *gamma, const float *beta,
+                                          int B, int C, int HW, int G, float eps, int fuse_silu);
+void kn_cuda_group_norm_silu_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, float *dgamma,
+                                           float *dbeta, const kn_bf16 *dout, const kn_bf16 *inp,
+                                           const float *mean, const float *rstd, const float *gamma,
+                                           const float *beta, int B, int C, int HW, int G,
+                                           int fuse_silu);
+void kn_cuda_layer_norm_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, float *mean, float *rstd,
+                                     const kn_bf16 *inp, const float *gamma, const float *beta, int N,
+                                     int C, float eps);
+void kn_cuda_layer_norm_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, float *dgamma, float *dbeta,
+                                      const kn_bf16 *dout, const kn_bf16 *inp, const float *mean,
+                                      const float *rstd, const float *gamma, int N, int C);
+
 /* --------------------------------------------------------- activations */
 
 void kn_cuda_activation_forward(kn_cuda_ctx *ctx, kn_activation act, float *out, const float *inp,
@@ -147,6 +168,15 @@ void kn_cuda_geglu_backward(kn_cuda_ctx *ctx, float *dinp, const float *dout, co
 void kn_cuda_softmax_forward(kn_cuda_ctx *ctx, float *out, const float *inp, int N, int C);
 void kn_cuda_softmax_backward(kn_cuda_ctx *ctx, float *dinp, const float *dout, const float *out,
                               int N, int C);
+
+/* bf16 storage, float32 arithmetic; gradients accumulated and rounded once. */
+void kn_cuda_activation_forward_bf16(kn_cuda_ctx *ctx, kn_activation act, kn_bf16 *out,
+                                     const kn_bf16 *inp, size_t n);
+void kn_cuda_activation_backward_bf16(kn_cuda_ctx *ctx, kn_activation act, kn_bf16 *dinp,
+                                      const kn_bf16 *dout, const kn_bf16 *inp, size_t n);
+void kn_cuda_geglu_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int N, int D);
+void kn_cuda_geglu_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout,
+                                 const kn_bf16 *inp, int N, int D);
 
 /* ----------------------------------------------------------- attention */
 
@@ -163,6 +193,16 @@ void kn_cuda_attention_backward(kn_cuda_ctx *ctx, float *dq, float *dk, float *d
                                 const float *out, const float *lse, int B, int H, int Nq, int Nk,
                                 int D, float scale, int causal);
 
+/* bf16 q, k, v, out, dout and gradients (gradients accumulated in float32
+ * and rounded once per call); lse float32; all arithmetic float32. */
+void kn_cuda_attention_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, float *lse, const kn_bf16 *q,
+                                    const kn_bf16 *k, const kn_bf16 *v, int B, int H, int Nq, int Nk,
+                                    int D, float scale, int causal);
+void kn_cuda_attention_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dq, kn_bf16 *dk, kn_bf16 *dv,
+                                     const kn_bf16 *dout, const kn_bf16 *q, const kn_bf16 *k,
+                                     const kn_bf16 *v, const kn_bf16 *out, const float *lse, int B,
+                                     int H, int Nq, int Nk, int D, float scale, int causal);
+
 /* ---------------------------------------------------- shape and routing */
 
 void kn_cuda_upsample2x_forward(kn_cuda_ctx *ctx, float *out, const float *inp, int B, int C,
@@ -171,6 +211,10 @@ void kn_cuda_upsample2x_backward(kn_cuda_ctx *ctx, float *dinp, const float *dou
                                  int H, int W);
 void kn_cuda_add_forward(kn_cuda_ctx *ctx, float *out, const float *a, const float *b, size_t n);
 void kn_cuda_add_backward(kn_cuda_ctx *ctx, float *da, float *db, const float *dout, size_t n);
+void kn_cuda_add_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b,
+                              size_t n);
+void kn_cuda_add_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout,
+                               size_t n);
 void kn_cuda_concat_forward(kn_cuda_ctx *ctx, float *out, const float *a, const float *b,
                             int outer, int Ca, int Cb, int inner);
 void kn_cuda_concat_backward(kn_cuda_ctx *ctx, float *da, float *db, const float *dout, int outer,

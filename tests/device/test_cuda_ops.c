@@ -505,6 +505,131 @@ static void test_adamw(void) {
   kn_cuda_free(d_data), kn_cuda_free(d_grad), kn_cuda_free(d_m), kn_cuda_free(d_v), kn_cuda_free(d_bf16);
 }
 
+/* ------------------------------------------------------------ bf16 ops */
+
+/* A host tensor rounded to bf16 and its bf16 device copy: both backends see
+ * the same values. */
+typedef struct {
+  float *cpu;
+  kn_bf16 *dev;
+  size_t n;
+} bf16_buf;
+
+static bf16_buf bf16_random(size_t n, float scale) {
+  bf16_buf b = {host_random(n, scale), NULL, n};
+  round_bf16(b.cpu, n);
+  b.dev = device_bf16(b.cpu, n);
+  return b;
+}
+
+static bf16_buf bf16_zero(size_t n) {
+  bf16_buf b = {calloc(n ? n : 1, sizeof(float)), NULL, n};
+  b.dev = device_bf16(b.cpu, n);
+  return b;
+}
+
+static void bf16_free(bf16_buf *b) {
+  free(b->cpu);
+  kn_cuda_free(b->dev);
+  memset(b, 0, sizeof *b);
+}
+
+static void bf16_compare(const char *what, const bf16_buf *b) { compare_bf16(what, b->cpu, b->dev, b->n, TOL_BF16); }
+
+static void test_bf16_attention(int B, int H, int Nq, int Nk, int D, int causal) {
+  printf("attention bf16 B=%d H=%d Nq=%d Nk=%d D=%d causal=%d\n", B, H, Nq, Nk, D, causal);
+  size_t nq = (size_t)B * Nq * H * D, nk = (size_t)B * Nk * H * D, nl = (size_t)B * H * Nq;
+  float scale = 1.0f / sqrtf((float)D);
+  bf16_buf q = bf16_random(nq, 1.0f), k = bf16_random(nk, 1.0f), v = bf16_random(nk, 1.0f), dout = bf16_random(nq, 1.0f);
+  bf16_buf out = bf16_zero(nq), dq = bf16_zero(nq), dk = bf16_zero(nk), dv = bf16_zero(nk);
+  pair_buf lse = pair_zero(nl);
+  kn_attention_forward(&cpu, out.cpu, lse.cpu, q.cpu, k.cpu, v.cpu, B, H, Nq, Nk, D, scale, causal);
+  kn_cuda_attention_forward_bf16(&gpu, out.dev, lse.dev, q.dev, k.dev, v.dev, B, H, Nq, Nk, D, scale, causal);
+  bf16_compare("attention bf16 out", &out);
+  pair_compare("attention bf16 lse (float32)", &lse, TOL_BF16);
+  /* Backward reads the device's own out and lse (as a step would); the CPU
+   * uses its own: both are the forward of the same bf16 inputs. */
+  kn_attention_backward(&cpu, dq.cpu, dk.cpu, dv.cpu, dout.cpu, q.cpu, k.cpu, v.cpu, out.cpu, lse.cpu, B, H, Nq, Nk,
+                        D, scale, causal);
+  kn_cuda_attention_backward_bf16(&gpu, dq.dev, dk.dev, dv.dev, dout.dev, q.dev, k.dev, v.dev, out.dev, lse.dev, B, H,
+                                  Nq, Nk, D, scale, causal);
+  bf16_compare("attention bf16 dq", &dq);
+  bf16_compare("attention bf16 dk", &dk);
+  bf16_compare("attention bf16 dv", &dv);
+  bf16_free(&q), bf16_free(&k), bf16_free(&v), bf16_free(&dout), bf16_free(&out);
+  bf16_free(&dq), bf16_free(&dk), bf16_free(&dv), pair_free(&lse);
+}
+
+static void test_bf16_pointwise_and_norms(void) {
+  printf("bf16 storage: group norm (+SiLU), layer norm, GELU, GEGLU, add\n");
+  int B = 2, C = 64, HW = 63, G = 32;
+  size_t n = (size_t)B * C * HW;
+  bf16_buf x = bf16_random(n, 2.0f), y = bf16_zero(n), dy = bf16_random(n, 1.0f), dx = bf16_zero(n);
+  pair_buf gamma = pair_random(C, 1.0f), beta = pair_random(C, 0.5f), mean = pair_zero((size_t)B * G);
+  pair_buf rstd = pair_zero((size_t)B * G), dg = pair_zero(C), db = pair_zero(C);
+  float *normed = calloc(n, sizeof(float)), *dnormed = calloc(n, sizeof(float));
+  kn_group_norm_forward(&cpu, normed, mean.cpu, rstd.cpu, x.cpu, gamma.cpu, beta.cpu, B, C, HW, G, 1e-5f);
+  kn_activation_forward(&cpu, KN_ACT_SILU, y.cpu, normed, n);
+  kn_cuda_group_norm_silu_forward_bf16(&gpu, y.dev, mean.dev, rstd.dev, x.dev, gamma.dev, beta.dev, B, C, HW, G, 1e-5f,
+                                       1);
+  bf16_compare("group norm+silu bf16 forward", &y);
+  pair_compare("group norm bf16 rstd", &rstd, TOL_BF16);
+  kn_activation_backward(&cpu, KN_ACT_SILU, dnormed, dy.cpu, normed, n);
+  kn_group_norm_backward(&cpu, dx.cpu, dg.cpu, db.cpu, dnormed, x.cpu, mean.cpu, rstd.cpu, gamma.cpu, B, C, HW, G);
+  kn_cuda_group_norm_silu_backward_bf16(&gpu, dx.dev, dg.dev, db.dev, dy.dev, x.dev, mean.dev, rstd.dev, gamma.dev,
+                                        beta.dev, B, C, HW, G, 1);
+  bf16_compare("group norm+silu bf16 dinp", &dx);
+  pair_compare("group norm+silu bf16 dgamma", &dg, TOL_BF16);
+  pair_compare("group norm+silu bf16 dbeta", &db, TOL_BF16);
+  free(normed), free(dnormed);
+
+  int N = 77, LC = 320;
+  size_t ln = (size_t)N * LC;
+  bf16_buf lx = bf16_random(ln, 1.5f), ly = bf16_zero(ln), ldy = bf16_random(ln, 1.0f), ldx = bf16_zero(ln);
+  pair_buf lg = pair_random(LC, 1.0f), lb = pair_random(LC, 0.5f), lm = pair_zero(N), lr = pair_zero(N);
+  pair_buf ldg = pair_zero(LC), ldb = pair_zero(LC);
+  kn_layer_norm_forward(&cpu, ly.cpu, lm.cpu, lr.cpu, lx.cpu, lg.cpu, lb.cpu, N, LC, 1e-5f);
+  kn_cuda_layer_norm_forward_bf16(&gpu, ly.dev, lm.dev, lr.dev, lx.dev, lg.dev, lb.dev, N, LC, 1e-5f);
+  bf16_compare("layer norm bf16 forward", &ly);
+  kn_layer_norm_backward(&cpu, ldx.cpu, ldg.cpu, ldb.cpu, ldy.cpu, lx.cpu, lm.cpu, lr.cpu, lg.cpu, N, LC);
+  kn_cuda_layer_norm_backward_bf16(&gpu, ldx.dev, ldg.dev, ldb.dev, ldy.dev, lx.dev, lm.dev, lr.dev, lg.dev, N, LC);
+  bf16_compare("layer norm bf16 dinp", &ldx);
+  pair_compare("layer norm bf16 dgamma", &ldg, TOL_BF16);
+  pair_compare("layer norm bf16 dbeta", &ldb, TOL_BF16);
+
+  bf16_buf a_out = bf16_zero(ln), a_din = bf16_zero(ln);
+  kn_activation_forward(&cpu, KN_ACT_GELU, a_out.cpu, lx.cpu, ln);
+  kn_cuda_activation_forward_bf16(&gpu, KN_ACT_GELU, a_out.dev, lx.dev, ln);
+  bf16_compare("gelu bf16 forward", &a_out);
+  kn_activation_backward(&cpu, KN_ACT_GELU, a_din.cpu, ldy.cpu, lx.cpu, ln);
+  kn_cuda_activation_backward_bf16(&gpu, KN_ACT_GELU, a_din.dev, ldy.dev, lx.dev, ln);
+  bf16_compare("gelu bf16 backward", &a_din);
+
+  int D = LC / 2; /* GEGLU over lx read as [N, 2D] */
+  bf16_buf g_out = bf16_zero((size_t)N * D), g_dout = bf16_random((size_t)N * D, 1.0f), g_din = bf16_zero(ln);
+  kn_geglu_forward(&cpu, g_out.cpu, lx.cpu, N, D);
+  kn_cuda_geglu_forward_bf16(&gpu, g_out.dev, lx.dev, N, D);
+  bf16_compare("geglu bf16 forward", &g_out);
+  kn_geglu_backward(&cpu, g_din.cpu, g_dout.cpu, lx.cpu, N, D);
+  kn_cuda_geglu_backward_bf16(&gpu, g_din.dev, g_dout.dev, lx.dev, N, D);
+  bf16_compare("geglu bf16 backward", &g_din);
+
+  bf16_buf sum = bf16_zero(ln), da = bf16_zero(ln);
+  kn_add_forward(&cpu, sum.cpu, lx.cpu, ldy.cpu, ln);
+  kn_cuda_add_forward_bf16(&gpu, sum.dev, lx.dev, ldy.dev, ln);
+  bf16_compare("add bf16 forward", &sum);
+  kn_add_backward(&cpu, da.cpu, NULL, ldy.cpu, ln);
+  kn_cuda_add_backward_bf16(&gpu, da.dev, NULL, ldy.dev, ln);
+  bf16_compare("add bf16 backward", &da);
+
+  bf16_free(&x), bf16_free(&y), bf16_free(&dy), bf16_free(&dx);
+  pair_free(&gamma), pair_free(&beta), pair_free(&mean), pair_free(&rstd), pair_free(&dg), pair_free(&db);
+  bf16_free(&lx), bf16_free(&ly), bf16_free(&ldy), bf16_free(&ldx);
+  pair_free(&lg), pair_free(&lb), pair_free(&lm), pair_free(&lr), pair_free(&ldg), pair_free(&ldb);
+  bf16_free(&a_out), bf16_free(&a_din), bf16_free(&g_out), bf16_free(&g_dout), bf16_free(&g_din);
+  bf16_free(&sum), bf16_free(&da);
+}
+
 /* Adafactor over a factored 3-D parameter and a plain 1-D one, 3 steps, with
  * transformers' defaults and with beta1 and weight decay. */
 static void test_adafactor(double beta1, double weight_decay) {
@@ -780,6 +905,9 @@ int main(void) {
   test_attention(1, 2, 77, 77, 64, 1);
   test_attention(1, 2, 100, 77, 160, 0);
   test_attention(1, 1, 33, 33, 256, 1);
+  test_bf16_attention(1, 2, 77, 77, 64, 1);
+  test_bf16_attention(2, 8, 256, 77, 40, 0);
+  test_bf16_pointwise_and_norms();
   test_shape_ops();
   test_embeddings();
   test_losses();
