@@ -103,6 +103,7 @@ static void conv_bwd(void *p) {
 
 typedef struct {
   float *q, *k, *v, *out, *lse, *dout, *dq, *dk, *dv;
+  kn_bf16 *q16, *k16, *v16, *out16, *dout16, *dq16, *dk16, *dv16;
   int B, H, Nq, Nk, D;
 } attn_args;
 
@@ -114,6 +115,17 @@ static void attn_bwd(void *p) {
   attn_args *a = p;
   kn_cuda_attention_backward(&gpu, a->dq, a->dk, a->dv, a->dout, a->q, a->k, a->v, a->out, a->lse, a->B, a->H, a->Nq,
                              a->Nk, a->D, 0.125f, 0);
+}
+
+static void attn_fwd_bf16(void *p) {
+  attn_args *a = p;
+  kn_cuda_attention_forward_bf16(&gpu, a->out16, a->lse, a->q16, a->k16, a->v16, a->B, a->H, a->Nq, a->Nk, a->D,
+                                 0.125f, 0);
+}
+static void attn_bwd_bf16(void *p) {
+  attn_args *a = p;
+  kn_cuda_attention_backward_bf16(&gpu, a->dq16, a->dk16, a->dv16, a->dout16, a->q16, a->k16, a->v16, a->out16,
+                                  a->lse, a->B, a->H, a->Nq, a->Nk, a->D, 0.125f, 0);
 }
 
 typedef struct {
@@ -185,6 +197,16 @@ static void bench_attention(int B, int H, int Nq, int Nk, int D) {
   double f = 4.0 * B * H * (double)Nq * Nk * D;
   report("attention_fwd_fp32", shape, f, time_op(attn_fwd, &a));
   report("attention_bwd_fp32", shape, 2.5 * f, time_op(attn_bwd, &a));
+  kn_bf16 **halves[] = {&a.q16, &a.k16, &a.v16, &a.out16, &a.dout16, &a.dq16, &a.dk16, &a.dv16};
+  float *sources[] = {a.q, a.k, a.v, a.out, a.dout, a.dq, a.dk, a.dv};
+  size_t counts[] = {nq, nk, nk, nq, nq, nq, nk, nk};
+  for (int i = 0; i < 8; i++) {
+    *halves[i] = kn_cuda_malloc(&gpu, counts[i] * sizeof(kn_bf16));
+    if (*halves[i]) kn_cuda_to_bf16(&gpu, *halves[i], sources[i], counts[i]);
+  }
+  report("attention_fwd_bf16", shape, f, time_op(attn_fwd_bf16, &a));
+  report("attention_bwd_bf16", shape, 2.5 * f, time_op(attn_bwd_bf16, &a));
+  for (int i = 0; i < 8; i++) kn_cuda_free(*halves[i]);
   float *fp[] = {a.q, a.k, a.v, a.out, a.lse, a.dout, a.dq, a.dk, a.dv};
   for (size_t i = 0; i < sizeof fp / sizeof *fp; i++) kn_cuda_free(fp[i]);
 }
