@@ -13,6 +13,10 @@
  *                      the CPU's polynomial approximations)
  *   TOL_REDUCE   1e-4  float32 reductions, GEMMs, convolutions, norms,
  *                      attention (different summation orders)
+ *   TOL_PHASE    1e-3  timestep embedding: sin/cos of arguments up to 1000
+ *                      rad, where a 1-2 ulp difference between the device's
+ *                      expf and libm's in the frequency moves the argument
+ *                      by about 1e-4
  *   TOL_BF16     2e-2  bf16 operands with float32 accumulation, against the
  *                      CPU on the same bf16-rounded inputs (8-bit mantissa)
  *   TOL_STEP     1e-2  the tiny DPO step's parameter updates, relative to
@@ -31,6 +35,7 @@
 #define TOL_EXACTISH 1e-6
 #define TOL_POINT 2e-5
 #define TOL_REDUCE 1e-4
+#define TOL_PHASE 1e-3
 #define TOL_BF16 2e-2
 #define TOL_STEP 1e-2
 
@@ -383,11 +388,10 @@ static void test_embeddings(void) {
     pair_buf out = pair_zero(n), dout = pair_random(n, 1.0f), dt = pair_random(B, 1.0f);
     kn_timestep_embedding_forward(&cpu, out.cpu, t.cpu, B, dims[c], flips[c], shifts[c], 1.0f, 10000.0f);
     kn_cuda_timestep_embedding_forward(&gpu, out.dev, t.dev, B, dims[c], flips[c], shifts[c], 1.0f, 10000.0f);
-    /* sin/cos of arguments near 1000: float32 argument rounding dominates. */
-    pair_compare(c == 0 ? "timestep embedding forward (320)" : "timestep embedding forward (7)", &out, TOL_REDUCE);
+    pair_compare(c == 0 ? "timestep embedding forward (320)" : "timestep embedding forward (7)", &out, TOL_PHASE);
     kn_timestep_embedding_backward(&cpu, dt.cpu, dout.cpu, t.cpu, B, dims[c], flips[c], shifts[c], 1.0f, 10000.0f);
     kn_cuda_timestep_embedding_backward(&gpu, dt.dev, dout.dev, t.dev, B, dims[c], flips[c], shifts[c], 1.0f, 10000.0f);
-    pair_compare(c == 0 ? "timestep embedding backward (320)" : "timestep embedding backward (7)", &dt, TOL_REDUCE);
+    pair_compare(c == 0 ? "timestep embedding backward (320)" : "timestep embedding backward (7)", &dt, TOL_PHASE);
     pair_free(&out), pair_free(&dout), pair_free(&dt);
   }
   pair_free(&t);
