@@ -16,6 +16,7 @@
 #define DPO_EVAL_H
 
 #include "core/core.h"
+#include "trainer/trainer.h"
 
 #define EVAL_MAX_SCORES 4
 #define EVAL_MAX_SCORERS 32
@@ -69,5 +70,72 @@ int eval_score(const eval_scorer *scorer, const eval_pair *pairs, int n, double 
  *               grammar are refused with DPO_ERR_DATA. */
 double eval_mean_luma(const dpo_image *image);
 double eval_mean_redness(const dpo_image *image);
+
+/* ============================================================== sampling
+ *
+ * The Stable Diffusion pipelines as diffusers runs them, on a loaded
+ * dpo_pipeline (trainer/trainer.h):
+ *
+ * txt2img. The prompt and the negative prompt (or "") are encoded by the
+ * text encoder; with guidance > 1 each step runs the UNet on the batch
+ * [uncond..., cond...] and takes uncond + guidance * (cond - uncond), as
+ * StableDiffusionPipeline. The starting latent is the caller's standard
+ * normals times the sampler's init_noise_sigma. The final latent is decoded
+ * by the VAE (divided by scaling_factor first) or, in a pixel-space
+ * pipeline (no VAE), is the image itself; images in [-1, 1] become 8-bit
+ * RGB by round(255 * clamp(x / 2 + 0.5, 0, 1)), as diffusers' numpy_to_pil.
+ *
+ * img2img (SDEdit). As StableDiffusionImg2ImgPipeline: of the `steps`
+ * timesteps the last floor(steps * strength) are run; the source image is
+ * encoded (the posterior's mean times scaling_factor, as diffusers'
+ * retrieve_latents with sample_mode="argmax"; the image itself in pixel
+ * space), noised to the first of them with the sampler's add_noise, and the
+ * sampler starts there (set_begin_index).
+ *
+ * Noise. The starting noise of an image is a pure function of (seed, prompt
+ * id, image index): eval_initial_noise, so base and tuned models start every
+ * image from the same numbers, whatever the batching. */
+
+typedef struct {
+  int sampler;                  /* dpo_scheduler_kind, or -1 for the pipeline's own scheduler */
+  int steps;                    /* inference steps */
+  float guidance;               /* classifier-free guidance scale; <= 1 turns it off */
+  const char *negative_prompt;  /* NULL: "" */
+  int resolution;               /* image side in pixels; 0: the UNet's sample_size x the VAE's factor */
+  float strength;               /* img2img only, in (0, 1] */
+} eval_sample_options;
+
+/* diffusers' defaults: the pipeline's sampler, 50 steps, guidance 7.5. */
+void eval_sample_options_default(eval_sample_options *opt);
+
+typedef struct eval_sampler eval_sampler;
+
+/* Plans the networks of pipe (which must outlive the sampler) for batches of
+ * up to `batch` images. */
+int eval_sampler_open(eval_sampler **out, dpo_pipeline *pipe, const eval_sample_options *opt, int batch,
+                      int n_threads, dpo_error *err);
+void eval_sampler_close(eval_sampler *s);
+/* The image side in pixels and the shape of one starting latent. */
+int eval_sampler_resolution(const eval_sampler *s);
+void eval_sampler_latent_shape(const eval_sampler *s, int *channels, int *height, int *width);
+size_t eval_sampler_latent_numel(const eval_sampler *s);
+
+/* Standard normals of image `image_index` of prompt `prompt_id` under seed:
+ * Philox stream dpo_rng_stream_id(prompt_id, image_index, 0), elements 0..n. */
+void eval_initial_noise(uint64_t seed, const char *prompt_id, int64_t image_index, float *out, size_t n);
+
+/* n <= batch images from prompts[i] and noise (n x latent_numel standard
+ * normals). images[i] is allocated (RGB); final_latents (may be NULL)
+ * receives the last latents, n x latent_numel. */
+int eval_txt2img(eval_sampler *s, const char *const *prompts, int n, const float *noise, float *final_latents,
+                 dpo_image *images, dpo_error *err);
+/* SDEdit of sources[i] (RGB, any size; resized and centre-cropped to the
+ * resolution) with prompts[i]; noise as for txt2img. */
+int eval_img2img(eval_sampler *s, const char *const *prompts, int n, const dpo_image *sources, const float *noise,
+                 float *final_latents, dpo_image *images, dpo_error *err);
+
+/* Resizes (area-weighted) so that the shorter side is `side`, then crops the
+ * centre square: an RGB image side x side. */
+int eval_resize_center_crop(const dpo_image *src, int side, dpo_image *out, dpo_error *err);
 
 #endif
