@@ -138,4 +138,76 @@ int eval_img2img(eval_sampler *s, const char *const *prompts, int n, const dpo_i
  * centre square: an RGB image side x side. */
 int eval_resize_center_crop(const dpo_image *src, int side, dpo_image *out, dpo_error *err);
 
+/* ============================================================ prompt lists
+ *
+ * What `--prompts` names:
+ *   SET or FILE          a built-in set or prompt file (prompts/prompts.h)
+ *   SET:FILTER           only the prompts whose category (case-insensitive)
+ *                        or id (with or without "SET:") is FILTER, e.g.
+ *                        parti:Animals, hpsv2:anime, parti:17
+ *   world:SPLIT:N[:SEED] the first N prompts of a shapes-world split (train
+ *                        or heldout) in world_prompts_generate's order for
+ *                        SEED (default 0): ids world-SPLIT:K, set
+ *                        "world-SPLIT", category "K-object"
+ * The built-in tedbench is an edit set: each item carries the absolute path
+ * of its source image. */
+typedef struct {
+  char *id;
+  char *text;
+  char *category;
+  char *source_image;   /* edits only, else NULL */
+} eval_prompt_item;
+
+typedef struct {
+  char set_name[256];
+  int is_edit;
+  eval_prompt_item *items;
+  int n, cap;
+} eval_prompt_list;
+
+int eval_prompt_list_load(const char *spec, eval_prompt_list *list, dpo_error *err);
+void eval_prompt_list_free(eval_prompt_list *list);
+
+/* ============================================================= generation
+ *
+ * A run folder (DESIGN.md): RUN/images/PPPPPP-I.png (P the prompt's position
+ * in the list, I the image index) with the settings in PNG text chunks
+ * (prompt, prompt_id, seed, image_index, model, settings), RUN/sources/
+ * PPPPPP.png for edits (the source, resized and centre-cropped), and
+ * RUN/manifest.jsonl with one line per image and exactly the keys
+ * prompt_set, prompt_id, prompt, category, seed, image_index, file, sha256,
+ * model, settings (settings: mode "txt2img" or "sdedit", sampler, steps,
+ * guidance, negative_prompt, resolution, and for edits strength and
+ * source_image, a path relative to RUN).
+ *
+ * Resume. Lines are appended (under an flock of RUN/.lock, so shards may
+ * share a folder) after their image is written atomically. A rerun first
+ * rewrites the manifest without a torn last line, without lines whose image
+ * is missing or has another hash, and without duplicates, then makes only
+ * the images it lacks. A run with other settings or another model in the
+ * same folder is refused. */
+typedef struct {
+  const char *model;          /* pipeline folder */
+  const char *prompts;        /* eval_prompt_list spec */
+  const char *out;            /* run folder */
+  eval_sample_options sample;
+  int images_per_prompt;      /* >= 1 */
+  int batch_size;             /* >= 1 */
+  uint64_t seed;
+  int limit;                  /* first N prompts; 0: all */
+  int shard_index, shard_count;   /* prompt k is this shard's when k % count == index */
+  int threads;                /* 0: OpenMP's default */
+  int quiet;                  /* no progress bar */
+} eval_generate_config;
+
+typedef struct {
+  int planned;                /* images of this shard */
+  int skipped;                /* already done */
+  int generated;
+  int dropped_lines;          /* torn, invalid or duplicate manifest lines removed */
+} eval_generate_stats;
+
+void eval_generate_config_default(eval_generate_config *cfg);
+int eval_generate(const eval_generate_config *cfg, eval_generate_stats *stats, dpo_error *err);
+
 #endif
