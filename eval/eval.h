@@ -143,8 +143,9 @@ int eval_resize_center_crop(const dpo_image *src, int side, dpo_image *out, dpo_
  * What `--prompts` names:
  *   SET or FILE          a built-in set or prompt file (prompts/prompts.h)
  *   SET:FILTER           only the prompts whose category (case-insensitive)
- *                        or id (with or without "SET:") is FILTER, e.g.
- *                        parti:Animals, hpsv2:anime, parti:17
+ *                        or id without "SET:" is FILTER (the text after the
+ *                        last colon), e.g. parti:Animals, hpsv2:anime,
+ *                        parti:17, my.txt:3
  *   world:SPLIT:N[:SEED] the first N prompts of a shapes-world split (train
  *                        or heldout) in world_prompts_generate's order for
  *                        SEED (default 0): ids world-SPLIT:K, set
