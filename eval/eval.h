@@ -211,4 +211,36 @@ typedef struct {
 void eval_generate_config_default(eval_generate_config *cfg);
 int eval_generate(const eval_generate_config *cfg, eval_generate_stats *stats, dpo_error *err);
 
+/* ============================================================ HTTP scorer
+ *
+ * Scores images with a model behind a URL (PickScore, HPSv2, an aesthetic
+ * predictor...). Request: POST URL, Content-Type application/json, body
+ *   {"items": [{"prompt": "<text>", "image_png_base64": "<base64 of a PNG>"},
+ *              ...]}
+ * with at most `batch` items. Response: status 200 and
+ *   {"scores": [<number>, ...]}
+ * with one finite number per item, in order, higher is better (other keys are
+ * ignored). The scorer's one score is named "score". A connection failure, a
+ * timeout, a status other than 200 or a response that is not that JSON is
+ * retried up to `retries` times, waiting backoff_s, 2 backoff_s, ... between
+ * tries (client errors 4xx other than 408 and 429 are not retried); then the
+ * call fails with the last error. It never returns a made-up score. */
+#define EVAL_HTTP_MAX_URL 2048
+
+typedef struct {
+  char url[EVAL_HTTP_MAX_URL];
+  double timeout_s;     /* per request (default 60) */
+  int retries;          /* default 3 */
+  double backoff_s;     /* default 1 */
+  int batch;            /* items per request (default 16) */
+} eval_http_options;
+
+void eval_http_options_default(eval_http_options *opt, const char *url);
+/* A scorer named "http:URL" (not registered); free with eval_http_scorer_free. */
+int eval_http_scorer_create(const eval_http_options *opt, eval_scorer **out, dpo_error *err);
+void eval_http_scorer_free(eval_scorer *scorer);
+/* The registered scorer "http:URL", created and registered on first use
+ * (it lives until the process ends). NULL on error. */
+const eval_scorer *eval_http_scorer_register(const eval_http_options *opt, dpo_error *err);
+
 #endif
