@@ -51,3 +51,28 @@ int cli_parse_shard(const char *cmd, const char *text, int *index, int *count) {
   *count = n;
   return EXIT_OK;
 }
+
+const eval_scorer *cli_find_scorer(const char *cmd, const char *name) {
+  if (strncmp(name, "http:", 5) == 0) {
+    eval_http_options opt;
+    eval_http_options_default(&opt, name + 5);
+    if (strlen(name + 5) >= sizeof opt.url) {
+      cli_usage_error(cmd, "--scorer: URL too long");
+      return NULL;
+    }
+    dpo_error err = {0};
+    const eval_scorer *s = eval_http_scorer_register(&opt, &err);
+    if (!s) cli_usage_error(cmd, "%s", err.msg);
+    return s;
+  }
+  const eval_scorer *s = eval_find_scorer(name);
+  if (!s) {
+    char names[1024] = "";
+    for (int i = 0; i < eval_scorer_count(); i++) {
+      if (i) strncat(names, ", ", sizeof names - strlen(names) - 1);
+      strncat(names, eval_scorer_at(i)->name, sizeof names - strlen(names) - 1);
+    }
+    cli_usage_error(cmd, "unknown scorer \"%s\" (known: %s, or http:URL)", name, names);
+  }
+  return s;
+}

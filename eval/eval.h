@@ -243,4 +243,44 @@ void eval_http_scorer_free(eval_scorer *scorer);
  * (it lives until the process ends). NULL on error. */
 const eval_scorer *eval_http_scorer_register(const eval_http_options *opt, dpo_error *err);
 
+/* ============================================================ run scores
+ *
+ * A run folder's images read back from its manifest, scored, and
+ * summarised. RUN/scores-<scorer>.jsonl (the scorer's name with characters
+ * other than letters, digits, '.', '_' and '-' replaced by '_') holds one
+ * line per image: prompt_set, prompt_id, image_index, seed, file, and one key
+ * per score name; it is written atomically. */
+typedef struct {
+  char *prompt_set, *prompt_id, *prompt, *file;
+  int64_t seed, image_index;
+  double scores[EVAL_MAX_SCORES];
+} eval_run_item;
+
+typedef struct {
+  char dir[4096];
+  eval_run_item *items;
+  int n;
+} eval_run;
+
+/* Reads RUN/manifest.jsonl (errors name the line and key; a run without
+ * images is an error). */
+int eval_run_load(const char *run_dir, eval_run *run, dpo_error *err);
+void eval_run_free(eval_run *run);
+/* Scores every image in batches; quiet = no progress bar. */
+int eval_run_score(eval_run *run, const eval_scorer *scorer, int batch, int quiet, dpo_error *err);
+/* Writes RUN/scores-<name>.jsonl; path (may be NULL) receives its path. */
+int eval_run_write_scores(const eval_run *run, const eval_scorer *scorer, char *path, size_t path_size,
+                          dpo_error *err);
+
+/* Mean and median of x with percentile-bootstrap 95% intervals from
+ * n_resamples resamples of the values (Philox stream
+ * dpo_rng_stream_id("eval.bootstrap", 0, 0) under seed). */
+typedef struct {
+  int n;
+  double mean, mean_lo, mean_hi;
+  double median, median_lo, median_hi;
+} eval_summary;
+
+int eval_summarize(const double *x, int n, int n_resamples, uint64_t seed, eval_summary *out, dpo_error *err);
+
 #endif
