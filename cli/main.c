@@ -17,6 +17,8 @@ static const cli_command commands[] = {
     {"study", "A/B human studies: create, export, ingest, review, status, serve, invite", cmd_study, cmd_study_help},
     {"generate", "sample a checkpoint over a prompt set into a run folder (txt2img, SDEdit)", cmd_generate,
      cmd_generate_help},
+    {"pairs", "AI-feedback preference pairs: sample two images per prompt, label them by a scorer", cmd_pairs,
+     cmd_pairs_help},
     {"score", "score a run folder's images (built-in or HTTP scorers): mean and median with intervals", cmd_score,
      cmd_score_help},
     {"world", "the built-in shapes world: render prompts, list prompt splits, judge images", cmd_world, cmd_world_help},

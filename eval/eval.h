@@ -283,4 +283,28 @@ typedef struct {
 
 int eval_summarize(const double *x, int n, int n_resamples, uint64_t seed, eval_summary *out, dpo_error *err);
 
+/* ===================================================== AI-feedback pairs
+ *
+ * OUT/run/ is a run folder (eval_generate, so it resumes) with
+ * images_per_prompt images of every prompt, each from its own noise (image
+ * index); the images are scored (OUT/run/scores-<scorer>.jsonl) and every
+ * two images i < j of a prompt become one line of OUT/pairs.jsonl in the
+ * format trainer/trainer.h reads: caption, image_0 and image_1 (paths
+ * relative to OUT), label_0 = 1 when score_i > score_j + tie_margin, 0 when
+ * score_j > score_i + tie_margin, else 0.5; source "ai-feedback:<scorer>:
+ * <score>"; model_0 and model_1 the model. Written atomically. */
+typedef struct {
+  eval_generate_config gen;   /* gen.out is OUT; images go to OUT/run */
+  const eval_scorer *scorer;
+  const char *score_name;     /* NULL: the scorer's first score */
+  double tie_margin;          /* >= 0 */
+  int score_batch;
+} eval_pairs_config;
+
+typedef struct {
+  int n_pairs, n_ties, n_prompts;
+} eval_pairs_stats;
+
+int eval_make_pairs(const eval_pairs_config *cfg, eval_pairs_stats *stats, dpo_error *err);
+
 #endif
