@@ -45,6 +45,8 @@ int cmd_generate(int argc, char **argv);
 void cmd_generate_help(FILE *out);
 int cmd_pairs(int argc, char **argv);
 void cmd_pairs_help(FILE *out);
+int cmd_reward_acc(int argc, char **argv);
+void cmd_reward_acc_help(FILE *out);
 int cmd_score(int argc, char **argv);
 void cmd_score_help(FILE *out);
 int cmd_world(int argc, char **argv);

@@ -19,6 +19,8 @@ static const cli_command commands[] = {
      cmd_generate_help},
     {"pairs", "AI-feedback preference pairs: sample two images per prompt, label them by a scorer", cmd_pairs,
      cmd_pairs_help},
+    {"reward-acc", "implicit-reward (or scorer) accuracy on held-out preference pairs", cmd_reward_acc,
+     cmd_reward_acc_help},
     {"score", "score a run folder's images (built-in or HTTP scorers): mean and median with intervals", cmd_score,
      cmd_score_help},
     {"world", "the built-in shapes world: render prompts, list prompt splits, judge images", cmd_world, cmd_world_help},

@@ -307,4 +307,63 @@ typedef struct {
 
 int eval_make_pairs(const eval_pairs_config *cfg, eval_pairs_stats *stats, dpo_error *err);
 
+/* ================================================= implicit-reward accuracy
+ *
+ * Diffusion-DPO's implicit reward (Eq. 14's inner term, as the loss in
+ * trainer.h): for a pair (w, l) with caption c, a timestep t and noise e
+ * shared by both images and both models, each model's denoising error
+ * mse(x) = mean((net(x_t, t, c) - target)^2) (target e, or v for
+ * v-prediction; x_t = DDPM add_noise of the clean latent), and
+ *   model_diff = mse_model(w) - mse_model(l), ref_diff likewise,
+ *   inside = -0.5 * beta * (model_diff - ref_diff).
+ * Averaged over the timesteps, inside > 0 classifies w as preferred (the sign
+ * does not depend on beta). Clean latents are the VAE posterior's mean times
+ * scaling_factor (the image itself in pixel space) of the image resized and
+ * centre-cropped to the resolution; each model encodes the caption with its
+ * own text encoder (and VAE). */
+typedef struct eval_reward eval_reward;
+
+/* Both pipelines must outlive r and share the latent shape. */
+int eval_reward_open(eval_reward **out, dpo_pipeline *model, dpo_pipeline *ref, int resolution, int n_threads,
+                     dpo_error *err);
+void eval_reward_close(eval_reward *r);
+size_t eval_reward_latent_numel(const eval_reward *r);
+/* For each k < n_t: timesteps[k] in [0, num_train_timesteps) and noise
+ * k x latent_numel; fills model_diff[k] and ref_diff[k]. */
+int eval_reward_pair(eval_reward *r, const dpo_image *w, const dpo_image *l, const char *caption, int n_t,
+                     const int *timesteps, const float *noise, double *model_diff, double *ref_diff, dpo_error *err);
+/* The timesteps and noise reward-acc draws for a pair (by its line in the
+ * pairs file): Philox streams dpo_rng_stream_id("reward-acc", line, k) under
+ * seed; t uniform in [0, num_train_timesteps). */
+void eval_reward_draw(const eval_reward *r, uint64_t seed, int line, int n_t, int *timesteps, float *noise);
+
+/* Wilson score interval of k successes in n at z (1.96 for 95%). */
+void eval_wilson(int k, int n, double z, double *lo, double *hi);
+
+typedef struct {
+  const char *model, *ref, *pairs;   /* pipeline folders and pairs.jsonl */
+  int timesteps;                      /* per pair (default 10) */
+  uint64_t seed;
+  double beta;                        /* reported rewards only (default 5000) */
+  int resolution;                     /* 0: the model's */
+  int threads;
+  int limit;                          /* first N strict pairs; 0: all */
+  const char *out_jsonl;              /* per-pair lines, or NULL */
+  int quiet;
+} eval_reward_config;
+
+typedef struct {
+  int n_pairs, n_correct, n_ties_skipped;
+  double accuracy, lo, hi;            /* 95% Wilson */
+  double mean_inside;
+} eval_reward_result;
+
+void eval_reward_config_default(eval_reward_config *cfg);
+int eval_reward_accuracy(const eval_reward_config *cfg, eval_reward_result *res, dpo_error *err);
+/* The same accuracy for a scorer (Table 2's other columns): a strict pair is
+ * right when the winner's score is higher; mean_inside is the mean score
+ * margin. */
+int eval_scorer_accuracy(const char *pairs_path, const eval_scorer *scorer, int score_index, int limit,
+                         eval_reward_result *res, dpo_error *err);
+
 #endif
