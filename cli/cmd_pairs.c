@@ -6,7 +6,9 @@
 
 void cmd_pairs_help(FILE *out) {
   fprintf(out,
-          "usage: dpo pairs --model CKPT --prompts SET --scorer NAME --out DIR [options]\n\n"
+          "usage: dpo pairs --model CKPT --prompts SET --scorer NAME --out DIR [options]\n"
+          "       dpo pairs --relabel PAIRS.jsonl --scorer NAME [--score NAME] [--tie-margin M]\n"
+          "                 --out NEW.jsonl\n\n"
           "AI feedback: samples N images of every prompt (each from its own noise,\n"
           "a pure function of seed, prompt id and image index) into DIR/run/ (a run\n"
           "folder; a rerun resumes), scores them (DIR/run/scores-<scorer>.jsonl), and\n"
@@ -25,6 +27,10 @@ void cmd_pairs_help(FILE *out) {
           "  --resolution PX, --batch-size B, --limit N, --threads N\n"
           "                         as for 'dpo generate'\n"
           "  --scorer http:URL      an HTTP scorer (see 'dpo score --help')\n"
+          "  --relabel FILE         re-score an existing pairs file instead (the paper's\n"
+          "                         PickScore relabelling): every line is kept, label_0,\n"
+          "                         score_0, score_1 and source replaced; --out names the\n"
+          "                         new file, which must be in FILE's folder\n"
           "  -h, --help             this help\n\n"
           "example:\n"
           "  dpo pairs --model base --prompts world:train:500 --scorer shapes-judge \\\n"
@@ -34,7 +40,7 @@ void cmd_pairs_help(FILE *out) {
 }
 
 int cmd_pairs(int argc, char **argv) {
-  const char *cmd = "pairs", *scorer_name = NULL;
+  const char *cmd = "pairs", *scorer_name = NULL, *relabel = NULL;
   eval_pairs_config cfg;
   memset(&cfg, 0, sizeof cfg);
   eval_generate_config_default(&cfg.gen);
@@ -57,6 +63,7 @@ int cmd_pairs(int argc, char **argv) {
     else if (!strcmp(a, "--prompts")) cfg.gen.prompts = v;
     else if (!strcmp(a, "--out")) cfg.gen.out = v;
     else if (!strcmp(a, "--scorer")) scorer_name = v;
+    else if (!strcmp(a, "--relabel")) relabel = v;
     else if (!strcmp(a, "--score")) cfg.score_name = v;
     else if (!strcmp(a, "--tie-margin")) {
       rc = cli_parse_double(cmd, a, v, &cfg.tie_margin);
@@ -80,6 +87,18 @@ int cmd_pairs(int argc, char **argv) {
     else return cli_usage_error(cmd, "unknown option \"%s\"", a);
     if (rc) return rc;
   }
+  dpo_error err = {0};
+  eval_pairs_stats stats;
+  if (relabel) {
+    if (cfg.gen.model || cfg.gen.prompts || !cfg.gen.out || !scorer_name)
+      return cli_usage_error(cmd, "--relabel takes --scorer and --out, not --model or --prompts");
+    cfg.scorer = cli_find_scorer(cmd, scorer_name);
+    if (!cfg.scorer) return EXIT_USAGE;
+    if (eval_relabel_pairs(relabel, cfg.gen.out, cfg.scorer, cfg.score_name, cfg.tie_margin, &stats, &err))
+      return cli_report_error(&err);
+    dpo_log_info("%s: %d pairs relabelled (%d ties)", cfg.gen.out, stats.n_pairs, stats.n_ties);
+    return EXIT_OK;
+  }
   if (!cfg.gen.model || !cfg.gen.prompts || !cfg.gen.out || !scorer_name)
     return cli_usage_error(cmd, "--model, --prompts, --scorer and --out are required");
   cfg.scorer = cli_find_scorer(cmd, scorer_name);
@@ -87,8 +106,6 @@ int cmd_pairs(int argc, char **argv) {
   if (cfg.score_name && eval_score_index(cfg.scorer, cfg.score_name) < 0)
     return cli_usage_error(cmd, "scorer \"%s\" has no score \"%s\"", cfg.scorer->name, cfg.score_name);
   cfg.gen.quiet = dpo_log_get_level() == DPO_LOG_QUIET;
-  dpo_error err = {0};
-  eval_pairs_stats stats;
   if (eval_make_pairs(&cfg, &stats, &err)) return cli_report_error(&err);
   dpo_log_info("%s/pairs.jsonl: %d pairs of %d prompts (%d ties)", cfg.gen.out, stats.n_pairs, stats.n_prompts,
                stats.n_ties);

@@ -306,6 +306,13 @@ typedef struct {
 } eval_pairs_stats;
 
 int eval_make_pairs(const eval_pairs_config *cfg, eval_pairs_stats *stats, dpo_error *err);
+/* Re-scores an existing pairs.jsonl (the paper's PickScore relabelling):
+ * every line is kept with its other keys, and label_0, score_0, score_1 and
+ * source are replaced as above. out_path must be in the same folder as
+ * in_path (image paths are relative to it); written atomically (it may be
+ * in_path itself). */
+int eval_relabel_pairs(const char *in_path, const char *out_path, const eval_scorer *scorer, const char *score_name,
+                       double tie_margin, eval_pairs_stats *stats, dpo_error *err);
 
 /* ================================================= implicit-reward accuracy
  *

@@ -86,3 +86,97 @@ int eval_make_pairs(const eval_pairs_config *cfg, eval_pairs_stats *stats, dpo_e
   eval_run_free(&run);
   return rc;
 }
+
+/* ------------------------------------------------------------ relabel */
+
+static void folder_of(const char *path, char *dir, size_t n) {
+  const char *slash = strrchr(path, '/');
+  if (!slash) snprintf(dir, n, ".");
+  else snprintf(dir, n, "%.*s", (int)(slash - path), path);
+}
+
+/* Scores image_0 and image_1 of one parsed line; label by score k. */
+static int relabel_line(json_t *obj, const dpo_pair_record *rec, const char *dir, const eval_scorer *scorer, int k,
+                        double margin, const char *source, int *tie, dpo_error *err) {
+  dpo_image im[2];
+  char path[4400];
+  const char *files[2] = {rec->image_0, rec->image_1};
+  for (int i = 0; i < 2; i++) {
+    snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+    if (dpo_image_read(path, 3, &im[i], err)) {
+      if (i) dpo_image_free(&im[0]);
+      return DPO_ERR_DATA;
+    }
+  }
+  eval_pair pairs[2] = {{&im[0], rec->caption}, {&im[1], rec->caption}};
+  double scores[2 * EVAL_MAX_SCORES];
+  int rc = eval_score(scorer, pairs, 2, scores, err);
+  dpo_image_free(&im[0]);
+  dpo_image_free(&im[1]);
+  if (rc) return rc;
+  double s0 = scores[k], s1 = scores[scorer->n_scores + k], d = s0 - s1;
+  double label = d > margin ? 1.0 : -d > margin ? 0.0 : 0.5;
+  *tie = label == 0.5;
+  json_object_set_new(obj, "label_0", json_real(label));
+  json_object_set_new(obj, "score_0", json_real(s0));
+  json_object_set_new(obj, "score_1", json_real(s1));
+  json_object_set_new(obj, "source", json_string(source));
+  return DPO_OK;
+}
+
+int eval_relabel_pairs(const char *in_path, const char *out_path, const eval_scorer *scorer, const char *score_name,
+                       double tie_margin, eval_pairs_stats *stats, dpo_error *err) {
+  memset(stats, 0, sizeof *stats);
+  int k = score_name ? eval_score_index(scorer, score_name) : 0;
+  if (k < 0) return dpo_fail(err, DPO_ERR_USAGE, "scorer \"%s\" has no score \"%s\"", scorer->name, score_name);
+  if (!(tie_margin >= 0)) return dpo_fail(err, DPO_ERR_USAGE, "tie margin must be >= 0");
+  char dir[4096], out_dir[4096], source[512];
+  folder_of(in_path, dir, sizeof dir);
+  folder_of(out_path, out_dir, sizeof out_dir);
+  if (strcmp(dir, out_dir) != 0)
+    return dpo_fail(err, DPO_ERR_USAGE, "relabel: write %s beside %s (image paths are relative to the file's folder)",
+                    out_path, in_path);
+  snprintf(source, sizeof source, "ai-feedback:%s:%s", scorer->name, scorer->score_names[k]);
+  char *data;
+  size_t len;
+  int rc = dpo_read_file(in_path, 1u << 30, &data, &len, err);
+  if (rc) return rc;
+  dpo_atomic_file af;
+  rc = dpo_atomic_open(&af, out_path, err);
+  int line = 0;
+  for (char *p = data, *end = data + len; !rc && p < end;) {
+    char *nl = memchr(p, '\n', (size_t)(end - p));
+    char *stop = nl ? nl : end;
+    line++;
+    size_t n = (size_t)(stop - p);
+    int blank = 1;
+    for (size_t i = 0; i < n; i++) blank &= p[i] == ' ' || p[i] == '\t' || p[i] == '\r';
+    if (!blank) {
+      char where[4200];
+      snprintf(where, sizeof where, "%s:%d", in_path, line);
+      dpo_pair_record rec;
+      rc = dpo_pair_record_parse(p, n, where, &rec, err);
+      json_t *obj = rc ? NULL : dpo_json_parse(p, n, where, err);
+      int tie = 0;
+      if (!rc && !obj) rc = DPO_ERR_DATA;
+      if (!rc) rc = relabel_line(obj, &rec, dir, scorer, k, tie_margin, source, &tie, err);
+      if (rc) dpo_error_prefix(err, "%s", where);
+      if (!rc) {
+        char *text = json_dumps(obj, JSON_COMPACT | JSON_SORT_KEYS);
+        if (!text || fprintf(af.fp, "%s\n", text) < 0) rc = dpo_fail(err, DPO_ERR_DATA, "%s: write failed", out_path);
+        free(text);
+        stats->n_pairs++;
+        stats->n_ties += tie;
+      }
+      if (obj) json_decref(obj);
+      dpo_pair_record_free(&rec);
+    }
+    p = nl ? nl + 1 : end;
+  }
+  free(data);
+  if (rc) {
+    dpo_atomic_abort(&af);
+    return rc;
+  }
+  return dpo_atomic_commit(&af, err);
+}

@@ -64,8 +64,23 @@ lines = [json.loads(l) for l in open("per.jsonl")]
 assert len(lines) == d["n_pairs"] and all(l["model_diff"] == l["ref_diff"] for l in lines)
 PY
 
-# Exit codes.
+# Relabelling with the same judge keeps every label; another scorer writes
+# its own source.
+"$dpo" -q pairs --relabel pairs/pairs.jsonl --scorer shapes-judge --score overall --out pairs/same.jsonl || fail=1
+"$dpo" -q pairs --relabel pairs/pairs.jsonl --scorer redness --out pairs/red.jsonl || fail=1
+python3 - <<'PY' || { echo "FAIL: relabel"; fail=1; }
+import json
+a = [json.loads(l) for l in open("pairs/pairs.jsonl")]
+b = [json.loads(l) for l in open("pairs/same.jsonl")]
+c = [json.loads(l) for l in open("pairs/red.jsonl")]
+assert [x["label_0"] for x in a] == [x["label_0"] for x in b]
+assert all(x["source"] == "ai-feedback:redness:redness" and x["caption"] == y["caption"] for x, y in zip(c, a))
+PY
 usage() { cmd=$1; shift; "$dpo" "$cmd" "$@" 2>/dev/null; equal "usage: $cmd $*" "$?" "2"; }
+usage pairs --relabel pairs/pairs.jsonl --scorer redness --out elsewhere.jsonl
+usage pairs --relabel pairs/pairs.jsonl --scorer redness --out pairs/x.jsonl --model "$pixel"
+
+# Exit codes.
 usage score --run run
 usage score --scorer nope --run run
 usage score --scorer brightness --scorer-url http://x --run run

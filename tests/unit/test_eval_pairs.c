@@ -74,6 +74,37 @@ int main(void) {
   CHECK_INT(eval_make_pairs(&cfg, &stats, &err), DPO_ERR_USAGE);
   CHECK_CONTAINS(err.msg, "no score \"nope\"");
 
+  /* Relabel: with the same scorer the labels stay; a line whose image is
+   * missing fails naming the line; nothing is written then. */
+  char in[1200], rel[1200];
+  snprintf(in, sizeof in, "%s/pairs.jsonl", out);
+  snprintf(rel, sizeof rel, "%s/relabelled.jsonl", out);
+  cfg.score_name = "alignment";
+  CHECK_INT(eval_make_pairs(&cfg, &stats, &err), DPO_OK);
+  CHECK_INT(eval_relabel_pairs(in, rel, cfg.scorer, "alignment", 0, &stats, &err), DPO_OK);
+  CHECK_INT(stats.n_pairs, 3);
+  dpo_pairs a, b;
+  CHECK_INT(dpo_pairs_load(in, &opt, &a, &err), DPO_OK);
+  CHECK_INT(dpo_pairs_load(rel, &opt, &b, &err), DPO_OK);
+  CHECK_INT(a.n, b.n);
+  for (int i = 0; i < a.n && i < b.n; i++) CHECK(a.pairs[i].swapped == b.pairs[i].swapped && a.pairs[i].label == b.pairs[i].label);
+  dpo_pairs_free(&a);
+  dpo_pairs_free(&b);
+  char bad[1200];
+  snprintf(bad, sizeof bad, "%s/bad.jsonl", out);
+  const char *text = "{\"caption\": \"x\", \"image_0\": \"run/images/000000-0.png\", \"image_1\": \"nope.png\", "
+                     "\"label_0\": 1, \"source\": \"t\"}\n";
+  CHECK_INT(test_write_file(bad, text, strlen(text)), 0);
+  char bad_out[1200];
+  snprintf(bad_out, sizeof bad_out, "%s/bad-out.jsonl", out);
+  CHECK_INT(eval_relabel_pairs(bad, bad_out, cfg.scorer, NULL, 0, &stats, &err), DPO_ERR_DATA);
+  CHECK_CONTAINS(err.msg, "bad.jsonl:1");
+  CHECK_CONTAINS(err.msg, "nope.png");
+  FILE *fp = fopen(bad_out, "rb");
+  CHECK(fp == NULL);
+  if (fp) fclose(fp);
+  CHECK_INT(eval_relabel_pairs(in, "/elsewhere.jsonl", cfg.scorer, NULL, 0, &stats, &err), DPO_ERR_USAGE);
+
   /* The run folder is a valid study input. */
   char run[1200];
   snprintf(run, sizeof run, "%s/run", out);
