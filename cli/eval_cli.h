@@ -19,6 +19,7 @@ int cli_parse_shard(const char *cmd, const char *text, int *index, int *count);
  * with the HTTP scorer's defaults). NULL after printing a usage error. */
 const eval_scorer *cli_find_scorer(const char *cmd, const char *name);
 /* Shared help text for --sampler. */
-#define CLI_SAMPLER_HELP "ddim, pndm, euler or dpmpp-2m (default: the pipeline's scheduler)"
+#define CLI_SAMPLER_HELP "ddim, pndm (PLMS), euler or dpmpp-2m over the pipeline's\n" \
+  "                         scheduler config (default: its own scheduler)"
 
 #endif

@@ -148,7 +148,13 @@ int eval_sampler_open(eval_sampler **out, dpo_pipeline *pipe, const eval_sample_
     return rc;
   }
   dpo_scheduler_config cfg = pipe->scheduler;
-  if (opt->sampler >= 0) dpo_scheduler_config_set_kind(&cfg, (dpo_scheduler_kind)opt->sampler);
+  if (opt->sampler >= 0 && opt->sampler != (int)cfg.kind) {
+    dpo_scheduler_config_set_kind(&cfg, (dpo_scheduler_kind)opt->sampler);
+    /* PNDM chosen over another class's config: run PLMS as Stable
+     * Diffusion's PNDM configs do (the Runge-Kutta warm-up of the class
+     * default is not implemented). */
+    if (cfg.kind == DPO_SCHED_PNDM) cfg.skip_prk_steps = 1;
+  }
   rc = choose_shapes(s, err);
   if (!rc) rc = dpo_scheduler_init(&s->sched, &cfg, err);
   if (!rc) rc = dpo_scheduler_set_timesteps(&s->sched, opt->steps, err);

@@ -81,6 +81,21 @@ equal "shard 0 lines" "$(check_manifest shards)" 6
 equal "both shards" "$(check_manifest shards)" 10
 equal "shards = whole run" "$(hashes shards)" "$(hashes runA)"
 
+# Shards at the same time into one folder (appends are locked).
+"$dpo" -q generate --model "$sd" --out together "${common[@]}" --shard 0/3 & p0=$!
+"$dpo" -q generate --model "$sd" --out together "${common[@]}" --shard 1/3 & p1=$!
+"$dpo" -q generate --model "$sd" --out together "${common[@]}" --shard 2/3 || fail=1
+wait $p0 || fail=1
+wait $p1 || fail=1
+equal "concurrent shards" "$(hashes together)" "$(hashes runA)"
+
+# Every sampler runs, with a negative prompt.
+for s in ddim pndm euler dpmpp-2m; do
+  "$dpo" -q generate --model "$sd" --prompts p.txt --limit 1 --steps 4 --sampler $s --negative-prompt ugly \
+    --out "sampler-$s" --threads 1 || { echo "FAIL: sampler $s"; fail=1; }
+done
+grep -q '"sampler":"DPMSolverMultistepScheduler"' sampler-dpmpp-2m/manifest.jsonl || { echo "FAIL: sampler name"; fail=1; }
+
 # Resume: kill a run mid-way, tear the last line, delete one finished image.
 printf 'p%d\n' $(seq 1 40) > many.txt
 "$dpo" -q generate --model "$sd" --prompts many.txt --out killed --steps 3 --threads 1 &
