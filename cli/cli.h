@@ -43,6 +43,8 @@ int cmd_study(int argc, char **argv);
 void cmd_study_help(FILE *out);
 int cmd_generate(int argc, char **argv);
 void cmd_generate_help(FILE *out);
+int cmd_grid(int argc, char **argv);
+void cmd_grid_help(FILE *out);
 int cmd_pairs(int argc, char **argv);
 void cmd_pairs_help(FILE *out);
 int cmd_reward_acc(int argc, char **argv);

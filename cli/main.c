@@ -17,6 +17,7 @@ static const cli_command commands[] = {
     {"study", "A/B human studies: create, export, ingest, review, status, serve, invite", cmd_study, cmd_study_help},
     {"generate", "sample a checkpoint over a prompt set into a run folder (txt2img, SDEdit)", cmd_generate,
      cmd_generate_help},
+    {"grid", "contact sheet of runs side by side per prompt (PNG)", cmd_grid, cmd_grid_help},
     {"pairs", "AI-feedback preference pairs: sample two images per prompt, label them by a scorer", cmd_pairs,
      cmd_pairs_help},
     {"reward-acc", "implicit-reward (or scorer) accuracy on held-out preference pairs", cmd_reward_acc,

@@ -373,4 +373,14 @@ int eval_reward_accuracy(const eval_reward_config *cfg, eval_reward_result *res,
 int eval_scorer_accuracy(const char *pairs_path, const eval_scorer *scorer, int score_index, int limit,
                          eval_reward_result *res, dpo_error *err);
 
+/* ========================================================= contact sheets
+ *
+ * One PNG (written atomically) with a row per image of the first run that
+ * every run has (same prompt set, prompt id, seed and image index), up to
+ * `limit` rows (0: all): the prompt id, image index and prompt text, then
+ * each run's image scaled to cell x cell, a column per run under its folder
+ * name. *n_rows receives the rows drawn. */
+int eval_grid(const char *const *run_dirs, int n_runs, const char *out_path, int cell, int limit, int *n_rows,
+              dpo_error *err);
+
 #endif

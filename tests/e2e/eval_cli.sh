@@ -80,6 +80,17 @@ usage() { cmd=$1; shift; "$dpo" "$cmd" "$@" 2>/dev/null; equal "usage: $cmd $*" 
 usage pairs --relabel pairs/pairs.jsonl --scorer redness --out elsewhere.jsonl
 usage pairs --relabel pairs/pairs.jsonl --scorer redness --out pairs/x.jsonl --model "$pixel"
 
+# Contact sheet: 6 shared images of two runs at 32 px cells is
+# (220 + 2 * 36 + 4) x (24 + 6 * 36 + 4); runs that share nothing fail.
+"$dpo" -q generate --model "$pixel" --prompts p.txt --out run2 --steps 3 --images-per-prompt 2 --threads 1 || fail=1
+"$dpo" -q grid --runs run run2 --out grid.png --cell 32 || { echo "FAIL: grid"; fail=1; }
+"$dpo" inspect grid.png | grep -q "png, 296x244, 3 channels" || { echo "FAIL: grid size"; "$dpo" inspect grid.png; fail=1; }
+"$dpo" -q grid --runs run pairs/run --out none.png 2>/dev/null
+equal "grid without shared images" "$?" "1"
+usage grid --runs run
+usage grid --out g.png
+usage grid --runs run --out g.png --cell 4
+
 # Exit codes.
 usage score --run run
 usage score --scorer nope --run run
