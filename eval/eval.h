@@ -383,4 +383,23 @@ int eval_scorer_accuracy(const char *pairs_path, const eval_scorer *scorer, int 
 int eval_grid(const char *const *run_dirs, int n_runs, const char *out_path, int cell, int limit, int *n_rows,
               dpo_error *err);
 
+/* ============================================== validation during training
+ *
+ * For `dpo train --validate-prompts SET --validate-every N --scorer NAME`:
+ * samples one image of each of the first `limit` prompts of SET (0: all)
+ * from a pipeline held in memory (the weights being trained), with noise
+ * eval_initial_noise(seed, prompt id, 0) so every validation starts from the
+ * same noise, scores them in memory and returns the median and mean of score
+ * `score_index` (the paper's validation metric is the median). Nothing is
+ * written. The pipeline's networks are re-planned, so the caller re-plans
+ * its training batch afterwards. */
+typedef struct {
+  int n;
+  double median, mean;
+} eval_validation;
+
+int eval_validate(dpo_pipeline *pipe, const char *prompts, int limit, const eval_sample_options *opt, uint64_t seed,
+                  const eval_scorer *scorer, int score_index, int batch, int n_threads, eval_validation *out,
+                  dpo_error *err);
+
 #endif

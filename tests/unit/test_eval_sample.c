@@ -209,7 +209,48 @@ static void test_prompt_lists(void) {
   eval_prompt_list_free(&l);
 }
 
+/* Validation in memory equals generating the run and scoring it. */
+static void test_validate(void) {
+  dpo_error err = {0};
+  dpo_pipeline p;
+  CHECK_INT(dpo_pipeline_load(fixture("tiny_pixel"), &p, &err), DPO_OK);
+  if (err.code) return;
+  eval_sample_options opt;
+  eval_sample_options_default(&opt);
+  opt.steps = 3;
+  const eval_scorer *judge = eval_find_scorer("shapes-judge");
+  eval_validation v;
+  CHECK_INT(eval_validate(&p, "world:heldout:5", 0, &opt, 7, judge, 2, 2, 1, &v, &err), DPO_OK);
+  if (err.code) fprintf(stderr, "%s\n", err.msg);
+  CHECK_INT(v.n, 5);
+  eval_generate_config g;
+  eval_generate_config_default(&g);
+  g.model = fixture("tiny_pixel");
+  g.prompts = "world:heldout:5";
+  g.out = test_path("validate-run");
+  g.sample = opt;
+  g.seed = 7;
+  g.threads = 1;
+  g.quiet = 1;
+  eval_generate_stats gs;
+  CHECK_INT(eval_generate(&g, &gs, &err), DPO_OK);
+  eval_run run;
+  CHECK_INT(eval_run_load(g.out, &run, &err), DPO_OK);
+  CHECK_INT(eval_run_score(&run, judge, 3, 1, &err), DPO_OK);
+  double x[5];
+  for (int i = 0; i < run.n && i < 5; i++) x[i] = run.items[i].scores[2];
+  eval_summary s;
+  CHECK_INT(eval_summarize(x, run.n, 100, 0, &s, &err), DPO_OK);
+  CHECK_NEAR(v.median, s.median, 1e-12);
+  CHECK_NEAR(v.mean, s.mean, 1e-12);
+  CHECK(s.median_lo <= s.median && s.median <= s.median_hi && s.mean_lo <= s.mean && s.mean <= s.mean_hi);
+  eval_run_free(&run);
+  CHECK_INT(eval_validate(&p, "tedbench", 2, &opt, 7, judge, 0, 1, 1, &v, &err), DPO_ERR_USAGE);
+  dpo_pipeline_free(&p);
+}
+
 int main(void) {
+  test_validate();
   test_noise();
   test_same_weights_same_images("tiny_sd");
   test_same_weights_same_images("tiny_pixel");
