@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <cairo.h>
+#include <fontconfig/fontconfig.h>
 
 #include "eval/eval.h"
 
@@ -160,6 +161,10 @@ int eval_grid(const char *const *run_dirs, int n_runs, const char *out_path, int
   if (!rc) *n_rows = n;
   if (cr) cairo_destroy(cr);
   if (surface) cairo_surface_destroy(surface);
+  /* Drops cairo's and fontconfig's font caches, so that memory checkers see
+   * no leak (the next grid loads them again). */
+  cairo_debug_reset_static_data();
+  FcFini();
   free(rows);
   for (int r = 0; r < loaded; r++) eval_run_free(&runs[r]);
   free(runs);
