@@ -34,17 +34,10 @@ typedef struct {
   json_t *settings;         /* this run's settings, without source_image */
   char sampler_name[64];
   int resolution;
-  /* from the manifest: files already done */
+  /* from the manifest: images already done, as "file\tprompt_set\tprompt_id" */
   char **done_files;
   int n_done;
 } run_state;
-
-static char *dup_text(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *out = malloc(n);
-  if (out) memcpy(out, s, n);
-  return out;
-}
 
 /* ------------------------------------------------------------ locking */
 
@@ -90,11 +83,15 @@ static int line_image_valid(const run_state *r, const json_t *obj) {
   return strcmp(hex, sha) == 0;
 }
 
-static int already_listed(const run_state *r, const char *file) {
+/* The done entry of a file, or NULL. */
+static const char *listed_entry(const run_state *r, const char *file) {
+  size_t n = strlen(file);
   for (int i = 0; i < r->n_done; i++)
-    if (strcmp(r->done_files[i], file) == 0) return 1;
-  return 0;
+    if (strncmp(r->done_files[i], file, n) == 0 && r->done_files[i][n] == '\t') return r->done_files[i];
+  return NULL;
 }
+
+static int already_listed(const run_state *r, const char *file) { return listed_entry(r, file) != NULL; }
 
 /* Reads the manifest (under the lock), keeps the valid lines, rewrites it if
  * anything was dropped, and records the files already done. */
@@ -148,7 +145,12 @@ static int scan_manifest(run_state *r, eval_generate_stats *stats, dpo_error *er
       } else if (!line_image_valid(r, obj) || already_listed(r, file)) {
         dropped++;
       } else {
-        r->done_files[r->n_done++] = dup_text(file);
+        const char *set = json_string_value(json_object_get(obj, "prompt_set"));
+        const char *id = json_string_value(json_object_get(obj, "prompt_id"));
+        size_t need = strlen(file) + (set ? strlen(set) : 0) + (id ? strlen(id) : 0) + 3;
+        char *entry = malloc(need);
+        if (entry) snprintf(entry, need, "%s\t%s\t%s", file, set ? set : "", id ? id : "");
+        r->done_files[r->n_done++] = entry;
         memcpy(kept + used, p, n + 1);
         used += n + 1;
       }
@@ -163,7 +165,20 @@ static int scan_manifest(run_state *r, eval_generate_stats *stats, dpo_error *er
   return rc;
 }
 
-static int is_done(const run_state *r, const char *file) { return already_listed(r, file); }
+/* 1 when the image is listed for this prompt, 0 when not listed; a file
+ * listed for another prompt means the folder holds another prompt list. */
+static int is_done(const run_state *r, const char *file, const eval_prompt_item *it, dpo_error *err) {
+  const char *entry = listed_entry(r, file);
+  if (!entry) return 0;
+  const char *rest = entry + strlen(file) + 1;
+  size_t n = strlen(r->list.set_name);
+  if (strncmp(rest, r->list.set_name, n) == 0 && rest[n] == '\t' && strcmp(rest + n + 1, it->id) == 0) return 1;
+  const char *tab = strchr(rest, '\t');
+  dpo_fail(err, DPO_ERR_USAGE, "%s/%s is listed for prompt %s of set %.*s, not %s of set %s: the folder holds another "
+           "prompt list; use another --out", r->cfg->out, file, tab ? tab + 1 : rest, tab ? (int)(tab - rest) : 0,
+           rest, it->id, r->list.set_name);
+  return -1;
+}
 
 /* ------------------------------------------------------------ writing */
 
@@ -382,7 +397,9 @@ int eval_generate(const eval_generate_config *cfg, eval_generate_stats *stats, d
   for (int i = 0; !rc && i < n_items; i++) {
     char file[64];
     image_file(items[i].prompt, items[i].image_index, file, sizeof file);
-    if (is_done(&r, file)) stats->skipped++;
+    int done = is_done(&r, file, &r.list.items[items[i].prompt], err);
+    if (done < 0) rc = DPO_ERR_USAGE;
+    else if (done) stats->skipped++;
     else todo[n_todo++] = items[i];
   }
   stats->planned = n_items;

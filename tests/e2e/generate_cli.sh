@@ -151,6 +151,8 @@ usage --model "$sd" --prompts p.txt --out x --bogus 1
 usage --model "$sd" --prompts p.txt:nomatch --out x
 usage --model "$sd" --prompts world:train:0 --out x
 usage --model "$sd" "${common[@]}" --steps 4 --out runA
+printf 'other\n' > q.txt
+usage --model "$sd" --prompts q.txt --steps 3 --guidance 4 --images-per-prompt 2 --seed 5 --threads 1 --out runA
 "$dpo" generate --model nowhere --prompts p.txt --out x 2>/dev/null
 equal "missing model" "$?" "1"
 "$dpo" generate --model "$sd" --prompts missing.txt --out x 2>/dev/null
