@@ -41,6 +41,16 @@ int cmd_report(int argc, char **argv);
 void cmd_report_help(FILE *out);
 int cmd_study(int argc, char **argv);
 void cmd_study_help(FILE *out);
+int cmd_generate(int argc, char **argv);
+void cmd_generate_help(FILE *out);
+int cmd_grid(int argc, char **argv);
+void cmd_grid_help(FILE *out);
+int cmd_pairs(int argc, char **argv);
+void cmd_pairs_help(FILE *out);
+int cmd_reward_acc(int argc, char **argv);
+void cmd_reward_acc_help(FILE *out);
+int cmd_score(int argc, char **argv);
+void cmd_score_help(FILE *out);
 int cmd_world(int argc, char **argv);
 void cmd_world_help(FILE *out);
 

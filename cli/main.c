@@ -15,6 +15,15 @@ static const cli_command commands[] = {
     {"prompts", "list, show and count the built-in prompt sets and prompt files", cmd_prompts, cmd_prompts_help},
     {"report", "win rates, intervals, tests, agreement; study sizes (power)", cmd_report, cmd_report_help},
     {"study", "A/B human studies: create, export, ingest, review, status, serve, invite", cmd_study, cmd_study_help},
+    {"generate", "sample a checkpoint over a prompt set into a run folder (txt2img, SDEdit)", cmd_generate,
+     cmd_generate_help},
+    {"grid", "contact sheet of runs side by side per prompt (PNG)", cmd_grid, cmd_grid_help},
+    {"pairs", "AI-feedback preference pairs: sample two images per prompt, label them by a scorer", cmd_pairs,
+     cmd_pairs_help},
+    {"reward-acc", "implicit-reward (or scorer) accuracy on held-out preference pairs", cmd_reward_acc,
+     cmd_reward_acc_help},
+    {"score", "score a run folder's images (built-in or HTTP scorers): mean and median with intervals", cmd_score,
+     cmd_score_help},
     {"world", "the built-in shapes world: render prompts, list prompt splits, judge images", cmd_world, cmd_world_help},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
