@@ -41,6 +41,8 @@ int cmd_report(int argc, char **argv);
 void cmd_report_help(FILE *out);
 int cmd_study(int argc, char **argv);
 void cmd_study_help(FILE *out);
+int cmd_train(int argc, char **argv);
+void cmd_train_help(FILE *out);
 int cmd_world(int argc, char **argv);
 void cmd_world_help(FILE *out);
 

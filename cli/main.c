@@ -15,6 +15,7 @@ static const cli_command commands[] = {
     {"prompts", "list, show and count the built-in prompt sets and prompt files", cmd_prompts, cmd_prompts_help},
     {"report", "win rates, intervals, tests, agreement; study sizes (power)", cmd_report, cmd_report_help},
     {"study", "A/B human studies: create, export, ingest, review, status, serve, invite", cmd_study, cmd_study_help},
+    {"train", "Diffusion-DPO / SFT fine-tuning of a pipeline on preference pairs", cmd_train, cmd_train_help},
     {"world", "the built-in shapes world: render prompts, list prompt splits, judge images", cmd_world, cmd_world_help},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
