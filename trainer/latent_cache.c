@@ -284,7 +284,7 @@ static int cache_key(train_data *d, char *description, size_t n, char hex[65], d
   dpo_sha256_init(&h);
   char path[4200];
   int rc = hash_file_into(&h, "pairs", d->pairs->path, err);
-  const char *pipe_dir = d->pipe->dir;
+  const char *pipe_dir = d->key_dir ? d->key_dir : d->pipe->dir;
   if (rc == DPO_OK && d->cache_images && d->pipe->vae) {
     snprintf(path, sizeof path, "%s/vae/config.json", pipe_dir);
     rc = hash_file_into(&h, "vae-config", path, err);

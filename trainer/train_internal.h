@@ -20,6 +20,7 @@ typedef struct {
   int cache_images;          /* centre crop: x0 of every image variant cached */
   int cache_text;            /* no --train-text-encoder: text states cached */
   uint64_t seed;
+  const char *key_dir;       /* pipeline whose VAE / text files key the cache (the base, also on resume) */
   char dir[4200];            /* the cache folder of this key ("" without a cache) */
   dpo_safetensors *shards;
   int n_shards;

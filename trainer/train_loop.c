@@ -406,6 +406,7 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   rc = train_data_init(&r->data, &r->pairs, &r->pipe, &r->ctx, o->resolution, o->hflip, o->random_crop,
                        o->train_text_encoder, o->seed, err);
   if (rc != DPO_OK) return rc;
+  r->data.key_dir = o->base_dir;   /* a resumed run reuses the base run's cache */
 
   if (!path_exists(o->out_dir)) {
     if ((rc = dpo_mkdir_p(o->out_dir, err)) != DPO_OK) return rc;

@@ -1,7 +1,7 @@
 /* One Diffusion-DPO step and one SFT step (dpo_train_step_run) against the
  * official formula in PyTorch (tests/fixtures/make_train_step_fixtures.py):
  * the loss and EVERY UNet parameter gradient, for the same latents, noise,
- * timesteps and text states. Each gradient tensor must match to 1e-4 of its
+ * timesteps and text states. Each gradient tensor must match to 5e-4 of its
  * own largest value (or of 1e-3 of the largest gradient of all, for tensors
  * whose gradient is tiny): the reference is float64, we are float32, and
  * beta = 5000 amplifies MSE rounding by 2500. */
@@ -12,7 +12,7 @@
 #include "tests/test.h"
 #include "trainer/trainer.h"
 
-#define REL_TOL 1e-4
+#define REL_TOL 5e-4
 
 static float *tensor(const dpo_safetensors *st, const char *name, size_t expect) {
   const dpo_tensor_view *t = dpo_st_find(st, name);
