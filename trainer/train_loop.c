@@ -495,9 +495,13 @@ int dpo_train(const dpo_train_options *o, dpo_train_result *res, dpo_error *err)
   if (rc != DPO_OK) return rc;
   char resume_dir[4200];
   if ((rc = resolve_resume(o, resume_dir, sizeof resume_dir, err)) != DPO_OK) return rc;
-  if (!resume_dir[0] && path_exists(o->out_dir) && out_holds_run(o->out_dir))
+  if (!resume_dir[0] && path_exists(o->out_dir) && out_holds_run(o->out_dir)) {
+    if (o->resume)
+      return dpo_fail(err, DPO_ERR_USAGE, "%s holds a training run but no checkpoint to resume from; choose another --out",
+                      o->out_dir);
     return dpo_fail(err, DPO_ERR_USAGE, "%s already holds a training run: pass --resume latest, or choose another --out",
                     o->out_dir);
+  }
   run r;
   memset(&r, 0, sizeof r);
   r.o = o;
