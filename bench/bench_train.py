@@ -88,13 +88,15 @@ def main():
     rows = []
     for name in names:
         cfg, hw, tokens = CASES[name]
-        pt = torch_step_seconds(cfg, hw, tokens, args.batch, args.repeat)
-        print(f"torch {name}: {pt:.3f} s/step", flush=True)
         cmd = [args.dpo, "bench", "train", "--json", "--config", name, "--threads", str(args.threads),
                "--batch", str(args.batch), "--repeat", str(args.repeat)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         d = json.loads(out.splitlines()[-1])
         print(f"dpo   {name}: {d['step_seconds']:.3f} s/step", flush=True)
+        # PyTorch second: its freed tensors stay in this process's heap, and
+        # the SD1.5 case needs the memory of both UNets twice over.
+        pt = torch_step_seconds(cfg, hw, tokens, args.batch, args.repeat)
+        print(f"torch {name}: {pt:.3f} s/step", flush=True)
         rows.append({"config": name, "hw": hw, "tokens": tokens, "torch": pt, "dpo": d["step_seconds"]})
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     lines = [f"### {datetime.date.today()}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
