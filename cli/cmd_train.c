@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "eval/eval.h"
 #include "trainer/trainer.h"
 
 void cmd_train_help(FILE *out) {
@@ -59,6 +60,14 @@ void cmd_train_help(FILE *out) {
           "  --resume latest|PATH    continue from OUT's newest checkpoint (a fresh run\n"
           "                          when there is none) or from a checkpoint folder\n"
           "  --threads N             CPU threads (default: all cores)\n"
+          "\nvalidation (the paper's metric: the median score of generated images):\n"
+          "  --validate-prompts SET  prompt set or file to sample during training\n"
+          "  --validate-every N      after every N-th step (needs --validate-prompts)\n"
+          "  --scorer NAME           scorer of the validation images (dpo score --help)\n"
+          "  --validate-score NAME   which score of the scorer (default: its first)\n"
+          "  --validate-limit N      first N prompts of the set (default 16; 0: all)\n"
+          "  --validate-steps N      sampler steps per image (default 20)\n"
+          "  Each validation appends {step, n, median, mean} to OUT/validation.jsonl.\n"
           "  --stop-after N          stop after N steps of this run without the final\n"
           "                          save, as if killed (for tests of --resume)\n"
           "  -h, --help              this help\n\n"
@@ -84,7 +93,70 @@ static int parse_int(const char *flag, const char *text, int64_t max, int64_t *o
   return EXIT_OK;
 }
 
+/* What --validate-* asked for, handed to the training loop's callback. */
+typedef struct {
+  const char *prompts;
+  const char *scorer_name;
+  const char *score_name;
+  int64_t every, limit, steps;
+  const eval_scorer *scorer;
+  int score_index;
+  uint64_t seed;
+  int threads;
+  const char *out_dir;
+} validation_request;
+
+/* Samples and scores the validation prompts with the weights being trained,
+ * prints the result and appends it to OUT/validation.jsonl. */
+static int validate_policy(void *user, dpo_pipeline *policy, int64_t step, dpo_error *err) {
+  const validation_request *v = user;
+  eval_sample_options opt;
+  eval_sample_options_default(&opt);
+  opt.steps = (int)v->steps;
+  eval_validation result;
+  int rc = eval_validate(policy, v->prompts, (int)v->limit, &opt, v->seed, v->scorer, v->score_index, 1,
+                         v->threads, &result, err);
+  if (rc != DPO_OK) return dpo_error_prefix(err, "validation at step %lld", (long long)step);
+  fprintf(stderr, "\nvalidation at step %lld: %s median %.4f, mean %.4f over %d prompts\n", (long long)step,
+          v->scorer->score_names[v->score_index], result.median, result.mean, result.n);
+  char path[4200];
+  snprintf(path, sizeof path, "%s/validation.jsonl", v->out_dir);
+  FILE *f = fopen(path, "a");
+  if (!f) return dpo_fail(err, DPO_ERR_DATA, "%s: cannot open for appending", path);
+  /* Keys in this order, one object a line; names escaped by jansson. */
+  json_t *line = json_pack("{s:I, s:s, s:s, s:i, s:f, s:f}", "step", (json_int_t)step, "scorer", v->scorer->name,
+                           "score", v->scorer->score_names[v->score_index], "n", result.n, "median", result.median,
+                           "mean", result.mean);
+  char *text = line ? json_dumps(line, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) : NULL;
+  if (text) fprintf(f, "%s\n", text);
+  free(text);
+  json_decref(line);
+  int failed = fflush(f) != 0 || fsync(fileno(f)) != 0;
+  if (fclose(f) != 0 || failed) return dpo_fail(err, DPO_ERR_DATA, "%s: write failed", path);
+  return DPO_OK;
+}
+
+/* Checks the --validate-* flags and fills the loop's callback. */
+static int setup_validation(validation_request *v, dpo_train_options *o) {
+  if (!v->prompts && !v->every) return EXIT_OK;
+  if (!v->prompts || v->every <= 0 || !v->scorer_name)
+    return cli_usage_error("train", "validation needs --validate-prompts, --validate-every N > 0 and --scorer");
+  v->scorer = eval_find_scorer(v->scorer_name);
+  if (!v->scorer) return cli_usage_error("train", "--scorer: unknown scorer \"%s\"", v->scorer_name);
+  v->score_index = v->score_name ? eval_score_index(v->scorer, v->score_name) : 0;
+  if (v->score_index < 0)
+    return cli_usage_error("train", "--validate-score: scorer %s has no score \"%s\"", v->scorer_name, v->score_name);
+  v->seed = o->seed;
+  v->threads = o->threads;
+  v->out_dir = o->out_dir;
+  o->validate_every = v->every;
+  o->validate = validate_policy;
+  o->validate_user = v;
+  return EXIT_OK;
+}
+
 int cmd_train(int argc, char **argv) {
+  validation_request validation = {NULL, NULL, NULL, 0, 16, 20, NULL, 0, 0, 0, NULL};
   dpo_train_options o;
   dpo_train_options_default(&o);
   dpo_error err = {0};
@@ -110,6 +182,12 @@ int cmd_train(int argc, char **argv) {
     else if (strcmp(a, "--cache-dir") == 0) o.cache_dir = v;
     else if (strcmp(a, "--model-filter") == 0) o.model_filter = v;
     else if (strcmp(a, "--resume") == 0) o.resume = v;
+    else if (strcmp(a, "--validate-prompts") == 0) validation.prompts = v;
+    else if (strcmp(a, "--scorer") == 0) validation.scorer_name = v;
+    else if (strcmp(a, "--validate-score") == 0) validation.score_name = v;
+    else if (strcmp(a, "--validate-every") == 0) rc = parse_int(a, v, INT64_MAX / 2, &validation.every);
+    else if (strcmp(a, "--validate-limit") == 0) rc = parse_int(a, v, 1 << 30, &validation.limit);
+    else if (strcmp(a, "--validate-steps") == 0) rc = parse_int(a, v, 1000, &validation.steps);
     else if (strcmp(a, "--loss") == 0) {
       if (strcmp(v, "dpo") == 0) o.sft = 0;
       else if (strcmp(v, "sft") == 0) o.sft = 1;
@@ -149,6 +227,8 @@ int cmd_train(int argc, char **argv) {
   }
   if (!o.base_dir || !o.pairs_path || !o.out_dir) return cli_usage_error("train", "--base, --pairs and --out are required");
   if (o.warmup_frac >= 0 && o.warmup_frac > 1) return cli_usage_error("train", "--warmup-frac must be in [0, 1]");
+  int vrc = setup_validation(&validation, &o);
+  if (vrc != EXIT_OK) return vrc;
   o.info = stderr;
   o.progress = isatty(fileno(stderr)) ? stderr : NULL;
   dpo_train_result res;

@@ -323,6 +323,24 @@ static int out_holds_run(const char *out) {
   return 0;
 }
 
+/* Runs the caller's validation on the policy in memory, then restores the
+ * training plans it may have replaced (parameter gradients are kept by the
+ * models across re-plans; activations are planned again). */
+static int validate_and_replan(run *r, dpo_error *err) {
+  const dpo_train_options *o = r->o;
+  int rc = o->validate(o->validate_user, &r->pipe, r->step_done, err);
+  if (rc != DPO_OK) return rc;
+  const dpo_train_step *st = &r->step;
+  rc = dpo_unet_plan(r->pipe.unet, &r->ctx, 2 * st->B, st->H, st->W, st->T, 1, err);
+  if (rc == DPO_OK && r->reference) rc = dpo_unet_plan(r->reference, &r->ctx, 2 * st->B, st->H, st->W, st->T, 0, err);
+  r->data.clip_planned_B = 0; /* the text encoder is planned again on first use */
+  if (rc == DPO_OK && o->train_text_encoder) {
+    rc = dpo_clip_plan(r->pipe.text_encoder, &r->ctx, st->B, r->data.T, 0, 1, err);
+    r->data.clip_planned_B = -st->B;
+  }
+  return rc;
+}
+
 static int train_steps(run *r, dpo_train_result *res, int *stopped, dpo_error *err) {
   const dpo_train_options *o = r->o;
   int B = o->batch_size;
@@ -371,6 +389,10 @@ static int train_steps(run *r, dpo_train_result *res, int *stopped, dpo_error *e
     }
     res->last = sum;
     res->steps_done = r->step_done;
+    if (o->validate && o->validate_every > 0 && r->step_done % o->validate_every == 0) {
+      rc = validate_and_replan(r, err);
+      if (rc != DPO_OK) return rc;
+    }
     if (o->checkpoint_every > 0 && r->step_done % o->checkpoint_every == 0) {
       rc = save_checkpoint(r, r->step_done, err);
       if (rc != DPO_OK) return rc;

@@ -663,6 +663,14 @@ typedef struct {
   int64_t stop_after;         /* > 0: stop (as if killed) after this many steps of this run, no final save */
   FILE *progress;             /* TTY line per step; NULL: none */
   FILE *info;                 /* sentences (effective lr, convention); NULL: none */
+  /* Validation during training: after every validate_every-th step (and
+   * never when NULL or <= 0), validate() gets the policy pipeline in memory
+   * (e.g. to sample and score prompts, eval_validate). It may re-plan the
+   * networks; the loop re-plans its training batch afterwards. The trainer
+   * cannot call eval/ itself (eval depends on trainer), hence the callback. */
+  int64_t validate_every;
+  int (*validate)(void *user, dpo_pipeline *policy, int64_t step, dpo_error *err);
+  void *validate_user;
 } dpo_train_options;
 
 void dpo_train_options_default(dpo_train_options *o);

@@ -92,6 +92,34 @@ int main(void) {
            base, data, out, common);
   CHECK_INT(dpo_train_cli(args), 0);
 
+  /* Validation during training: sampled and scored after every step. */
+  char prompts[1100], vout[1100];
+  snprintf(prompts, sizeof prompts, "%s/val.txt", data);
+  tf_write_text(prompts, "a bright square\na dark circle\n");
+  /* Sampling needs the tokenizer to pad to the text encoder's 12 positions
+   * (training truncates on its own). */
+  char tok_config[1100];
+  snprintf(tok_config, sizeof tok_config, "%s/tokenizer/tokenizer_config.json", base);
+  tf_write_text(tok_config, "{\"model_max_length\": 12}");
+  snprintf(vout, sizeof vout, "%s", test_path("out_val"));
+  snprintf(args, sizeof args, "--base %s --pairs %s/pairs.jsonl --out %s %s --validate-every 1", base, data, vout, common);
+  CHECK_INT(dpo_train_cli(args), 2);
+  CHECK_CONTAINS(output, "--validate-prompts");
+  snprintf(args, sizeof args,
+           "--base %s --pairs %s/pairs.jsonl --out %s %s --validate-prompts %s --validate-every 1 --scorer brightness "
+           "--validate-steps 2",
+           base, data, vout, common, prompts);
+  CHECK_INT(dpo_train_cli(args), 0);
+  CHECK_CONTAINS(output, "validation at step 2: brightness median");
+  char vlog[1200], *vtext = NULL;
+  size_t vlen = 0;
+  dpo_error verr;
+  snprintf(vlog, sizeof vlog, "%s/validation.jsonl", vout);
+  CHECK_INT(dpo_read_file(vlog, 1 << 20, &vtext, &vlen, &verr), DPO_OK);
+  CHECK_CONTAINS(vtext, "{\"step\": 1, \"scorer\": \"brightness\", \"score\": \"brightness\", \"n\": 2, \"median\": ");
+  CHECK_CONTAINS(vtext, "{\"step\": 2, ");
+  free(vtext);
+
   /* A base folder missing a component. */
   char p[1100];
   snprintf(p, sizeof p, "%s/scheduler/scheduler_config.json", base);
