@@ -43,5 +43,7 @@ int cmd_study(int argc, char **argv);
 void cmd_study_help(FILE *out);
 int cmd_world(int argc, char **argv);
 void cmd_world_help(FILE *out);
+int cmd_pretrain(int argc, char **argv);
+void cmd_pretrain_help(FILE *out);
 
 #endif

@@ -16,6 +16,7 @@ static const cli_command commands[] = {
     {"report", "win rates, intervals, tests, agreement; study sizes (power)", cmd_report, cmd_report_help},
     {"study", "A/B human studies: create, export, ingest, review, status, serve, invite", cmd_study, cmd_study_help},
     {"world", "the built-in shapes world: render prompts, list prompt splits, judge images", cmd_world, cmd_world_help},
+    {"pretrain", "train the shapes-world base model (small pixel-space pipeline) from scratch", cmd_pretrain, cmd_pretrain_help},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 

@@ -1,0 +1,91 @@
+/* demo: the shapes-world base model and the pieces of `dpo demo`.
+ *
+ * - A CLIP-format tokenizer folder for the shapes grammar (every grammar word
+ *   is one "word</w>" token, built by merges from CLIP's byte alphabet, so
+ *   trainer/'s CLIP BPE encodes any prompt without unknown tokens).
+ * - `dpo pretrain`: a small pixel-space pipeline (UNet2DConditionModel +
+ *   CLIPTextModel, diffusers layout, no VAE) trained from scratch on freshly
+ *   rendered train-split scenes with the plain epsilon-prediction diffusion
+ *   loss, caption dropout for classifier-free guidance, AdamW.
+ * - A minimal DDIM sampler with classifier-free guidance, deterministic from
+ *   (seed, prompt, index). It is deliberately small: the general generation
+ *   pipeline (`dpo generate`) lives elsewhere; this one exists so the base
+ *   model can be measured and tested on its own.
+ *
+ * Errors follow core.h; nothing here prints except progress and log lines. */
+#ifndef DPO_DEMO_H
+#define DPO_DEMO_H
+
+#include <stdint.h>
+
+#include "core/core.h"
+#include "kernels/kernels.h"
+#include "trainer/trainer.h"
+
+/* Token length of the shapes pipelines (the longest grammar prompt is 25
+ * words plus BOS and EOS). */
+#define DEMO_MAX_TOKENS 32
+
+/* Writes vocab.json, merges.txt, tokenizer_config.json and
+ * special_tokens_map.json into dir (created), each atomically. */
+int demo_tokenizer_write(const char *dir, int max_length, dpo_error *err);
+/* The words of the shapes grammar (NULL-terminated list), for tests. */
+const char *const *demo_grammar_words(void);
+
+typedef struct {
+  const char *out;          /* pipeline folder to write (replaced atomically) */
+  int64_t steps;
+  uint64_t seed;
+  int size;                 /* image side; a multiple of 4 */
+  int batch_size;
+  double lr;
+  int warmup_steps;
+  int threads;              /* <= 0: OpenMP default */
+  double caption_dropout;   /* share of captions replaced by "" */
+  const char *command;      /* recorded in pretrain.json; may be NULL */
+} demo_pretrain_options;
+
+void demo_pretrain_defaults(demo_pretrain_options *opt);
+
+typedef struct {
+  double final_loss;        /* mean loss of the last 10% of steps */
+  double wall_seconds;
+  size_t n_params;
+} demo_pretrain_result;
+
+/* Builds, trains and saves the base pipeline. Writes OUT/pretrain.json with
+ * the options, the loss curve summary and the wall time. */
+int demo_pretrain(const demo_pretrain_options *opt, demo_pretrain_result *res, dpo_error *err);
+
+/* --------------------------------------------------------------- sampler */
+
+typedef struct {
+  int steps;                /* DDIM steps */
+  double guidance;          /* CFG scale; 1 = no guidance */
+  int batch;                /* images per UNet call (x2 with guidance) */
+} demo_sample_options;
+
+void demo_sample_defaults(demo_sample_options *opt);
+
+/* images[i] (allocated here, RGB, free with dpo_image_free) for prompts[i],
+ * its initial noise drawn from Philox under `seed` in a stream named by the
+ * prompt text and indices[i]: the same (seed, prompt, index) gives the same
+ * noise for any model, which is what base-vs-tuned comparisons need. */
+int demo_sample(dpo_pipeline *pipe, kn_ctx *ctx, const demo_sample_options *opt, const char *const *prompts,
+                const uint64_t *indices, int n, uint64_t seed, dpo_image *images, dpo_error *err);
+
+typedef struct {
+  int n_prompts;
+  double model_alignment;   /* mean judge alignment of the model's samples */
+  double truth_alignment;   /* mean judge alignment of ground-truth renders */
+  double model_appeal;
+  double seconds;
+} demo_alignment_result;
+
+/* Samples n held-out prompts (world_prompts_generate(heldout, prompt_seed))
+ * once each with `seed` and scores them with the judge, next to ground-truth
+ * renders of the same prompts. */
+int demo_measure_alignment(dpo_pipeline *pipe, kn_ctx *ctx, const demo_sample_options *opt, int n,
+                           uint64_t prompt_seed, uint64_t seed, demo_alignment_result *res, dpo_error *err);
+
+#endif
