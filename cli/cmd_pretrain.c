@@ -32,7 +32,7 @@ void cmd_pretrain_help(FILE *out) {
           "  --measure DIR      measure the pipeline in DIR instead of training\n"
           "  --n N              (measure) held-out prompts (default 64)\n"
           "  --guidance G       (measure) classifier-free guidance scale (default 3)\n"
-          "  --sample-steps K   (measure) DDIM steps (default 20)\n"
+          "  --sample-steps K   (measure) DDIM steps (default 50)\n"
           "  -h, --help         this help\n\n"
           "examples:\n"
           "  dpo pretrain --out world/base --steps 3000 --seed 0\n"
@@ -70,7 +70,7 @@ int cmd_pretrain(int argc, char **argv) {
   demo_pretrain_defaults(&opt);
   const char *measure_dir = NULL;
   uint64_t steps = (uint64_t)opt.steps, seed = 0, size = (uint64_t)opt.size, batch = (uint64_t)opt.batch_size;
-  uint64_t threads = 1, n = 64, sample_steps = 20;
+  uint64_t threads = 1, n = 64, sample_steps = 50;
   double guidance = 3.0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];

@@ -88,4 +88,28 @@ typedef struct {
 int demo_measure_alignment(dpo_pipeline *pipe, kn_ctx *ctx, const demo_sample_options *opt, int n,
                            uint64_t prompt_seed, uint64_t seed, demo_alignment_result *res, dpo_error *err);
 
+/* ------------------------------------------------------------ dpo demo */
+
+/* The shipped base (world/base/ of the source tree); the build defines it. */
+#ifndef DEMO_DEFAULT_BASE
+#define DEMO_DEFAULT_BASE "world/base"
+#endif
+/* Train prompts that get a pair each (two base samples). */
+#define DEMO_PAIR_PROMPTS 400
+#define DEMO_QUICK_PAIR_PROMPTS 48
+/* DDIM steps of every demo sample. */
+#define DEMO_SAMPLE_STEPS 50
+
+typedef struct {
+  const char *out;          /* every artifact goes here; a finished stage is reused */
+  const char *base;         /* base pipeline folder */
+  int quick;
+  uint64_t seed;
+  int threads;
+} demo_options;
+
+void demo_options_defaults(demo_options *opt);
+/* Runs the stages not yet done in opt->out (see demo/run.c). */
+int demo_run(const demo_options *opt, dpo_error *err);
+
 #endif

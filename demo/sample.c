@@ -12,7 +12,7 @@
 #include "world/world.h"
 
 void demo_sample_defaults(demo_sample_options *opt) {
-  opt->steps = 20;
+  opt->steps = 50;
   opt->guidance = 3.0;
   opt->batch = 16;
 }
