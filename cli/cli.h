@@ -45,5 +45,7 @@ int cmd_world(int argc, char **argv);
 void cmd_world_help(FILE *out);
 int cmd_pretrain(int argc, char **argv);
 void cmd_pretrain_help(FILE *out);
+int cmd_demo(int argc, char **argv);
+void cmd_demo_help(FILE *out);
 
 #endif
