@@ -11,7 +11,7 @@ build:
 	scripts/setup.sh --build-dir $(BUILD)
 
 test: build
-	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -LE device
 
 # Unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-sanitize:

@@ -15,6 +15,7 @@ int kn_arena_init(kn_arena *a, size_t bytes, dpo_error *err) {
   if (bytes == 0) return DPO_OK;
   a->base = aligned_alloc(KN_ALIGN, bytes);
   if (!a->base) return dpo_fail(err, DPO_ERR_DATA, "arena: cannot allocate %zu bytes", bytes);
+  memset(a->base, 0, bytes);
   a->size = bytes;
   return DPO_OK;
 }
@@ -24,7 +25,6 @@ float *kn_arena_floats(kn_arena *a, size_t n_floats) {
   if (bytes > a->size - a->used) return NULL;
   float *p = (float *)(a->base + a->used);
   a->used += bytes;
-  memset(p, 0, bytes);
   return p;
 }
 

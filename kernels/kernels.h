@@ -18,8 +18,10 @@
  *   tests check stays 0.
  * - Results are bitwise reproducible for a fixed thread count: every
  *   reduction runs over a fixed partition in a fixed order (no atomics).
- * - Shapes are the caller's contract (checked with assert in debug builds);
- *   files and user input are validated before they reach a kernel. */
+ * - Shapes are the caller's contract and are not checked here: files and
+ *   user input are validated before they reach a kernel.
+ * - Backends: ctx->backend names the one that owns the pointers; the CUDA
+ *   backend (a later issue) implements these same calls on device memory. */
 #ifndef DPO_KERNELS_H
 #define DPO_KERNELS_H
 
@@ -34,13 +36,23 @@ typedef enum { KN_BACKEND_CPU = 0 } kn_backend;
 
 typedef struct {
   kn_backend backend;
-  int n_threads;          /* OpenMP and OpenBLAS threads */
+  int n_threads;          /* OpenMP threads */
   float *scratch;         /* workspace shared by ops, 64-byte aligned */
   size_t scratch_bytes;
   int scratch_grows;      /* times an op had to grow the scratch (0 when planned) */
+  /* 3x3 stride-1 forward convolutions by Winograd F(2x2,3x3): about 1.7x
+   * faster, but with several times the rounding error of im2col + sgemm,
+   * enough to push a deep UNet's parameter gradients past the 1e-4 golden
+   * tolerance against diffusers. Off by default, since this backend is the
+   * numerical reference; `dpo bench kernels --winograd` measures it. (The
+   * data gradient always uses Winograd: its error stays within tolerance.) */
+  int winograd_forward;
 } kn_ctx;
 
-/* n_threads <= 0 takes the OpenMP default (OMP_NUM_THREADS or the cores). */
+/* n_threads <= 0 takes the OpenMP default (OMP_NUM_THREADS or the cores).
+ * All threading is OpenMP's: the CPU backend sets OpenBLAS to one thread
+ * (process-wide) and splits its matrix products itself, because OpenBLAS's
+ * pool and OpenMP's spinning on the same cores slow each other down. */
 int kn_ctx_init(kn_ctx *ctx, int n_threads, dpo_error *err);
 /* Makes the scratch at least `bytes` large (the one allowed allocation). */
 int kn_ctx_reserve(kn_ctx *ctx, size_t bytes, dpo_error *err);
@@ -64,7 +76,9 @@ typedef struct {
 /* Bytes that a tensor of n floats takes in an arena (rounded to KN_ALIGN). */
 size_t kn_arena_bytes(size_t n_floats);
 int kn_arena_init(kn_arena *a, size_t bytes, dpo_error *err);
-/* n floats, zeroed, 64-byte aligned; NULL when the plan was too small. */
+/* n floats, 64-byte aligned; NULL when the plan was too small. The block is
+ * zeroed once by init; a reset hands the same memory out again as it was
+ * left (a step zeroes its gradients itself), so handing out costs nothing. */
 float *kn_arena_floats(kn_arena *a, size_t n_floats);
 void kn_arena_reset(kn_arena *a);
 void kn_arena_free(kn_arena *a);
@@ -81,9 +95,11 @@ void kn_linear_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, 
 /* -------------------------------------------------------------- conv2d */
 
 /* out[B, OC, Ho, Wo] from inp[B, C, H, W], weight[OC, C, K, K], bias[OC]
- * (may be NULL); Ho = (H + 2 pad - K) / stride + 1, likewise Wo. */
+ * (may be NULL); Ho = (H + 2 pad - K) / stride + 1, likewise Wo. 3x3
+ * stride-1 convolutions use Winograd F(2x2, 3x3) for the output and the
+ * data gradient (float results differ from the direct sum by a few ulps). */
 int kn_conv2d_out_size(int in_size, int K, int stride, int pad);
-size_t kn_conv2d_scratch_bytes(int C, int H, int W, int K, int stride, int pad);
+size_t kn_conv2d_scratch_bytes(int C, int H, int W, int OC, int K, int stride, int pad);
 void kn_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
                        const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
                        int pad);
@@ -103,7 +119,10 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
                             const float *dout, const float *inp, const float *mean,
                             const float *rstd, const float *gamma, int B, int C, int HW, int G);
 
-/* Layer norm over the last dimension of inp[N, C]; mean and rstd [N]. */
+/* Layer norm over the last dimension of inp[N, C]; mean and rstd [N].
+ * Backward takes kn_layer_norm_scratch_bytes of scratch when it returns
+ * dgamma or dbeta (per-chunk partial sums). */
+size_t kn_layer_norm_scratch_bytes(int N, int C);
 void kn_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
                            const float *gamma, const float *beta, int N, int C, float eps);
 void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
@@ -139,9 +158,10 @@ void kn_softmax_backward(kn_ctx *ctx, float *dinp, const float *dout, const floa
  * projections produce them: q[B, Nq, H*D], k and v[B, Nk, H*D],
  * out[B, Nq, H*D]. out = softmax(scale q k^T [+ causal mask]) v per head.
  * causal masks key j > query i (PyTorch's is_causal, top-left aligned).
- * Forward works on blocks of queries, so memory grows with Nq * block, never
- * with Nq * Nk; it saves lse[B, H, Nq] (log-sum-exp of each row) and
- * backward recomputes the probabilities from it (flash-attention style). */
+ * Forward works on tiles of queries x keys with an online softmax
+ * (flash-attention style), so its workspace is a few tiles per thread,
+ * whatever Nq and Nk; it saves lse[B, H, Nq] (log-sum-exp of each row) and
+ * backward recomputes the probabilities from it tile by tile. */
 size_t kn_attention_scratch_bytes(int ctx_threads, int Nq, int Nk);
 void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, const float *k,
                           const float *v, int B, int H, int Nq, int Nk, int D, float scale,
@@ -223,21 +243,36 @@ void kn_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const f
 
 /* ----------------------------------------------------------- benchmark */
 
-/* One timed op at one shape: the median of `repeat` runs after a warm-up. */
+/* One timed op at one shape: the median and the minimum of `repeat` runs
+ * after a warm-up. */
 typedef struct {
   char name[64];       /* e.g. "conv3x3_fwd" */
   char shape[96];      /* human-readable shape */
   double flops;        /* per call */
   double seconds;      /* median */
-  double gflops;
+  double min_seconds;  /* fastest call: the steadier figure on a shared machine */
+  double gflops;       /* from the median */
   int threads;         /* the thread count it ran with */
 } kn_bench_result;
 
+typedef struct {
+  int n_threads;       /* <= 0: the OpenMP default */
+  int repeat;          /* timed calls per case, 1..1000 */
+  int quick;           /* tiny shapes (for tests) */
+  int cpu_time;        /* time with the process CPU clock instead of the wall
+                          clock: with one thread, immune to other jobs on the
+                          machine; with more it also counts waiting threads */
+  const char *only;    /* NULL, or the one case to run */
+  int winograd;        /* sets kn_ctx.winograd_forward for the run */
+} kn_bench_options;
+
 /* Runs the kernel benchmark at SD1.5 shapes: sgemm first (the reference
- * GFLOP/s of this machine in this run), then each op. Fills up to
- * max_results; returns how many, or -1 on failure with err set. When
- * `quick` is set the shapes are small (for tests). */
-int kn_bench_run(int n_threads, int repeat, int quick, kn_bench_result *results, int max_results,
+ * GFLOP/s of this machine in this run), then each op; an unknown `only` is
+ * a usage error. Fills up to max_results; returns how many, or -1 on
+ * failure with err set. */
+int kn_bench_run(const kn_bench_options *options, kn_bench_result *results, int max_results,
                  dpo_error *err);
+/* The names of the cases, in order, for --list; returns how many. */
+int kn_bench_case_names(int quick, const char **names, int max_names);
 
 #endif

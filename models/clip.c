@@ -30,6 +30,7 @@ struct dpo_clip {
   clip_layer *layers;
   md_norm final_ln;
   int B, T, n_run;
+  int planned;
   int32_t *ids;
   md_tensor emb;
 };
@@ -199,7 +200,11 @@ int dpo_clip_load(const char *dir, dpo_clip **out, dpo_error *err) {
   int legacy = dpo_st_find(&st, "text_model.embeddings.token_embedding.weight") != NULL;
   dpo_st_close(&st);
   snprintf(m->prefix, sizeof m->prefix, "%s", legacy ? "text_model." : "");
-  if (build(m, err) != DPO_OK || md_params_load(&m->params, weights, "CLIPTextModel", err) != DPO_OK) {
+  /* transformers before 4.31 saved the position_ids buffer (0..P-1); it
+   * ignores it on load, and so do we. */
+  static const char *const buffers[] = {"text_model.embeddings.position_ids", "embeddings.position_ids", NULL};
+  if (build(m, err) != DPO_OK ||
+      md_params_load_ignoring(&m->params, weights, "CLIPTextModel", buffers, err) != DPO_OK) {
     dpo_clip_free(m);
     return DPO_ERR_DATA;
   }
@@ -260,6 +265,7 @@ int dpo_clip_plan(dpo_clip *m, kn_ctx *ctx, int B, int T, int clip_skip, int tra
     return dpo_fail(err, DPO_ERR_USAGE, "clip plan: clip_skip %d must lie in [0, %d)", clip_skip,
                     c->num_hidden_layers);
   md_plan_free(&m->plan);
+  m->planned = 0;
   free(m->ids);
   m->ids = malloc((size_t)B * T * sizeof *m->ids);
   if (!m->ids) return dpo_fail(err, DPO_ERR_DATA, "out of memory");
@@ -283,8 +289,10 @@ int dpo_clip_plan(dpo_clip *m, kn_ctx *ctx, int B, int T, int clip_skip, int tra
     md_plan_tensor(p, &l->out, rows * D);
   }
   md_norm_plan(p, &m->final_ln, (int)rows, 1);
-  if (md_plan_alloc(p, err) != DPO_OK) return DPO_ERR_DATA;
-  return kn_ctx_reserve(ctx, p->scratch_bytes, err);
+  if (md_plan_alloc(p, err) != DPO_OK || kn_ctx_reserve(ctx, p->scratch_bytes, err) != DPO_OK)
+    return DPO_ERR_DATA;
+  m->planned = 1;
+  return DPO_OK;
 }
 
 /* -------------------------------------------------------------- passes */
@@ -294,7 +302,7 @@ static kn_activation clip_act(const dpo_clip *m) { return m->cfg.quick_gelu ? KN
 int dpo_clip_forward(dpo_clip *m, kn_ctx *ctx, const int32_t *ids, const float **hidden, dpo_error *err) {
   const dpo_clip_config *c = &m->cfg;
   int B = m->B, T = m->T, rows = B * T, D = c->hidden_size, I = c->intermediate_size;
-  if (!m->ids) return dpo_fail(err, DPO_ERR_USAGE, "clip: forward before dpo_clip_plan");
+  if (!m->planned) return dpo_fail(err, DPO_ERR_USAGE, "clip: forward before dpo_clip_plan");
   for (int i = 0; i < rows; i++)
     if (ids[i] < 0 || ids[i] >= c->vocab_size)
       return dpo_fail(err, DPO_ERR_USAGE, "clip: token id %d at position %d is outside the vocabulary [0, %d)",
@@ -322,7 +330,7 @@ int dpo_clip_forward(dpo_clip *m, kn_ctx *ctx, const int32_t *ids, const float *
 void dpo_clip_backward(dpo_clip *m, kn_ctx *ctx, const float *dhidden) {
   const dpo_clip_config *c = &m->cfg;
   int B = m->B, T = m->T, rows = B * T, D = c->hidden_size, I = c->intermediate_size;
-  if (!m->ids || !m->plan.train) return;   /* the contract: a train plan and a forward */
+  if (!m->planned || !m->plan.train) return;   /* the contract: a train plan and a forward */
   md_plan_zero_grads(&m->plan);
   memcpy(m->final_ln.out.g, dhidden, (size_t)rows * D * sizeof(float));
   md_tensor *x = m->n_run > 0 ? &m->layers[m->n_run - 1].out : &m->emb;

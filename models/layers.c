@@ -97,7 +97,18 @@ static int find_param(const md_params *t, const char *name) {
   return -1;
 }
 
+static int is_ignored(const char *name, const char *const *ignored) {
+  for (int i = 0; ignored && ignored[i]; i++)
+    if (strcmp(name, ignored[i]) == 0) return 1;
+  return 0;
+}
+
 int md_params_load(md_params *t, const char *path, const char *what, dpo_error *err) {
+  return md_params_load_ignoring(t, path, what, NULL, err);
+}
+
+int md_params_load_ignoring(md_params *t, const char *path, const char *what,
+                            const char *const *ignored, dpo_error *err) {
   dpo_safetensors st;
   if (dpo_st_open(&st, path, err) != DPO_OK) return DPO_ERR_DATA;
   int rc = DPO_OK;
@@ -121,7 +132,7 @@ int md_params_load(md_params *t, const char *path, const char *what, dpo_error *
     }
   }
   for (int i = 0; i < st.n_tensors && rc == DPO_OK; i++) {
-    if (find_param(t, st.tensors[i].name) < 0)
+    if (find_param(t, st.tensors[i].name) < 0 && !is_ignored(st.tensors[i].name, ignored))
       rc = dpo_fail(err, DPO_ERR_DATA, "%s: unexpected tensor \"%s\": no parameter of this %s config has that name",
                     path, st.tensors[i].name, what);
   }
@@ -197,16 +208,59 @@ void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n) {
     p->req = req;
     p->cap = cap;
   }
-  p->req[p->n].slot = slot;
-  p->req[p->n].plain = NULL;
-  p->req[p->n].n = n;
-  p->n++;
+  md_request *r = &p->req[p->n++];
+  memset(r, 0, sizeof *r);
+  r->slot = slot;
+  r->n = n;
   p->act_bytes += kn_arena_bytes(n);
-  if (p->train) p->grad_bytes += kn_arena_bytes(n);
+  if (!p->train) return;
+  if (p->group && slot) {
+    r->group = p->group;
+    r->group_offset = p->group_used;
+    p->group_used += kn_arena_bytes(n);
+  } else {
+    p->grad_bytes += kn_arena_bytes(n);
+  }
+}
+
+void md_plan_group_begin(md_plan *p, md_grad_group *g) {
+  g->base = NULL;
+  g->bytes = 0;
+  if (!p->train || p->failed) return;
+  if (p->n_groups == p->cap_groups) {
+    int cap = p->cap_groups ? 2 * p->cap_groups : 64;
+    md_grad_group **groups = realloc(p->groups, (size_t)cap * sizeof *groups);
+    size_t *sizes = realloc(p->group_sizes, (size_t)cap * sizeof *sizes);
+    if (groups) p->groups = groups;
+    if (sizes) p->group_sizes = sizes;
+    if (!groups || !sizes) {
+      p->failed = 1;
+      return;
+    }
+    p->cap_groups = cap;
+  }
+  p->group = g;
+  p->group_used = 0;
+}
+
+void md_plan_group_end(md_plan *p) {
+  if (!p->group) return;
+  p->groups[p->n_groups] = p->group;
+  p->group_sizes[p->n_groups] = p->group_used;
+  p->n_groups++;
+  if (p->group_used > p->shared_bytes) p->shared_bytes = p->group_used;
+  p->group = NULL;
+}
+
+void md_grad_group_zero(const md_grad_group *g) {
+  if (g->base) memset(g->base, 0, g->bytes);
 }
 
 void md_plan_floats(md_plan *p, float **slot, size_t n) {
+  md_grad_group *open = p->group;
+  p->group = NULL;   /* plain floats take no gradient at all */
   md_plan_tensor(p, NULL, n);
+  p->group = open;
   if (p->failed) return;
   p->req[p->n - 1].plain = slot;
   if (p->train) p->grad_bytes -= kn_arena_bytes(n);
@@ -219,7 +273,17 @@ void md_plan_scratch(md_plan *p, size_t bytes) {
 int md_plan_alloc(md_plan *p, dpo_error *err) {
   if (p->failed) return dpo_fail(err, DPO_ERR_DATA, "out of memory while planning activations");
   if (kn_arena_init(&p->acts, p->act_bytes, err) != DPO_OK) return DPO_ERR_DATA;
-  if (p->train && kn_arena_init(&p->grads, p->grad_bytes, err) != DPO_OK) return DPO_ERR_DATA;
+  if (p->train && kn_arena_init(&p->grads, p->grad_bytes + p->shared_bytes, err) != DPO_OK)
+    return DPO_ERR_DATA;
+  float *shared = NULL;
+  if (p->train && p->shared_bytes > 0) {
+    shared = kn_arena_floats(&p->grads, p->shared_bytes / sizeof(float));
+    if (!shared) return dpo_fail(err, DPO_ERR_DATA, "gradient plan too small for the shared region");
+  }
+  for (int i = 0; i < p->n_groups; i++) {
+    p->groups[i]->base = shared;
+    p->groups[i]->bytes = p->group_sizes[i];
+  }
   for (int i = 0; i < p->n; i++) {
     md_request *r = &p->req[i];
     if (r->plain) {
@@ -228,7 +292,8 @@ int md_plan_alloc(md_plan *p, dpo_error *err) {
       continue;
     }
     r->slot->v = kn_arena_floats(&p->acts, r->n);
-    r->slot->g = p->train ? kn_arena_floats(&p->grads, r->n) : NULL;
+    if (r->group) r->slot->g = (float *)((uint8_t *)shared + r->group_offset);
+    else r->slot->g = p->train ? kn_arena_floats(&p->grads, r->n) : NULL;
     if (!r->slot->v || (p->train && !r->slot->g))
       return dpo_fail(err, DPO_ERR_DATA, "activation plan too small (request %d)", i);
   }
@@ -241,6 +306,8 @@ void md_plan_zero_grads(md_plan *p) {
 
 void md_plan_free(md_plan *p) {
   free(p->req);
+  free(p->groups);
+  free(p->group_sizes);
   kn_arena_free(&p->acts);
   kn_arena_free(&p->grads);
   memset(p, 0, sizeof *p);
@@ -292,7 +359,7 @@ void md_norm_init(md_norm *n, md_params *t, const char *prefix, const char *name
 }
 
 void md_conv_plan(md_plan *p, const md_conv *c, int H, int W) {
-  md_plan_scratch(p, kn_conv2d_scratch_bytes(c->C, H, W, c->K, c->stride, c->pad));
+  md_plan_scratch(p, kn_conv2d_scratch_bytes(c->C, H, W, c->OC, c->K, c->stride, c->pad));
 }
 
 void md_conv_forward(kn_ctx *ctx, const md_conv *c, float *out, const float *in, int B, int H, int W) {
@@ -404,6 +471,8 @@ void md_resnet_plan(md_plan *p, md_resnet *r, int B, int H, int W) {
   r->B = B;
   r->H = H;
   r->W = W;
+  md_plan_tensor(p, &r->out, (size_t)B * r->Cout * HW);
+  md_plan_group_begin(p, &r->grads);
   md_norm_plan(p, &r->norm1, B, (int)HW);
   md_plan_tensor(p, &r->a1, (size_t)B * r->Cin * HW);
   md_plan_tensor(p, &r->h1, (size_t)B * r->Cout * HW);
@@ -412,7 +481,7 @@ void md_resnet_plan(md_plan *p, md_resnet *r, int B, int H, int W) {
   md_plan_tensor(p, &r->a2, (size_t)B * r->Cout * HW);
   md_plan_tensor(p, &r->h2, (size_t)B * r->Cout * HW);
   if (r->has_shortcut) md_plan_tensor(p, &r->sc, (size_t)B * r->Cout * HW);
-  md_plan_tensor(p, &r->out, (size_t)B * r->Cout * HW);
+  md_plan_group_end(p);
   md_conv_plan(p, &r->conv1, H, W);
   md_conv_plan(p, &r->conv2, H, W);
   if (r->has_shortcut) md_conv_plan(p, &r->shortcut, H, W);
@@ -443,6 +512,7 @@ void md_resnet_backward(kn_ctx *ctx, md_resnet *r, float *din, const float *in, 
                         const float *temb_act) {
   int B = r->B, H = r->H, W = r->W, HW = H * W;
   size_t n_in = (size_t)B * r->Cin * HW, n_out = (size_t)B * r->Cout * HW;
+  md_grad_group_zero(&r->grads);
   if (r->has_shortcut) {
     kn_add_backward(ctx, r->h2.g, r->sc.g, r->out.g, n_out);
     md_conv_backward(ctx, &r->shortcut, din, r->sc.g, in, B, H, W);
@@ -535,6 +605,8 @@ static void tblock_init(md_tblock *b, md_params *t, const char *prefix, int dim,
 static void tblock_plan(md_plan *p, md_tblock *b, int B, int N, int M) {
   size_t rows = (size_t)B * N;
   b->N = N;
+  md_plan_tensor(p, &b->out, rows * b->dim);
+  md_plan_group_begin(p, &b->grads);
   md_norm_plan(p, &b->norm1, (int)rows, 1);
   md_attention_plan(p, &b->attn1, B, N, N);
   md_plan_tensor(p, &b->x1, rows * b->dim);
@@ -545,7 +617,7 @@ static void tblock_plan(md_plan *p, md_tblock *b, int B, int N, int M) {
   md_plan_tensor(p, &b->ffp, rows * 2 * b->ff_inner);
   md_plan_tensor(p, &b->ffg, rows * b->ff_inner);
   md_plan_tensor(p, &b->ffo, rows * b->dim);
-  md_plan_tensor(p, &b->out, rows * b->dim);
+  md_plan_group_end(p);
 }
 
 static void tblock_forward(kn_ctx *ctx, md_tblock *b, const float *x, const float *enc) {
@@ -568,6 +640,7 @@ static void tblock_backward(kn_ctx *ctx, md_tblock *b, float *dx, const float *x
                             const float *enc) {
   int rows = b->attn1.B * b->N;
   size_t n = (size_t)rows * b->dim;
+  md_grad_group_zero(&b->grads);
   kn_add_backward(ctx, b->ffo.g, b->x2.g, b->out.g, n);
   md_linear_backward(ctx, &b->ff_out, b->ffg.g, b->ffo.g, b->ffg.v, rows);
   kn_geglu_backward(ctx, b->ffp.g, b->ffg.g, b->ffp.v, rows, b->ff_inner);

@@ -66,6 +66,10 @@ void md_params_free(md_params *t);
  * wrong shape, a non-float dtype or a tensor no parameter claims fails with
  * the tensor's name. `what` names the model in messages. */
 int md_params_load(md_params *t, const char *path, const char *what, dpo_error *err);
+/* The same, skipping the tensors named in `ignored` (NULL-terminated): buffers
+ * that older writers saved beside the parameters. */
+int md_params_load_ignoring(md_params *t, const char *path, const char *what,
+                            const char *const *ignored, dpo_error *err);
 /* PyTorch's default initialisation from a Philox stream per parameter:
  * weights of linear and conv layers U(-1/sqrt(fan_in), 1/sqrt(fan_in)) and
  * their biases likewise; norm scales 1 and shifts 0; embedding tables
@@ -76,10 +80,21 @@ int md_params_save(const md_params *t, const char *path, dpo_error *err);
 
 /* ---------------------------------------------------------- activations */
 
+/* The gradients internal to one layer (a resnet, a transformer block) are
+ * needed only while that layer's backward runs: they live in a region shared
+ * by all such layers, which the layer zeroes when its backward starts. Only
+ * the gradients that cross layers (outputs, inputs) get memory of their own. */
+typedef struct {
+  float *base;
+  size_t bytes;
+} md_grad_group;
+
 typedef struct {
   md_tensor *slot;      /* a tensor (value and, when training, gradient) */
   float **plain;        /* or plain floats without a gradient (saved statistics) */
   size_t n;
+  md_grad_group *group; /* its gradient lives in the shared region (see above) */
+  size_t group_offset;  /* bytes into the shared region */
 } md_request;
 
 typedef struct {
@@ -91,6 +106,12 @@ typedef struct {
   size_t grad_bytes;
   size_t scratch_bytes; /* the largest kernel scratch of any call */
   int threads;          /* for the attention scratch estimate */
+  md_grad_group *group; /* open group, if any */
+  size_t group_used;    /* bytes of the open group */
+  size_t shared_bytes;  /* the largest group */
+  md_grad_group **groups;
+  size_t *group_sizes;
+  int n_groups, cap_groups;
   kn_arena acts;
   kn_arena grads;
   int failed;
@@ -102,6 +123,12 @@ void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n);
 /* Requests n floats that need no gradient (e.g. saved norm statistics). */
 void md_plan_floats(md_plan *p, float **slot, size_t n);
 void md_plan_scratch(md_plan *p, size_t bytes);
+/* Tensors requested between begin and end keep their gradient in the shared
+ * region; the layer calls md_grad_group_zero at the start of its backward
+ * and must not read those gradients once its backward has returned. */
+void md_plan_group_begin(md_plan *p, md_grad_group *g);
+void md_plan_group_end(md_plan *p);
+void md_grad_group_zero(const md_grad_group *g);
 /* Allocates both arenas and fills every requested slot. */
 int md_plan_alloc(md_plan *p, dpo_error *err);
 /* Zeroes every activation gradient (before a backward pass). */
@@ -174,6 +201,7 @@ typedef struct {
   int Cin, Cout;
   int B, H, W;
   md_tensor a1, h1, tproj, a2, h2, sc, out;
+  md_grad_group grads;  /* every gradient but out's */
 } md_resnet;
 
 void md_resnet_init(md_resnet *r, md_params *t, const char *prefix, int Cin, int Cout, int temb_dim,
@@ -213,6 +241,7 @@ typedef struct {
   int dim, ff_inner;
   int N;
   md_tensor x1, x2, ffp, ffg, ffo, out;
+  md_grad_group grads;  /* every gradient but out's */
 } md_tblock;
 
 typedef struct {

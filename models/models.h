@@ -177,11 +177,13 @@ int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err);
 /* Encodes to the posterior's mean and a sample mean + std * noise, the noise
  * standard normals from the Philox stream (seed, stream) (element i of the
  * latent batch is normal i). Either output may be NULL. Both are multiplied
- * by scaling_factor when `scaled` is set (what the pipelines feed the UNet). */
+ * by scaling_factor when `scaled` is set (what the pipelines feed the UNet).
+ * Does nothing without a plan. */
 void dpo_vae_encode(dpo_vae *v, kn_ctx *ctx, const float *image, uint64_t seed, uint64_t stream,
                     int scaled, float *mean, float *sample);
 /* image[B, out_channels, H, W] from latents (divided by scaling_factor first
- * when `scaled`); the returned buffer belongs to the model. */
+ * when `scaled`); the returned buffer belongs to the model (NULL without a
+ * plan). */
 const float *dpo_vae_decode(dpo_vae *v, kn_ctx *ctx, const float *latents, int scaled);
 
 #endif

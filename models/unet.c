@@ -562,7 +562,9 @@ int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int trai
   return DPO_OK;
 }
 
-size_t dpo_unet_plan_bytes(const dpo_unet *u) { return u->plan.act_bytes + u->plan.grad_bytes; }
+size_t dpo_unet_plan_bytes(const dpo_unet *u) {
+  return u->plan.act_bytes + u->plan.grad_bytes + u->plan.shared_bytes;
+}
 
 /* -------------------------------------------------------------- forward */
 

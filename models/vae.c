@@ -37,6 +37,7 @@ typedef struct {
 struct dpo_vae {
   dpo_vae_config cfg;
   int legacy_attn;          /* mid-block attention named query/key/value/proj_attn */
+  int planned;
   json_t *config_json;
   md_params params;
   md_plan plan;
@@ -334,6 +335,7 @@ int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err) {
   if (B <= 0 || H <= 0 || W <= 0 || H % f != 0 || W % f != 0)
     return dpo_fail(err, DPO_ERR_USAGE, "vae plan: %dx%d images must be divisible by %d", H, W, f);
   md_plan_free(&v->plan);
+  v->planned = 0;
   md_plan *p = &v->plan;
   md_plan_init(p, 0, ctx->n_threads);
   v->B = B;
@@ -378,7 +380,9 @@ int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err) {
   md_plan_tensor(p, &v->dec_out, (size_t)B * c->out_channels * H * W);
   md_conv_plan(p, &v->dec_conv_out, H, W);
   if (md_plan_alloc(p, err) != DPO_OK) return DPO_ERR_DATA;
-  return kn_ctx_reserve(ctx, p->scratch_bytes, err);
+  if (kn_ctx_reserve(ctx, p->scratch_bytes, err) != DPO_OK) return DPO_ERR_DATA;
+  v->planned = 1;
+  return DPO_OK;
 }
 
 /* -------------------------------------------------------------- passes */
@@ -432,6 +436,7 @@ void dpo_vae_encode(dpo_vae *v, kn_ctx *ctx, const float *image, uint64_t seed, 
                     float *mean, float *sample) {
   const dpo_vae_config *c = &v->cfg;
   int B = v->B, n = c->n_blocks, L = c->latent_channels, hw = v->h * v->w;
+  if (!v->planned) return;
   memcpy(v->image.v, image, (size_t)B * c->in_channels * v->H * v->W * sizeof(float));
   md_conv_forward(ctx, &v->enc_conv_in, v->e0.v, v->image.v, B, v->H, v->W);
   const float *x = v->e0.v;
@@ -464,6 +469,7 @@ const float *dpo_vae_decode(dpo_vae *v, kn_ctx *ctx, const float *latents, int s
   const dpo_vae_config *c = &v->cfg;
   int B = v->B, n = c->n_blocks, L = c->latent_channels;
   size_t n_lat = (size_t)B * L * v->h * v->w;
+  if (!v->planned) return NULL;
   float inv = scaled ? 1.0f / c->scaling_factor : 1.0f;
   for (size_t i = 0; i < n_lat; i++) v->latent_in.v[i] = latents[i] * inv;
   const float *z = v->latent_in.v;

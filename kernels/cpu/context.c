@@ -1,5 +1,5 @@
-/* The CPU context: thread count (shared by OpenMP and OpenBLAS) and the
- * scratch that ops with workspace borrow. */
+/* The CPU context: the thread count (OpenMP's; OpenBLAS runs on one thread
+ * per call) and the scratch that ops with workspace borrow. */
 #include <omp.h>
 #include <stdlib.h>
 
@@ -11,8 +11,35 @@ int kn_ctx_init(kn_ctx *ctx, int n_threads, dpo_error *err) {
   if (n_threads <= 0) n_threads = omp_get_max_threads();
   if (n_threads > 1024) return dpo_fail(err, DPO_ERR_USAGE, "kernels: %d threads is too many", n_threads);
   ctx->n_threads = n_threads;
-  openblas_set_num_threads(n_threads);
+  openblas_set_num_threads(1); /* see kn_sgemm */
   return DPO_OK;
+}
+
+void kn_gemm(kn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc) {
+  int T = kn_threads(ctx);
+  int split_rows = M >= N;
+  int dim = split_rows ? M : N;
+  /* Slabs of a multiple of 16 (whole vector registers); small products on
+   * one thread. */
+  int slab = ((dim + T - 1) / T + 15) / 16 * 16;
+  if (T == 1 || 2.0 * M * N * K < 4e6 || slab >= dim) {
+    kn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  int n_slabs = (dim + slab - 1) / slab;
+#pragma omp parallel for num_threads(T) schedule(static)
+  for (int t = 0; t < n_slabs; t++) {
+    int lo = t * slab, len = dim - lo < slab ? dim - lo : slab;
+    if (split_rows) {
+      /* Rows lo.. of op(A): row m of A, or column m when A is transposed. */
+      const float *a = trans_a ? A + lo : A + (size_t)lo * lda;
+      kn_sgemm(trans_a, trans_b, len, N, K, alpha, a, lda, B, ldb, beta, C + (size_t)lo * ldc, ldc);
+    } else {
+      const float *b = trans_b ? B + (size_t)lo * ldb : B + lo;
+      kn_sgemm(trans_a, trans_b, M, len, K, alpha, A, lda, b, ldb, beta, C + lo, ldc);
+    }
+  }
 }
 
 int kn_ctx_reserve(kn_ctx *ctx, size_t bytes, dpo_error *err) {

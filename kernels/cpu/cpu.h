@@ -4,6 +4,9 @@
 
 #include <cblas.h>
 #include <math.h>
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -18,13 +21,36 @@ static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ct
  * each output is computed by one thread in a fixed order either way). */
 static inline int kn_team(const kn_ctx *ctx, size_t work) { return work < 32768 ? 1 : kn_threads(ctx); }
 
-/* Row-major sgemm: C[M, N] = alpha op(A) op(B) + beta C. */
+/* Row-major sgemm on the calling thread: C[M, N] = alpha op(A) op(B) + beta C.
+ * OpenBLAS runs single-threaded (kn_ctx_init sets it): all threading is
+ * OpenMP's, because two thread pools spinning on the same cores slow each
+ * other down several-fold. */
 static inline void kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                             const float *A, int lda, const float *B, int ldb, float beta, float *C,
                             int ldc) {
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
               M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
+
+/* The same product with the rows (or columns, whichever are more) of C
+ * split over the context's threads, each running kn_sgemm on its slab. No
+ * thread sums over K for another, so the result is fixed for a thread
+ * count. Defined in context.c. */
+void kn_gemm(kn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+             int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* 3x3, stride-1 convolution by Winograd F(2x2, 3x3) (winograd.c). The
+ * scratch holds kn_winograd_scratch_floats(C, OC, Ho, Wo) floats: first
+ * kn_winograd_weights transforms weight[OC][C][3][3] into it (with flip
+ * set, the kernel used is weight[C][OC] transposed and rotated by 180
+ * degrees, which makes the call a convolution's data gradient), then each
+ * image is out[OC, Ho, Wo] (+)= conv(img[C, H, W]) + bias. Images wider
+ * than kn_winograd_fits allows take the im2col route. */
+size_t kn_winograd_scratch_floats(int C, int OC, int Ho, int Wo);
+int kn_winograd_fits(int W, int pad);
+void kn_winograd_weights(kn_ctx *ctx, float *scratch, const float *weight, int C, int OC, int flip);
+void kn_winograd_conv3x3(kn_ctx *ctx, float *out, const float *img, const float *bias, int C, int H,
+                         int W, int OC, int pad, int accumulate, float *scratch);
 
 /* exp(x) for x <= 0-ish arguments of softmax, written so that the compiler
  * vectorises a loop over it (glibc's expf does not vectorise without
@@ -55,48 +81,93 @@ static inline float kn_expf(float x) {
  * a serial chain it may not reorder), and the result depends only on n. */
 #define KN_LANES 16
 
+/* The row max is the one reduction that gcc does not vectorise from plain
+ * C (it keeps 16 scalar max chains), so it is written with intrinsics where
+ * the compiler targets AVX-512 or AVX2. A max is exact, so every version
+ * returns the same value. */
+#if defined(__AVX512F__)
 static inline float kn_row_max(const float *x, int n) {
-  float lanes[KN_LANES];
-  for (int l = 0; l < KN_LANES; l++) lanes[l] = -INFINITY;
+  __m512 acc = _mm512_set1_ps(-INFINITY);
   int j = 0;
-  for (; j + KN_LANES <= n; j += KN_LANES)
-    for (int l = 0; l < KN_LANES; l++) lanes[l] = x[j + l] > lanes[l] ? x[j + l] : lanes[l];
-  float m = -INFINITY;
-  for (int l = 0; l < KN_LANES; l++) m = lanes[l] > m ? lanes[l] : m;
+  for (; j + 16 <= n; j += 16) acc = _mm512_max_ps(acc, _mm512_loadu_ps(x + j));
+  float m = _mm512_reduce_max_ps(acc);
   for (; j < n; j++) m = x[j] > m ? x[j] : m;
   return m;
 }
+#elif defined(__AVX2__)
+static inline float kn_row_max(const float *x, int n) {
+  __m256 acc = _mm256_set1_ps(-INFINITY);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) acc = _mm256_max_ps(acc, _mm256_loadu_ps(x + j));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, acc);
+  float m = -INFINITY;
+  for (int l = 0; l < 8; l++) m = lanes[l] > m ? lanes[l] : m;
+  for (; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+#else
+static inline float kn_row_max(const float *x, int n) {
+  float m = -INFINITY;
+  for (int j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+#endif
+
+/* Lanes are combined pairwise (8 + 8, 4 + 4, ...): a fixed order, and a
+ * dependency chain of 4 adds instead of 16. */
+static inline float kn_lanes_total(float lanes[KN_LANES]) {
+  for (int width = KN_LANES / 2; width >= 1; width /= 2)
+    for (int l = 0; l < width; l++) lanes[l] += lanes[l + width];
+  return lanes[0];
+}
+
+/* The lanes live in a GCC/Clang vector value, which the compiler keeps in a
+ * register (a float[16] accumulator ends up in memory, and every iteration
+ * then waits on a store-to-load round trip). Lane l sums elements l, l+16,
+ * l+32, ... whatever the instruction set, so the result is the same on
+ * every x86 build. */
+typedef float kn_f16 __attribute__((vector_size(KN_LANES * sizeof(float))));
+
+static inline kn_f16 kn_load16(const float *p) {
+  kn_f16 v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline float kn_f16_total(kn_f16 v) {
+  float lanes[KN_LANES];
+  memcpy(lanes, &v, sizeof lanes);
+  return kn_lanes_total(lanes);
+}
 
 static inline float kn_row_sum(const float *x, int n) {
-  float lanes[KN_LANES] = {0};
+  kn_f16 acc = {0};
   int j = 0;
-  for (; j + KN_LANES <= n; j += KN_LANES)
-    for (int l = 0; l < KN_LANES; l++) lanes[l] += x[j + l];
-  float s = 0.0f;
-  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j + KN_LANES <= n; j += KN_LANES) acc += kn_load16(x + j);
+  float s = kn_f16_total(acc);
   for (; j < n; j++) s += x[j];
   return s;
 }
 
 /* sum (x - m)^2 and sum a (x - m), in lanes like kn_row_sum. */
 static inline float kn_row_sq_centered(const float *x, float m, int n) {
-  float lanes[KN_LANES] = {0};
+  kn_f16 acc = {0};
   int j = 0;
-  for (; j + KN_LANES <= n; j += KN_LANES)
-    for (int l = 0; l < KN_LANES; l++) lanes[l] += (x[j + l] - m) * (x[j + l] - m);
-  float s = 0.0f;
-  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j + KN_LANES <= n; j += KN_LANES) {
+    kn_f16 d = kn_load16(x + j) - m;
+    acc += d * d;
+  }
+  float s = kn_f16_total(acc);
   for (; j < n; j++) s += (x[j] - m) * (x[j] - m);
   return s;
 }
 
 static inline float kn_row_dot_centered(const float *a, const float *x, float m, int n) {
-  float lanes[KN_LANES] = {0};
+  kn_f16 acc = {0};
   int j = 0;
-  for (; j + KN_LANES <= n; j += KN_LANES)
-    for (int l = 0; l < KN_LANES; l++) lanes[l] += a[j + l] * (x[j + l] - m);
-  float s = 0.0f;
-  for (int l = 0; l < KN_LANES; l++) s += lanes[l];
+  for (; j + KN_LANES <= n; j += KN_LANES) acc += kn_load16(a + j) * (kn_load16(x + j) - m);
+  float s = kn_f16_total(acc);
   for (; j < n; j++) s += a[j] * (x[j] - m);
   return s;
 }

@@ -47,29 +47,39 @@ void kn_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, co
   }
 }
 
+/* One pass per group reads x and dy once for all three gradients: the
+ * per-channel sums that dgamma and dbeta need are the same ones that dx's
+ * two means are built from. A thread owns a group for every image, so it
+ * owns that group's channels of dgamma and dbeta and adds the images into
+ * them in order. dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
+ * dxhat = dy gamma. */
 void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
                             const float *dout, const float *inp, const float *mean,
                             const float *rstd, const float *gamma, int B, int C, int HW, int G) {
   int cpg = C / G;
   size_t group_size = (size_t)cpg * HW;
-  if (dinp) {
-    /* dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)), dxhat = dy gamma. */
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
-    for (int bg = 0; bg < B * G; bg++) {
-      int g = bg % G;
-      const float *x = inp + (size_t)bg * group_size;
-      const float *dy = dout + (size_t)bg * group_size;
-      float *dx = dinp + (size_t)bg * group_size;
+  for (int g = 0; g < G; g++) {
+    for (int b = 0; b < B; b++) {
+      size_t bg = (size_t)b * G + g;
+      const float *x = inp + bg * group_size, *dy = dout + bg * group_size;
       float m = mean[bg], r = rstd[bg];
       double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
       for (int cc = 0; cc < cpg; cc++) {
-        float w = gamma ? gamma[g * cpg + cc] : 1.0f;
+        int c = g * cpg + cc;
+        float w = gamma ? gamma[c] : 1.0f;
         const float *xc = x + (size_t)cc * HW, *dyc = dy + (size_t)cc * HW;
-        sum_dxhat += (double)w * kn_row_sum(dyc, HW);
-        sum_dxhat_xhat += (double)w * r * kn_row_dot_centered(dyc, xc, m, HW);
+        float sum_dy = kn_row_sum(dyc, HW);
+        float sum_dy_xhat = r * kn_row_dot_centered(dyc, xc, m, HW);
+        if (dgamma) dgamma[c] += sum_dy_xhat;
+        if (dbeta) dbeta[c] += sum_dy;
+        sum_dxhat += (double)w * sum_dy;
+        sum_dxhat_xhat += (double)w * sum_dy_xhat;
       }
+      if (!dinp) continue;
       float mean_dxhat = (float)(sum_dxhat / (double)group_size);
       float mean_dxhat_xhat = (float)(sum_dxhat_xhat / (double)group_size);
+      float *dx = dinp + bg * group_size;
       for (int cc = 0; cc < cpg; cc++) {
         float w = gamma ? gamma[g * cpg + cc] : 1.0f;
         const float *xc = x + (size_t)cc * HW, *dyc = dy + (size_t)cc * HW;
@@ -79,23 +89,6 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
           dxc[i] += r * (dyc[i] * w - mean_dxhat - xhat * mean_dxhat_xhat);
         }
       }
-    }
-  }
-  if (dgamma || dbeta) {
-    /* One thread per channel, images in order: a fixed summation order. */
-#pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
-    for (int c = 0; c < C; c++) {
-      int g = c / cpg;
-      double sg = 0.0, sb = 0.0;
-      for (int b = 0; b < B; b++) {
-        const float *xc = inp + ((size_t)b * C + c) * HW;
-        const float *dyc = dout + ((size_t)b * C + c) * HW;
-        float m = mean[b * G + g], r = rstd[b * G + g];
-        sg += (double)r * kn_row_dot_centered(dyc, xc, m, HW);
-        sb += kn_row_sum(dyc, HW);
-      }
-      if (dgamma) dgamma[c] += (float)sg;
-      if (dbeta) dbeta[c] += (float)sb;
     }
   }
 }
@@ -117,58 +110,75 @@ void kn_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, co
   }
 }
 
+/* Rows are taken in fixed chunks; each chunk sums its rows' dgamma and
+ * dbeta terms into its own partial (in the scratch) while the rows are in
+ * cache for dx, and the partials are added chunk by chunk in order at the
+ * end. x and dy are read once, and the result does not depend on the
+ * thread count. */
+#define LN_CHUNK_ROWS 64
+
+size_t kn_layer_norm_scratch_bytes(int N, int C) {
+  size_t chunks = (size_t)(N + LN_CHUNK_ROWS - 1) / LN_CHUNK_ROWS;
+  return chunks * 2 * (size_t)C * sizeof(float);
+}
+
+/* dx of one row: rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)). */
+static void layer_norm_row_dx(float *dx, const float *dy, const float *x, const float *gamma,
+                              float m, float r, int C) {
+  kn_f16 l1 = {0}, l2 = {0};
+  int c = 0;
+  for (; c + KN_LANES <= C; c += KN_LANES) {
+    kn_f16 dxhat = kn_load16(dy + c);
+    if (gamma) dxhat *= kn_load16(gamma + c);
+    l1 += dxhat;
+    l2 += dxhat * (kn_load16(x + c) - m);
+  }
+  float s1 = kn_f16_total(l1), s2 = kn_f16_total(l2);
+  for (; c < C; c++) {
+    float dxhat = dy[c] * (gamma ? gamma[c] : 1.0f);
+    s1 += dxhat;
+    s2 += dxhat * (x[c] - m);
+  }
+  s1 /= (float)C;
+  s2 = s2 * r / (float)C;
+  for (c = 0; c < C; c++) {
+    float xhat = (x[c] - m) * r;
+    dx[c] += r * (dy[c] * (gamma ? gamma[c] : 1.0f) - s1 - xhat * s2);
+  }
+}
+
 void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
                             const float *dout, const float *inp, const float *mean,
                             const float *rstd, const float *gamma, int N, int C) {
-  if (dinp) {
+  int n_chunks = (N + LN_CHUNK_ROWS - 1) / LN_CHUNK_ROWS;
+  int params = dgamma || dbeta;
+  float *partial = params ? kn_ctx_scratch(ctx, kn_layer_norm_scratch_bytes(N, C)) : NULL;
+  if (params && !partial) abort(); /* out of memory in a planned step */
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
-    for (int n = 0; n < N; n++) {
+  for (int chunk = 0; chunk < n_chunks; chunk++) {
+    float *pg = params ? partial + (size_t)chunk * 2 * C : NULL, *pb = pg ? pg + C : NULL;
+    if (params) memset(pg, 0, sizeof(float) * 2 * (size_t)C);
+    int n1 = (chunk + 1) * LN_CHUNK_ROWS < N ? (chunk + 1) * LN_CHUNK_ROWS : N;
+    for (int n = chunk * LN_CHUNK_ROWS; n < n1; n++) {
       const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-      float *dx = dinp + (size_t)n * C;
       float m = mean[n], r = rstd[n];
-      float l1[KN_LANES] = {0}, l2[KN_LANES] = {0};
-      int c = 0;
-      for (; c + KN_LANES <= C; c += KN_LANES)
-        for (int l = 0; l < KN_LANES; l++) {
-          float dxhat = dy[c + l] * (gamma ? gamma[c + l] : 1.0f);
-          l1[l] += dxhat;
-          l2[l] += dxhat * (x[c + l] - m);
-        }
-      float s1 = 0.0f, s2 = 0.0f;
-      for (int l = 0; l < KN_LANES; l++) s1 += l1[l], s2 += l2[l];
-      for (; c < C; c++) {
-        float dxhat = dy[c] * (gamma ? gamma[c] : 1.0f);
-        s1 += dxhat;
-        s2 += dxhat * (x[c] - m);
-      }
-      s1 /= (float)C;
-      s2 = s2 * r / (float)C;
+      if (dinp) layer_norm_row_dx(dinp + (size_t)n * C, dy, x, gamma, m, r, C);
+      if (!params) continue;
       for (int c = 0; c < C; c++) {
-        float xhat = (x[c] - m) * r;
-        dx[c] += r * (dy[c] * (gamma ? gamma[c] : 1.0f) - s1 - xhat * s2);
+        pg[c] += dy[c] * (x[c] - m) * r;
+        pb[c] += dy[c];
       }
     }
   }
-  if (dgamma || dbeta) {
-    /* Blocks of channels per thread, rows in order within each block. */
-    const int block = 64;
-    int n_blocks = (C + block - 1) / block;
-#pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
-    for (int blk = 0; blk < n_blocks; blk++) {
-      int c0 = blk * block, c1 = c0 + block < C ? c0 + block : C;
-      float sg[64] = {0}, sb[64] = {0};
-      for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C, *dy = dout + (size_t)n * C;
-        float m = mean[n], r = rstd[n];
-        for (int c = c0; c < c1; c++) {
-          sg[c - c0] += dy[c] * (x[c] - m) * r;
-          sb[c - c0] += dy[c];
-        }
-      }
-      for (int c = c0; c < c1; c++) {
-        if (dgamma) dgamma[c] += sg[c - c0];
-        if (dbeta) dbeta[c] += sb[c - c0];
-      }
+  if (!params) return;
+#pragma omp parallel for num_threads(kn_team(ctx, (size_t)n_chunks * C)) schedule(static)
+  for (int c = 0; c < C; c++) {
+    float sg = 0.0f, sb = 0.0f;
+    for (int chunk = 0; chunk < n_chunks; chunk++) {
+      sg += partial[(size_t)chunk * 2 * C + c];
+      sb += partial[(size_t)chunk * 2 * C + C + c];
     }
+    if (dgamma) dgamma[c] += sg;
+    if (dbeta) dbeta[c] += sb;
   }
 }

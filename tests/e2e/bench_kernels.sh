@@ -13,7 +13,12 @@ grep -q '"ratio_to_sgemm": 1[,}]' <<<"$json" || { echo "sgemm is not its own ref
 while IFS= read -r line; do
   python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["gflops"] > 0 and d["seconds"] > 0, d' "$line"
 done <<<"$json"
-for bad in "bench" "bench nothing" "bench kernels --repeat 0" "bench kernels --threads x" "bench kernels --bogus"; do
+# --list names every case; --only runs just the one named.
+[ "$("$DPO" bench kernels --list --quick | head -1)" = sgemm_128 ] || { echo "--list does not start with sgemm_128"; exit 1; }
+only=$("$DPO" bench kernels --quick --repeat 1 --json --only conv3x3_bwd)
+[ "$(grep -c '"op"' <<<"$only")" -eq 1 ] && grep -q '"op": "conv3x3_bwd"' <<<"$only" || { echo "--only ran: $only"; exit 1; }
+for bad in "bench" "bench nothing" "bench kernels --repeat 0" "bench kernels --threads x" "bench kernels --bogus" \
+           "bench kernels --only no_such_case" "bench kernels --only"; do
   set +e
   # shellcheck disable=SC2086
   "$DPO" $bad >/dev/null 2>&1

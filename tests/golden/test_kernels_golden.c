@@ -100,7 +100,18 @@ static void run_linear(kn_ctx *ctx, const golden_case *c) {
   free(out), free(dinp), free(dw), free(db);
 }
 
+static void run_conv2d_once(kn_ctx *ctx, const golden_case *c);
+
+/* Both forward routes: im2col + sgemm (the default) and Winograd. */
 static void run_conv2d(kn_ctx *ctx, const golden_case *c) {
+  for (int winograd = 0; winograd <= 1; winograd++) {
+    ctx->winograd_forward = winograd;
+    run_conv2d_once(ctx, c);
+  }
+  ctx->winograd_forward = 0;
+}
+
+static void run_conv2d_once(kn_ctx *ctx, const golden_case *c) {
   int B = iparam(c, "B"), C = iparam(c, "C"), H = iparam(c, "H"), W = iparam(c, "W");
   int OC = iparam(c, "OC"), K = iparam(c, "K"), s = iparam(c, "stride"), p = iparam(c, "pad");
   const float *inp = tensor(c, "inp", NULL), *w = tensor(c, "weight", NULL), *b = tensor(c, "bias", NULL);

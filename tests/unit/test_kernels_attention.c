@@ -153,7 +153,7 @@ static void check_repeatable(kn_ctx *ctx) {
 }
 
 /* The scratch that a planner reserves is enough: no growth in the step, and
- * it is linear in Nk (not Nq x Nk). */
+ * it depends on neither Nq nor Nk (tiles only). */
 static void check_scratch_plan(void) {
   kn_ctx ctx;
   dpo_error err;
@@ -165,6 +165,7 @@ static void check_scratch_plan(void) {
   CHECK_INT(ctx.scratch_grows, 0);
   CHECK(kn_attention_scratch_bytes(2, 4096, 4096) < (size_t)4096 * 4096 * sizeof(float) / 4);
   CHECK(kn_attention_scratch_bytes(2, 8192, 4096) == kn_attention_scratch_bytes(2, 4096, 4096));
+  CHECK(kn_attention_scratch_bytes(2, 4096, 8192) == kn_attention_scratch_bytes(2, 4096, 77));
   free_case(&c);
   kn_ctx_free(&ctx);
 }
@@ -180,9 +181,13 @@ int main(void) {
   check_grad(&ctx, 1, 1, 3, 7, 2, 1);  /* causal with more keys than queries */
   check_grad(&ctx, 1, 1, 70, 9, 3, 0); /* more than one query block */
   check_grad(&ctx, 1, 1, 67, 67, 2, 1);
+  check_grad(&ctx, 1, 1, 3, 530, 2, 0); /* three key blocks: the online softmax rescales */
   check_naive(&ctx, 2, 3, 130, 77, 5, 0);
   check_naive(&ctx, 1, 2, 130, 130, 8, 1);
   check_naive(&ctx, 1, 1, 64, 200, 3, 1);
+  check_naive(&ctx, 1, 2, 300, 600, 4, 0);  /* several query and key blocks */
+  check_naive(&ctx, 1, 1, 300, 300, 3, 1);
+  check_naive(&ctx, 1, 1, 5, 700, 2, 1);    /* causal, far more keys than queries */
   check_repeatable(&ctx);
   check_scratch_plan();
   kn_ctx_free(&ctx);

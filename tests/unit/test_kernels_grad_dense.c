@@ -82,7 +82,8 @@ static double conv_reference(const conv_case *c, int b, int oc, int oy, int ox) 
   return s;
 }
 
-static void check_conv(kn_ctx *ctx, int B, int C, int H, int W, int OC, int K, int stride, int pad) {
+static void check_conv_probes(kn_ctx *ctx, int B, int C, int H, int W, int OC, int K, int stride,
+                              int pad, size_t probes) {
   conv_case c = {.B = B, .C = C, .H = H, .W = W, .OC = OC, .K = K, .stride = stride, .pad = pad};
   int Ho = kn_conv2d_out_size(H, K, stride, pad), Wo = kn_conv2d_out_size(W, K, stride, pad);
   size_t n_in = (size_t)B * C * H * W, n_w = (size_t)OC * C * K * K;
@@ -97,7 +98,9 @@ static void check_conv(kn_ctx *ctx, int B, int C, int H, int W, int OC, int K, i
   char label[160];
   snprintf(label, sizeof label, "conv2d B=%d C=%d %dx%d OC=%d K=%d stride=%d pad=%d", B, C, H, W, OC,
            K, stride, pad);
-  CHECK_INT(gc_check(&c.op, label, linear_tol), 0);
+  gc_tol tol = linear_tol;
+  tol.max_probe = probes;
+  CHECK_INT(gc_check(&c.op, label, tol), 0);
   for (int b = 0; b < B; b++)
     for (int oc = 0; oc < OC; oc++)
       for (int oy = 0; oy < Ho; oy++)
@@ -113,6 +116,10 @@ static void check_conv(kn_ctx *ctx, int B, int C, int H, int W, int OC, int K, i
   free(c.inp), free(c.w), free(c.b), free(c.dinp), free(c.dw), free(c.db), free(c.op.out), free(c.op.dout);
 }
 
+static void check_conv(kn_ctx *ctx, int B, int C, int H, int W, int OC, int K, int stride, int pad) {
+  check_conv_probes(ctx, B, C, H, W, OC, K, stride, pad, 0);
+}
+
 int main(void) {
   kn_ctx ctx;
   dpo_error err;
@@ -121,13 +128,21 @@ int main(void) {
   check_linear(&ctx, 3, 5, 7, 1);
   check_linear(&ctx, 6, 4, 3, 0);
   check_linear(&ctx, 9, 17, 66, 1); /* more than one 64-column block of dbias */
-  check_conv(&ctx, 1, 2, 5, 5, 3, 3, 1, 1);
-  check_conv(&ctx, 2, 3, 7, 6, 2, 3, 2, 1);
-  check_conv(&ctx, 2, 2, 6, 5, 3, 3, 1, 0);
-  check_conv(&ctx, 1, 3, 4, 7, 5, 1, 1, 0);
-  check_conv(&ctx, 2, 3, 5, 5, 2, 1, 2, 0);
-  check_conv(&ctx, 1, 2, 3, 3, 2, 3, 1, 2); /* padding wider than the image edge */
-  check_conv(&ctx, 1, 1, 1, 1, 1, 3, 1, 1);
+  /* Every conv case under both forward routes: im2col + sgemm (the default) and Winograd. */
+  for (int winograd = 0; winograd <= 1; winograd++) {
+    ctx.winograd_forward = winograd;
+    check_conv(&ctx, 1, 2, 5, 5, 3, 3, 1, 1);
+    check_conv(&ctx, 2, 3, 7, 6, 2, 3, 2, 1);
+    check_conv(&ctx, 2, 2, 6, 5, 3, 3, 1, 0);
+    check_conv(&ctx, 1, 3, 4, 7, 5, 1, 1, 0);
+    check_conv(&ctx, 2, 3, 5, 5, 2, 1, 2, 0);
+    check_conv(&ctx, 1, 2, 3, 3, 2, 3, 1, 2); /* padding wider than the image edge */
+    check_conv(&ctx, 1, 1, 1, 1, 1, 3, 1, 1);
+    check_conv(&ctx, 1, 1, 4, 4, 1, 3, 1, 3); /* pad 3: Winograd forward, im2col data gradient */
+    check_conv(&ctx, 3, 2, 5, 4, 3, 3, 1, 1); /* several images share the transformed weights */
+    /* Wider than Winograd's row buffer: the im2col route for a 3x3 stride-1 conv. */
+    check_conv_probes(&ctx, 1, 1, 3, 1100, 2, 3, 1, 1, 40);
+  }
   kn_ctx_free(&ctx);
   return test_finish();
 }

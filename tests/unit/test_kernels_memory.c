@@ -18,11 +18,13 @@ static void test_arena(void) {
   CHECK(y >= x + 10 && z >= y + 1);
   CHECK_INT(a.used, a.size);
   CHECK(kn_arena_floats(&a, 1) == NULL); /* the plan is exhausted */
-  z[99] = 5.0f;
+  for (int i = 0; i < 10; i++) CHECK_NEAR(x[i], 0, 0); /* zeroed by init */
+  CHECK_NEAR(z[99], 0, 0);
+  x[3] = 5.0f;
   kn_arena_reset(&a);
   float *again = kn_arena_floats(&a, 10);
   CHECK(again == x);
-  for (int i = 0; i < 10; i++) CHECK_NEAR(again[i], 0, 0); /* handed out zeroed */
+  CHECK_NEAR(again[3], 5.0f, 0); /* the same memory, as it was left */
   kn_arena_free(&a);
   CHECK(a.base == NULL);
 }
@@ -38,13 +40,13 @@ static void test_context(void) {
   /* A conv step inside its plan does not grow the scratch; one outside does
    * and says so. */
   CHECK_INT(kn_ctx_init(&ctx, 2, &err), DPO_OK);
-  CHECK_INT(kn_ctx_reserve(&ctx, kn_conv2d_scratch_bytes(3, 9, 9, 3, 1, 1), &err), DPO_OK);
+  CHECK_INT(kn_ctx_reserve(&ctx, kn_conv2d_scratch_bytes(3, 9, 9, 4, 3, 1, 1), &err), DPO_OK);
   float *inp = gc_randn(2 * 3 * 81, 1, 0), *w = gc_randn(4 * 3 * 9, 1, 0), *out = gc_zeros(2 * 4 * 81);
   float *dinp = gc_zeros(2 * 3 * 81), *dw = gc_zeros(4 * 3 * 9);
   kn_conv2d_forward(&ctx, out, inp, w, NULL, 2, 3, 9, 9, 4, 3, 1, 1);
   kn_conv2d_backward(&ctx, dinp, dw, NULL, out, inp, w, 2, 3, 9, 9, 4, 3, 1, 1);
   CHECK_INT(ctx.scratch_grows, 0);
-  CHECK_INT(kn_conv2d_scratch_bytes(3, 9, 9, 1, 1, 0), 0); /* pointwise: no columns */
+  CHECK_INT(kn_conv2d_scratch_bytes(3, 9, 9, 4, 1, 1, 0), 0); /* pointwise: no columns */
   kn_conv2d_forward(&ctx, out, inp, w, NULL, 1, 3, 9, 9, 4, 3, 1, 1);
   float *big = gc_randn(6 * 81, 1, 0), *wbig = gc_randn(4 * 6 * 9, 1, 0);
   kn_conv2d_forward(&ctx, out, big, wbig, NULL, 1, 6, 9, 9, 4, 3, 1, 1);
@@ -92,9 +94,53 @@ static void test_repeatable(void) {
   kn_ctx_free(&ctx);
 }
 
+/* Large products are split over threads in slabs of rows or columns
+ * (kn_gemm); the gradient checks use shapes too small to be split. Linear
+ * and im2col convolution with two threads must match one thread, for each
+ * way a slab is cut (rows or columns, operands transposed or not). */
+static void run_linear_conv(kn_ctx *ctx, float **res, int N, int IC, int OC) {
+  gc_stream_counter = 500;
+  float *x = gc_randn((size_t)N * IC, 1, 0), *w = gc_randn((size_t)OC * IC, 1, 0), *b = gc_randn((size_t)OC, 1, 0);
+  float *dy = gc_randn((size_t)N * OC, 1, 0);
+  kn_linear_forward(ctx, res[0], x, w, b, N, IC, OC);
+  kn_linear_backward(ctx, res[1], res[2], res[3], dy, x, w, N, IC, OC);
+  /* A stride-2 3x3 convolution takes the im2col route in both directions. */
+  int C = 32, H = 33, W = 31, K = 3, OCc = 40;
+  int Ho = kn_conv2d_out_size(H, K, 2, 1), Wo = kn_conv2d_out_size(W, K, 2, 1);
+  float *img = gc_randn((size_t)C * H * W, 1, 0), *cw = gc_randn((size_t)OCc * C * 9, 0.2f, 0);
+  float *cdy = gc_randn((size_t)OCc * Ho * Wo, 1, 0);
+  kn_conv2d_forward(ctx, res[4], img, cw, NULL, 1, C, H, W, OCc, K, 2, 1);
+  kn_conv2d_backward(ctx, res[5], res[6], NULL, cdy, img, cw, 1, C, H, W, OCc, K, 2, 1);
+  free(x), free(w), free(b), free(dy), free(img), free(cw), free(cdy);
+}
+
+static void test_split_gemm(int N, int IC, int OC) {
+  size_t sizes[7] = {(size_t)N * OC, (size_t)N * IC, (size_t)OC * IC, (size_t)OC,
+                     40 * 17 * 16, 32 * 33 * 31, 40 * 32 * 9};
+  const char *names[7] = {"linear out", "linear dinp", "linear dweight", "linear dbias",
+                          "conv out", "conv dinp", "conv dweight"};
+  float *one[7], *two[7];
+  for (int i = 0; i < 7; i++) one[i] = gc_zeros(sizes[i]), two[i] = gc_zeros(sizes[i]);
+  kn_ctx c1, c2;
+  dpo_error err;
+  CHECK_INT(kn_ctx_init(&c1, 1, &err), DPO_OK);
+  CHECK_INT(kn_ctx_init(&c2, 2, &err), DPO_OK);
+  run_linear_conv(&c1, one, N, IC, OC);
+  run_linear_conv(&c2, two, N, IC, OC);
+  for (int i = 0; i < 7; i++) {
+    double e = gc_max_rel_err(two[i], one[i], sizes[i]);
+    if (e > 1e-5) test_fail(__FILE__, __LINE__, "%s (N=%d IC=%d OC=%d): 2 threads differ from 1 by %.3g", names[i], N, IC, OC, e);
+    free(one[i]), free(two[i]);
+  }
+  kn_ctx_free(&c1);
+  kn_ctx_free(&c2);
+}
+
 int main(void) {
   test_arena();
   test_context();
   test_repeatable();
+  test_split_gemm(300, 200, 100); /* dweight split by columns */
+  test_split_gemm(301, 100, 203); /* dweight split by rows, odd sizes */
   return test_finish();
 }

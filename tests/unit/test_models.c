@@ -29,7 +29,8 @@ static json_t *fixture_config(const char *name) {
 
 /* A model folder in the temp dir: `cfg` as config.json and the fixture's
  * weights rewritten with one tensor dropped, one reshaped, or one added. */
-typedef enum { WEIGHTS_SAME, WEIGHTS_DROP, WEIGHTS_RESHAPE, WEIGHTS_EXTRA, WEIGHTS_LEGACY_ATTN } weights_edit;
+typedef enum { WEIGHTS_SAME, WEIGHTS_DROP, WEIGHTS_RESHAPE, WEIGHTS_EXTRA, WEIGHTS_LEGACY_ATTN,
+               WEIGHTS_POSITION_IDS } weights_edit;
 
 /* The attention names diffusers used before 0.14: to_q -> query, ... */
 static const char *legacy_name(const char *name, char *buf, size_t n) {
@@ -84,6 +85,11 @@ static const char *make_folder(const char *tag, const char *fixture, const char 
   if (edit == WEIGHTS_EXTRA) {
     int64_t shape[1] = {4};
     CHECK(dpo_st_writer_add(&w, tensor, DPO_DTYPE_F32, 1, shape, extra, &err) == DPO_OK);
+  }
+  static int64_t position_ids[12] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+  if (edit == WEIGHTS_POSITION_IDS) {
+    int64_t shape[2] = {1, 12};
+    CHECK(dpo_st_writer_add(&w, tensor, DPO_DTYPE_I64, 2, shape, position_ids, &err) == DPO_OK);
   }
   snprintf(path, sizeof path, "%s/%s", dir, weights_file);
   CHECK(dpo_st_writer_write(&w, path, &err) == DPO_OK);
@@ -199,6 +205,13 @@ static void test_clip_and_vae_bad_files(void) {
     CHECK_CONTAINS(err.msg, "unknown key \"rope_theta\"");
     json_decref(bad);
 
+    /* Older transformers saved the position_ids buffer: it is skipped. */
+    dir = make_folder("clip_position_ids", "clip_quick", "model.safetensors", cfg, WEIGHTS_POSITION_IDS,
+                      "text_model.embeddings.position_ids");
+    CHECK_INT(dpo_clip_load(dir, &m, &err), DPO_OK);
+    dpo_clip_free(m);
+    m = NULL;
+
     /* Token ids outside the vocabulary are refused, not read out of bounds. */
     dir = make_folder("clip_ok", "clip_quick", "model.safetensors", cfg, WEIGHTS_SAME, NULL);
     CHECK_INT(dpo_clip_load(dir, &m, &err), DPO_OK);
@@ -288,7 +301,13 @@ static void test_unet_gradients(void) {
   const dpo_unet_config *c = dpo_unet_get_config(u);
   CHECK_INT(dpo_unet_plan(u, &ctx, B, 5, 4, T, 1, &err), DPO_ERR_USAGE);
   CHECK_CONTAINS(err.msg, "not divisible by 2");
+  /* Gradients internal to resnets and transformer blocks share one region:
+   * a training plan needs far less than twice the forward's memory. */
+  CHECK_INT(dpo_unet_plan(u, &ctx, B, H, W, T, 0, &err), DPO_OK);
+  size_t forward_bytes = dpo_unet_plan_bytes(u);
   CHECK_INT(dpo_unet_plan(u, &ctx, B, H, W, T, 1, &err), DPO_OK);
+  size_t train_bytes = dpo_unet_plan_bytes(u);
+  CHECK(train_bytes > forward_bytes && train_bytes < forward_bytes + forward_bytes / 2);
   size_t n_x = (size_t)B * c->in_channels * H * W, n_enc = (size_t)B * T * c->cross_attention_dim;
   size_t n_out = (size_t)B * c->out_channels * H * W;
   float *x = malloc(n_x * sizeof(float)), *enc = malloc(n_enc * sizeof(float)), *g = malloc(n_out * sizeof(float));

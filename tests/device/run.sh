@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The device check of issue 10, in one run on a machine with an NVIDIA GPU:
+#   1. the binaries: build-bundle/ from tests/device/pack.sh if it was
+#      carried here (the GPU image lacks the project's C libraries), else a
+#      Release build with the CUDA backend for this GPU's architecture only;
+#   2. test_cuda_ops: every CUDA op against the CPU reference (tolerances
+#      stated in the test) and a tiny DPO step;
+#   3. bench_cuda_ops: the CUDA ops timed at SD1.5 shapes;
+#   4. dpo bench kernels: the CPU kernels, for reference;
+#   5. dpo bench train --backend cuda, when this build has it (it says so
+#      when it does not);
+#   6. bench/torch_cuda_baseline.py: PyTorch + diffusers SD1.5 UNet, bf16,
+#      SDPA, forward+backward and a DPO step, time and peak memory.
+# Results go to $OUT (the caller sets it); a summary is printed at the end and
+# written to $OUT/summary.txt. Every number in it is measured by this run;
+# a step that could not run says why instead. Budget: under 8 minutes (each
+# step has its own time limit, cut to what is left).
+#
+# Usage: OUT=/some/dir tests/device/run.sh      (exit 0 only when the op tests pass)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+: "${OUT:?set OUT to the folder for the results}"
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.txt"
+: >"$SUMMARY"
+START=$(date +%s)
+BUDGET=${DPO_DEVICE_BUDGET_S:-450}   # 7.5 minutes, leaving the caller margin
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+left() { echo $((BUDGET - ($(date +%s) - START))); }
+# Seconds for a step: its cap, or what is left of the budget if less.
+limit() {
+  local cap=$1 rest
+  rest=$(left)
+  if [ "$rest" -lt "$cap" ]; then echo "$rest"; else echo "$cap"; fi
+}
+
+note "== dpo device run, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" |
+    sed 's/^/gpu: /' | tee -a "$SUMMARY"
+else
+  note "gpu: nvidia-smi not found"
+fi
+
+# CUDA libraries: the toolkit's, and those of PyTorch's nvidia-* wheels.
+PY=${PYTHON:-python3}
+libdirs=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [ -d "$d" ] && libdirs="$libdirs:$d"; done
+site=$("$PY" -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null || true)
+if [ -n "$site" ] && [ -d "$site/nvidia" ]; then
+  for d in $(find "$site/nvidia" -name 'lib*.so*' -printf '%h\n' 2>/dev/null | sort -u); do libdirs="$libdirs:$d"; done
+fi
+
+# ------------------------------------------------------------- 1. binaries
+if [ -f build-bundle/bundle.tar.xz ]; then
+  rm -rf /tmp/dpo-bundle && mkdir -p /tmp/dpo-bundle
+  tar -C /tmp/dpo-bundle -xJf build-bundle/bundle.tar.xz
+  BIN=/tmp/dpo-bundle/bin
+  TESTS=$BIN
+  export LD_LIBRARY_PATH="/tmp/dpo-bundle/lib$libdirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  note "build: carried build-bundle (tests/device/pack.sh: Release, CUDA sm_80;sm_90, portable CPU code)"
+else
+  export LD_LIBRARY_PATH="${libdirs#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  cudnn_args=()
+  if [ -n "$site" ] && [ -f "$site/nvidia/cudnn/include/cudnn.h" ]; then
+    cudnn_args=(-DDPO_CUDNN_INCLUDE_DIR="$site/nvidia/cudnn/include"
+                -DDPO_CUDNN_LIBRARY="$(ls "$site"/nvidia/cudnn/lib/libcudnn.so* | head -1)")
+  fi
+  t=$(limit 240)
+  if timeout "$t" cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DDPO_CUDA=ON \
+       -DCMAKE_CUDA_ARCHITECTURES=native "${cudnn_args[@]}" >"$OUT/build.log" 2>&1 &&
+     timeout "$t" cmake --build build-device -j "$(nproc)" --target dpo test_cuda_ops bench_cuda_ops \
+       >>"$OUT/build.log" 2>&1; then
+    note "build: Release with CUDA (native architecture) in build-device"
+  else
+    note "build: FAILED (see build.log; on an image without the project's libraries, carry build-bundle from tests/device/pack.sh)"
+    tail -20 "$OUT/build.log"
+    exit 1
+  fi
+  BIN=build-device
+  TESTS=build-device/tests
+fi
+
+# ------------------------------------------------------------- 2. op tests
+t=$(limit 180)
+timeout "$t" "$TESTS/test_cuda_ops" >"$OUT/test_cuda_ops.txt" 2>&1
+ops_rc=$?
+case $ops_rc in
+  0) note "test_cuda_ops: PASSED ($(grep -c ' ok$' "$OUT/test_cuda_ops.txt") tensors within tolerance)" ;;
+  77) note "test_cuda_ops: SKIPPED (no CUDA device visible)" ;;
+  124) note "test_cuda_ops: TIMED OUT after ${t}s" ;;
+  *) note "test_cuda_ops: FAILED (exit $ops_rc); failing tensors:"
+     grep -E 'FAIL|error|cuda:' "$OUT/test_cuda_ops.txt" | head -40 | tee -a "$SUMMARY" ;;
+esac
+grep -E '^  dpo loss' "$OUT/test_cuda_ops.txt" | sed 's/^ */tiny DPO step: /' | tee -a "$SUMMARY"
+
+# --------------------------------------------------------- 3. CUDA op times
+t=$(limit 60)
+timeout "$t" "$TESTS/bench_cuda_ops" --repeat 10 >"$OUT/bench_cuda_ops.txt" 2>&1
+case $? in
+  0) note "bench_cuda_ops (median of 10, synchronised per call):"
+     grep -E 'device|ms|peak' "$OUT/bench_cuda_ops.txt" | sed 's/^/  /' | tee -a "$SUMMARY" ;;
+  77) note "bench_cuda_ops: SKIPPED (no CUDA device visible)" ;;
+  *) note "bench_cuda_ops: FAILED or timed out after ${t}s:"
+     tail -5 "$OUT/bench_cuda_ops.txt" | sed 's/^/  /' | tee -a "$SUMMARY" ;;
+esac
+
+# -------------------------------------------------------- 4. CPU kernels
+t=$(limit 60)
+if timeout "$t" "$BIN/dpo" bench kernels --repeat 3 >"$OUT/bench_kernels_cpu.txt" 2>&1; then
+  note "dpo bench kernels (CPU, $(nproc) cores, median of 3): $(wc -l <"$OUT/bench_kernels_cpu.txt") lines in bench_kernels_cpu.txt"
+  head -4 "$OUT/bench_kernels_cpu.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+else
+  note "dpo bench kernels: FAILED or timed out after ${t}s (see bench_kernels_cpu.txt)"
+fi
+
+# ------------------------------------------------- 5. dpo train on CUDA
+if "$BIN/dpo" bench train --help >/dev/null 2>&1; then
+  t=$(limit 90)
+  if timeout "$t" "$BIN/dpo" bench train --backend cuda >"$OUT/bench_train_cuda.txt" 2>&1; then
+    note "dpo bench train --backend cuda:"
+    tail -5 "$OUT/bench_train_cuda.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+  else
+    note "dpo bench train --backend cuda: FAILED or timed out (see bench_train_cuda.txt)"
+  fi
+else
+  note "dpo bench train --backend cuda: not in this build (the CUDA UNet step is not written yet); nothing measured"
+fi
+
+# ----------------------------------------------- 6. PyTorch baseline
+if ! "$PY" -c 'import diffusers' 2>/dev/null && ls build-bundle/whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/dpo-site \
+    build-bundle/whl/*.whl >/dev/null 2>&1 && export PYTHONPATH=/tmp/dpo-site${PYTHONPATH:+:$PYTHONPATH}
+fi
+t=$(limit 200)
+if [ "$t" -lt 60 ]; then
+  note "torch baseline: skipped, only ${t}s of the budget left"
+elif PYTHONUNBUFFERED=1 timeout "$t" "$PY" bench/torch_cuda_baseline.py --pairs 2 --json "$OUT/torch_baseline.json" \
+     >"$OUT/torch_baseline.txt" 2>&1; then
+  note "torch baseline (diffusers SD1.5 UNet, bf16 autocast, SDPA, 64x64 latents):"
+  sed 's/^/  /' "$OUT/torch_baseline.txt" | tail -12 | tee -a "$SUMMARY"
+else
+  note "torch baseline: FAILED or timed out after ${t}s:"
+  tail -5 "$OUT/torch_baseline.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+fi
+
+note "elapsed: $(($(date +%s) - START)) s"
+[ "$ops_rc" -eq 0 ]
