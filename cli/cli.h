@@ -51,6 +51,8 @@ int cmd_reward_acc(int argc, char **argv);
 void cmd_reward_acc_help(FILE *out);
 int cmd_score(int argc, char **argv);
 void cmd_score_help(FILE *out);
+int cmd_train(int argc, char **argv);
+void cmd_train_help(FILE *out);
 int cmd_world(int argc, char **argv);
 void cmd_world_help(FILE *out);
 int cmd_pretrain(int argc, char **argv);

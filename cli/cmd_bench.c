@@ -74,10 +74,13 @@ typedef struct {
 
 int bench_unet(int argc, char **argv);  /* cli/bench_unet.c */
 void bench_unet_help(FILE *out);
+int bench_train(int argc, char **argv);  /* cli/bench_train.c */
+void bench_train_help(FILE *out);
 
 static const bench_subject subjects[] = {
     {"kernels", bench_kernels},
     {"unet", bench_unet},
+    {"train", bench_train},
 };
 
 int cmd_bench(int argc, char **argv) {
@@ -109,4 +112,5 @@ void cmd_bench_help(FILE *out) {
           "                precise; off by default in training and sampling\n"
           "  --quick       tiny shapes (for tests)\n");
   bench_unet_help(out);
+  bench_train_help(out);
 }

@@ -8,7 +8,7 @@
 #include "dpo_version.h"
 
 static const cli_command commands[] = {
-    {"bench", "benchmark the kernels (dpo bench kernels)", cmd_bench, cmd_bench_help},
+    {"bench", "built-in benchmarks: dpo bench kernels|unet|train", cmd_bench, cmd_bench_help},
     {"help", "show help for dpo or for one command", cmd_help, cmd_help_help},
     {"version", "print the version", cmd_version, cmd_version_help},
     {"inspect", "validate and describe safetensors, PNG and JPEG files", cmd_inspect, cmd_inspect_help},
@@ -24,6 +24,7 @@ static const cli_command commands[] = {
      cmd_reward_acc_help},
     {"score", "score a run folder's images (built-in or HTTP scorers): mean and median with intervals", cmd_score,
      cmd_score_help},
+    {"train", "Diffusion-DPO / SFT fine-tuning of a pipeline on preference pairs", cmd_train, cmd_train_help},
     {"world", "the built-in shapes world: render prompts, list prompt splits, judge images", cmd_world, cmd_world_help},
     {"pretrain", "train the shapes-world base model (small pixel-space pipeline) from scratch", cmd_pretrain, cmd_pretrain_help},
     {"demo", "the whole Diffusion-DPO loop on the built-in shapes world, with a measured result", cmd_demo, cmd_demo_help},

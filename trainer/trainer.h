@@ -563,4 +563,133 @@ int dpo_pipeline_load(const char *dir, dpo_pipeline *p, dpo_error *err);
 int dpo_pipeline_save(const dpo_pipeline *p, const char *dir, dpo_error *err);
 void dpo_pipeline_free(dpo_pipeline *p);
 
+/* ============================================================ training step
+ *
+ * One Diffusion-DPO (or SFT) forward and backward over a micro-batch of B
+ * pairs, as the official train.py computes it: winners and losers run as
+ * one batch of 2B (winners first), each pair's two images share one timestep
+ * t[i] and one noise draw; noisy = add_noise(x0, noise, t); the target is the
+ * noise (epsilon) or the velocity (v_prediction); per-sample MSE is the mean
+ * over the C*H*W elements; the frozen reference sees the same inputs. The
+ * gradient of loss * grad_scale is ACCUMULATED into the policy's parameter
+ * gradients (and, when dtext is not NULL, into dtext[B, T, D], the gradient
+ * w.r.t. the text states, winner and loser summed). */
+typedef struct {
+  dpo_unet *policy;
+  dpo_unet *reference;       /* NULL for SFT */
+  dpo_scheduler sched;       /* training schedule (DDPM betas of the config) */
+  kn_ctx *ctx;
+  int B, C, H, W, T, D;
+  float *sample;             /* [2B, C, H, W] noisy inputs */
+  float *target;             /* [2B, C, H, W] */
+  float *dpred;              /* [2B, C, H, W] */
+  float *text2;              /* [2B, T, D] */
+  float *dtext2;             /* [2B, T, D] */
+  float *timesteps;          /* [2B] */
+  float *mse_model, *mse_ref, *grad_mse;   /* [2B] */
+} dpo_train_step;
+
+int dpo_train_step_init(dpo_train_step *s, dpo_unet *policy, dpo_unet *reference,
+                        const dpo_scheduler_config *sched, kn_ctx *ctx, int B, int H, int W, int T,
+                        dpo_error *err);
+/* x0_w, x0_l, noise: [B, C, H, W]; text: [B, T, D]; t: [B] in [0, T_train);
+ * label: [B] (NULL: all 1). sft selects the SFT loss (beta unused). */
+int dpo_train_step_run(dpo_train_step *s, const float *x0_w, const float *x0_l, const float *text,
+                       const float *noise, const int *t, const float *label, int sft, double beta,
+                       double grad_scale, float *dtext, dpo_loss_stats *stats, dpo_error *err);
+void dpo_train_step_free(dpo_train_step *s);
+
+/* ==================================================== images and the cache
+ *
+ * Preprocessing as the official transforms: Resize(resolution) of the
+ * shorter side (bilinear with antialiasing: a triangle filter widened by the
+ * scale when shrinking), RandomCrop or CenterCrop to resolution x
+ * resolution, an optional horizontal flip, then [0, 255] -> [-1, 1], CHW.
+ * The winner and the loser of a pair get the same crop and flip.
+ *
+ * The cache (DPO_CACHE_VERSION): for a pairs file, a base pipeline's VAE
+ * (or pixel space), text encoder and tokenizer, a resolution and centre
+ * crop, the model inputs x0 of every image (VAE latent: a posterior sample
+ * with a fixed per-image noise, times scaling_factor; pixel space: the
+ * pixels) unflipped and, with hflip, flipped, and the text encoder's hidden
+ * states of every caption and of the empty prompt. Stored under
+ * ROOT/<key>/ as shard-NNNNN.safetensors files and index.json (written last:
+ * a cache without it is rebuilt). Random crops are not cached (each step
+ * encodes its own crop), nor is the text with --train-text-encoder. */
+#define DPO_CACHE_VERSION 1
+#define DPO_CACHE_PAIRS_PER_SHARD 64
+
+/* The size of an image after Resize(resolution) of its shorter side. */
+void dpo_image_resized_size(int width, int height, int resolution, int *out_w, int *out_h);
+/* The crop origin in a resized image: centre as torchvision's CenterCrop
+ * (u < 0), or offsets floor(u * (h - res + 1)), floor(v * (w - res + 1)). */
+void dpo_image_crop_origin(int width, int height, int resolution, double u, double v, int *top, int *left);
+/* RGB image -> resized, cropped, optionally flipped, [-1, 1], out[3, res, res]. */
+int dpo_image_to_model_input(const dpo_image *img, int resolution, double crop_u, double crop_v, int flip,
+                             float *out, dpo_error *err);
+
+/* ============================================================ dpo train */
+
+typedef struct {
+  const char *base_dir;
+  const char *pairs_path;
+  const char *out_dir;
+  const char *cache_dir;      /* NULL: OUT/cache */
+  int no_cache;
+  int sft;
+  double beta;
+  double lr;
+  int scale_lr;
+  int64_t warmup_steps;
+  double warmup_frac;         /* < 0: use warmup_steps */
+  int64_t max_steps;
+  int batch_size;
+  int grad_accum;
+  dpo_optim_kind optimizer;
+  double weight_decay;        /* < 0: the optimizer's default */
+  double max_grad_norm;       /* <= 0: no clipping */
+  int resolution;
+  int random_crop;
+  int hflip;
+  double proportion_empty_prompts;
+  dpo_ties_mode ties;
+  const char *model_filter;
+  uint64_t seed;
+  int64_t checkpoint_every;   /* <= 0: none */
+  int keep_checkpoints;       /* < 1: keep all */
+  const char *resume;         /* NULL, "latest" or a checkpoint folder */
+  int train_text_encoder;
+  int threads;
+  int64_t stop_after;         /* > 0: stop (as if killed) after this many steps of this run, no final save */
+  FILE *progress;             /* TTY line per step; NULL: none */
+  FILE *info;                 /* sentences (effective lr, convention); NULL: none */
+} dpo_train_options;
+
+void dpo_train_options_default(dpo_train_options *o);
+
+typedef struct {
+  int64_t steps_done;         /* optimizer steps of the model in OUT */
+  int64_t resumed_from;       /* -1 when fresh */
+  double effective_lr;
+  dpo_loss_stats last;        /* stats of the last step */
+  int cache_hit;              /* the cache existed */
+  int n_pairs;
+} dpo_train_result;
+
+/* Runs training; on success OUT holds the final pipeline (model_index.json
+ * written last), train_log.jsonl and the checkpoints. On failure before the
+ * first checkpoint, an OUT this call created is removed. */
+int dpo_train(const dpo_train_options *o, dpo_train_result *res, dpo_error *err);
+
+/* Implicit accuracy of a policy against a reference over pairs (fixed
+ * timesteps and noise from seed; centre crop, no flip, captions kept). */
+int dpo_train_eval_accuracy(const char *policy_dir, const char *reference_dir, const char *pairs_path,
+                            int resolution, int n_draws, uint64_t seed, int threads, double *accuracy,
+                            dpo_error *err);
+
+/* dpo bench train: pairs/s of one DPO step (policy forward + backward on
+ * winner and loser, reference forward on both) for a UNet config. */
+int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, int text_len, int threads,
+                         int repeat, double *pairs_per_s, double *step_s, dpo_error *err);
+
 #endif

@@ -1,0 +1,78 @@
+/* dpo bench train: seconds of one Diffusion-DPO step (dpo_train_step_run:
+ * reference forward on winner and loser, policy forward + backward on both)
+ * for a UNet config with random weights; the median of `repeat` steps after
+ * one warm-up. Policy and reference start from the same weights. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "trainer/trainer.h"
+
+static int compare_doubles(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, int text_len, int threads,
+                         int repeat, double *pairs_per_s, double *step_s, dpo_error *err) {
+  if (batch < 1 || latent_hw < 1 || text_len < 1 || repeat < 1 || repeat > 1000)
+    return dpo_fail(err, DPO_ERR_USAGE, "bench train: batch, size, text length and repeat (<= 1000) must be positive");
+  dpo_unet *policy = NULL, *reference = NULL;
+  kn_ctx ctx;
+  int ctx_ok = 0, step_ok = 0, rc;
+  dpo_train_step step;
+  float *x0_w = NULL, *x0_l = NULL, *noise = NULL, *text = NULL;
+  double *times = calloc((size_t)repeat, sizeof(double));
+  int *t = calloc((size_t)batch, sizeof(int));
+  if ((rc = dpo_unet_create(unet_config, &policy, err)) != DPO_OK) goto done;
+  if ((rc = dpo_unet_create(unet_config, &reference, err)) != DPO_OK) goto done;
+  dpo_unet_init_random(policy, 1);
+  dpo_unet_init_random(reference, 1);
+  if ((rc = kn_ctx_init(&ctx, threads, err)) != DPO_OK) goto done;
+  ctx_ok = 1;
+  dpo_scheduler_config sc;
+  dpo_scheduler_config_default(&sc, DPO_SCHED_DDPM);
+  sc.beta_start = 0.00085;
+  sc.beta_end = 0.012;
+  snprintf(sc.beta_schedule, sizeof sc.beta_schedule, "scaled_linear");
+  if ((rc = dpo_train_step_init(&step, policy, reference, &sc, &ctx, batch, latent_hw, latent_hw, text_len, err)) !=
+      DPO_OK)
+    goto done;
+  step_ok = 1;
+  size_t per = (size_t)step.C * latent_hw * latent_hw, per_text = (size_t)text_len * step.D;
+  x0_w = malloc(sizeof(float) * batch * per);
+  x0_l = malloc(sizeof(float) * batch * per);
+  noise = malloc(sizeof(float) * batch * per);
+  text = malloc(sizeof(float) * batch * per_text);
+  if (!x0_w || !x0_l || !noise || !text || !times || !t) {
+    rc = dpo_fail(err, DPO_ERR_DATA, "out of memory");
+    goto done;
+  }
+  dpo_rng_normal_fill(7, 1, 0, x0_w, batch * per);
+  dpo_rng_normal_fill(7, 2, 0, x0_l, batch * per);
+  dpo_rng_normal_fill(7, 3, 0, noise, batch * per);
+  dpo_rng_normal_fill(7, 4, 0, text, batch * per_text);
+  for (int b = 0; b < batch; b++) t[b] = (999 - 37 * b) % 1000;
+  for (int r = -1; r < repeat; r++) {
+    double start = dpo_now_seconds();
+    dpo_loss_stats stats;
+    dpo_unet_zero_grads(policy);
+    rc = dpo_train_step_run(&step, x0_w, x0_l, text, noise, t, NULL, 0, 5000, 1.0, NULL, &stats, err);
+    if (rc != DPO_OK) goto done;
+    if (r >= 0) times[r] = dpo_now_seconds() - start;
+  }
+  qsort(times, (size_t)repeat, sizeof *times, compare_doubles);
+  *step_s = times[repeat / 2];
+  *pairs_per_s = batch / *step_s;
+done:
+  if (step_ok) dpo_train_step_free(&step);
+  if (ctx_ok) kn_ctx_free(&ctx);
+  dpo_unet_free(policy);
+  dpo_unet_free(reference);
+  free(x0_w);
+  free(x0_l);
+  free(noise);
+  free(text);
+  free(times);
+  free(t);
+  return rc;
+}
