@@ -15,8 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "demo/demo.h"
+#include "eval/eval.h"
+#include "reports/reports.h"
+#include "studies/studies.h"
 #include "world/world.h"
 
 void demo_options_defaults(demo_options *opt) {
@@ -163,16 +167,149 @@ static int stage_pairs(dpo_pipeline *base, kn_ctx *ctx, const demo_options *opt,
 
 /* ---------------------------------------------------------------- train */
 
-/* Diffusion-DPO from the base on OUT/pairs/pairs.jsonl into OUT/tuned. The
- * training loop (`dpo train`) is built on another branch; until it is merged
- * this stage reports that it is missing. */
+/* Diffusion-DPO from the base on OUT/pairs/pairs.jsonl into OUT/tuned
+ * (trainer's dpo_train). No horizontal flips: they would swap "left of" and
+ * "right of" and make the pairs lie. */
 static int stage_train(const demo_options *opt, dpo_error *err) {
-  if (stage_done(opt->out, "train")) return DPO_OK;
-  return dpo_fail(err, DPO_ERR_DATA,
-                  "demo: stage 3/6 train is missing from this build: Diffusion-DPO training (`dpo train`) is not "
-                  "built in yet. Done so far: base, pairs (%s/pairs/pairs.jsonl). Still to run: train, generate, "
-                  "study, report",
-                  opt->out);
+  if (stage_done(opt->out, "train")) {
+    dpo_log_info("demo: stage 3/6 train: done already (%s/tuned)", opt->out);
+    return DPO_OK;
+  }
+  char pairs[4096], tuned[4096];
+  snprintf(pairs, sizeof pairs, "%s/pairs/pairs.jsonl", opt->out);
+  snprintf(tuned, sizeof tuned, "%s/tuned", opt->out);
+  struct stat st;
+  if (stat(tuned, &st) == 0 && dpo_remove_tree(tuned, err)) return DPO_ERR_DATA;   /* an interrupted run */
+  dpo_train_options o;
+  dpo_train_options_default(&o);
+  o.base_dir = opt->base;
+  o.pairs_path = pairs;
+  o.out_dir = tuned;
+  o.resolution = WORLD_DEFAULT_SIZE;
+  o.hflip = 0;
+  o.beta = DEMO_DPO_BETA;
+  o.lr = DEMO_DPO_LR;
+  o.batch_size = DEMO_DPO_BATCH;
+  o.max_steps = opt->quick ? DEMO_QUICK_DPO_STEPS : DEMO_DPO_STEPS;
+  o.warmup_steps = 0;
+  o.warmup_frac = -1;
+  o.checkpoint_every = 0;
+  o.proportion_empty_prompts = 0.1;
+  o.seed = opt->seed;
+  o.threads = opt->threads;
+  o.progress = dpo_log_get_level() >= DPO_LOG_NORMAL ? stderr : NULL;
+  dpo_log_info("demo: stage 3/6 train: Diffusion-DPO, %lld steps of %d pairs, beta %g, lr %g", (long long)o.max_steps,
+               o.batch_size, o.beta, o.lr);
+  dpo_train_result r;
+  int rc = dpo_train(&o, &r, err);
+  if (rc) return rc;
+  return stage_finish(opt->out, "train",
+                      json_pack("{s:I, s:i, s:f, s:f, s:f}", "steps", (json_int_t)r.steps_done, "pairs", r.n_pairs,
+                                "last_loss", r.last.loss, "last_implicit_acc", r.last.implicit_acc, "beta", o.beta),
+                      err);
+}
+
+/* ------------------------------------------------------------- generate */
+
+/* Held-out prompts with base and tuned, the same seeds (eval_generate: the
+ * noise of an image depends on seed, prompt and index only). */
+static int stage_generate(const demo_options *opt, dpo_error *err) {
+  if (stage_done(opt->out, "generate")) {
+    dpo_log_info("demo: stage 4/6 generate: done already (%s/runs)", opt->out);
+    return DPO_OK;
+  }
+  int n = opt->quick ? DEMO_QUICK_HELDOUT : DEMO_HELDOUT;
+  char prompts[128], run[4096], tuned[4096];
+  snprintf(prompts, sizeof prompts, "world:heldout:%d:%llu", n, (unsigned long long)opt->seed);
+  snprintf(tuned, sizeof tuned, "%s/tuned", opt->out);
+  const char *models[2] = {opt->base, tuned}, *names[2] = {"base", "tuned"};
+  for (int m = 0; m < 2; m++) {
+    dpo_log_info("demo: stage 4/6 generate: %d held-out prompts with the %s model", n, names[m]);
+    snprintf(run, sizeof run, "%s/runs/%s", opt->out, names[m]);
+    eval_generate_config g;
+    eval_generate_config_default(&g);
+    g.model = models[m];
+    g.prompts = prompts;
+    g.out = run;
+    g.sample.steps = DEMO_SAMPLE_STEPS;
+    g.sample.guidance = (float)DEMO_GUIDANCE;
+    g.images_per_prompt = 1;
+    g.batch_size = 16;
+    g.seed = opt->seed;
+    g.threads = opt->threads;
+    eval_generate_stats gs;
+    int rc = eval_generate(&g, &gs, err);
+    if (rc) return rc;
+  }
+  return stage_finish(opt->out, "generate", json_pack("{s:i, s:s}", "heldout_prompts", n, "prompts", prompts), err);
+}
+
+/* ------------------------------------------------------ study and report */
+
+static int stage_study(const demo_options *opt, dpo_error *err) {
+  if (stage_done(opt->out, "study")) {
+    dpo_log_info("demo: stage 5/6 study: done already (%s/study.db)", opt->out);
+    return DPO_OK;
+  }
+  char db_path[4096], run_a[4096], run_b[4096];
+  snprintf(db_path, sizeof db_path, "%s/study.db", opt->out);
+  snprintf(run_a, sizeof run_a, "%s/runs/base", opt->out);
+  snprintf(run_b, sizeof run_b, "%s/runs/tuned", opt->out);
+  unlink(db_path);   /* an interrupted study is redone whole */
+  studies_db *db = NULL;
+  int rc = studies_open(db_path, 1, &db, err);
+  if (rc) return rc;
+  studies_create_options c = {.name = "demo", .run_a = run_a, .run_b = run_b, .questions = "q1,q2,q3",
+                              .votes = 5, .allow_tie = 0, .gold = 0, .seed = opt->seed};
+  studies_create_result cr;
+  rc = studies_create(db, &c, &cr, err);
+  studies_simulate_options s = {.study = "demo", .raters = 25, .scorer = "shapes-judge", .seed = opt->seed,
+                                .noise = DEMO_RATER_NOISE, .random_share = DEMO_RANDOM_SHARE, .left_bias = 0.02};
+  studies_simulate_result sr;
+  if (!rc) {
+    dpo_log_info("demo: stage 5/6 study: %d items, q1 q2 q3, 5 votes each from %d simulated raters (%.0f%% random)",
+                 cr.n_items, s.raters, 100 * s.random_share);
+    rc = studies_simulate(db, &s, &sr, err);
+  }
+  studies_close(db);
+  if (rc) return rc;
+  return stage_finish(opt->out, "study", json_pack("{s:i, s:i}", "items", cr.n_items, "votes", sr.n_votes), err);
+}
+
+static void print_question(const json_t *q) {
+  const json_t *ci = json_object_get(q, "ci95_wilson");
+  printf("  %s: tuned wins %.1f%% of %lld prompts (Wilson 95%% [%.1f%%, %.1f%%])\n",
+         json_string_value(json_object_get(q, "key")), 100 * json_number_value(json_object_get(q, "win_rate_b")),
+         (long long)json_integer_value(json_object_get(q, "items")), 100 * json_number_value(json_array_get(ci, 0)),
+         100 * json_number_value(json_array_get(ci, 1)));
+}
+
+static int stage_report(const demo_options *opt, dpo_error *err) {
+  char db_path[4096], dir[4096], path[4096];
+  snprintf(db_path, sizeof db_path, "%s/study.db", opt->out);
+  snprintf(dir, sizeof dir, "%s/report", opt->out);
+  if (!stage_done(opt->out, "report")) {
+    dpo_log_info("demo: stage 6/6 report: %s", dir);
+    const char *studies[1] = {"demo"};
+    report_options r = {.db_path = db_path, .studies = studies, .n_studies = 1, .out_dir = dir, .seed = opt->seed,
+                        .n_resamples = STATS_BOOTSTRAP_RESAMPLES};
+    report_summary rs;
+    int rc = report_write(&r, &rs, err);
+    if (!rc) rc = stage_finish(opt->out, "report", json_pack("{s:I}", "votes", (json_int_t)rs.n_votes), err);
+    if (rc) return rc;
+  }
+  snprintf(path, sizeof path, "%s/report.json", dir);
+  json_t *rep = dpo_json_load_file(path, 64u << 20, err);
+  if (!rep) return DPO_ERR_DATA;
+  const json_t *qs = json_object_get(json_array_get(json_object_get(rep, "studies"), 0), "questions");
+  printf("held-out result (tuned vs base, simulated raters):\n");
+  for (size_t i = 0; i < json_array_size(qs); i++) {
+    const char *key = json_string_value(json_object_get(json_array_get(qs, i), "key"));
+    if (key && (!strcmp(key, "q1") || !strcmp(key, "q3"))) print_question(json_array_get(qs, i));
+  }
+  printf("report: %s/report.html\n", dir);
+  json_decref(rep);
+  return DPO_OK;
 }
 
 int demo_run(const demo_options *opt, dpo_error *err) {
@@ -189,6 +326,9 @@ int demo_run(const demo_options *opt, dpo_error *err) {
   }
   rc = stage_pairs(&base, &ctx, opt, err);
   if (!rc) rc = stage_train(opt, err);
+  if (!rc) rc = stage_generate(opt, err);
+  if (!rc) rc = stage_study(opt, err);
+  if (!rc) rc = stage_report(opt, err);
   kn_ctx_free(&ctx);
   dpo_pipeline_free(&base);
   return rc;
