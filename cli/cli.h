@@ -55,5 +55,9 @@ int cmd_train(int argc, char **argv);
 void cmd_train_help(FILE *out);
 int cmd_world(int argc, char **argv);
 void cmd_world_help(FILE *out);
+int cmd_pretrain(int argc, char **argv);
+void cmd_pretrain_help(FILE *out);
+int cmd_demo(int argc, char **argv);
+void cmd_demo_help(FILE *out);
 
 #endif

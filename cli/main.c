@@ -26,6 +26,8 @@ static const cli_command commands[] = {
      cmd_score_help},
     {"train", "Diffusion-DPO / SFT fine-tuning of a pipeline on preference pairs", cmd_train, cmd_train_help},
     {"world", "the built-in shapes world: render prompts, list prompt splits, judge images", cmd_world, cmd_world_help},
+    {"pretrain", "train the shapes-world base model (small pixel-space pipeline) from scratch", cmd_pretrain, cmd_pretrain_help},
+    {"demo", "the whole Diffusion-DPO loop on the built-in shapes world, with a measured result", cmd_demo, cmd_demo_help},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
