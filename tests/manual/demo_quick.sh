@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
+# Kept out of the default suite (tests/manual/, run by hand: DPO=build/dpo bash
+# tests/manual/demo_quick.sh): it took over 13 minutes on the shared 2-core
+# machine, beyond the e2e timeout and the CI budget, and it cannot yet check
+# the result issue 9 asks for.
 # dpo demo --quick with the shipped base, end to end: pairs, Diffusion-DPO,
 # generation of held-out prompts with base and tuned, a simulated study and
 # the report (q1/q3 win rates with Wilson intervals in report.json and on
