@@ -242,15 +242,7 @@ int dpo_clip_save(const dpo_clip *m, const char *dir, dpo_error *err) {
 const dpo_clip_config *dpo_clip_get_config(const dpo_clip *m) { return &m->cfg; }
 int dpo_clip_n_params(const dpo_clip *m) { return m->params.n; }
 
-void dpo_clip_param(const dpo_clip *m, int i, dpo_param *out) {
-  const md_param *p = &m->params.items[i];
-  out->name = p->name;
-  out->ndim = p->ndim;
-  out->shape = p->shape;
-  out->numel = p->numel;
-  out->data = p->slot->v;
-  out->grad = p->slot->g;
-}
+void dpo_clip_param(const dpo_clip *m, int i, dpo_param *out) { md_params_view(&m->params, i, out); }
 
 void dpo_clip_zero_grads(dpo_clip *m) { md_params_zero_grads(&m->params); }
 

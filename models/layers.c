@@ -65,6 +65,16 @@ int md_params_alloc_grads(md_params *t, dpo_error *err) {
   return DPO_OK;
 }
 
+void md_params_view(const md_params *t, int i, dpo_param *out) {
+  const md_param *p = &t->items[i];
+  out->name = p->name;
+  out->ndim = p->ndim;
+  out->shape = p->shape;
+  out->numel = p->numel;
+  out->data = p->slot->v;
+  out->grad = p->slot->g;
+}
+
 void md_params_zero_grads(md_params *t) {
   if (t->grad) memset(t->grad, 0, t->total * sizeof(float));
 }

@@ -24,6 +24,7 @@
 
 #include "core/core.h"
 #include "kernels/kernels.h"
+#include "models/models.h"
 
 /* A value and its gradient (g is NULL when not training). */
 typedef struct {
@@ -61,6 +62,8 @@ void md_param_add(md_params *t, md_tensor *slot, const char *prefix, const char 
 int md_params_alloc(md_params *t, dpo_error *err);
 int md_params_alloc_grads(md_params *t, dpo_error *err);
 void md_params_zero_grads(md_params *t);
+/* The public view (name, shape, data, gradient) of parameter i. */
+void md_params_view(const md_params *t, int i, dpo_param *out);
 void md_params_free(md_params *t);
 /* Loads every parameter from a safetensors file by name: a missing tensor, a
  * wrong shape, a non-float dtype or a tensor no parameter claims fails with

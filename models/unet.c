@@ -467,15 +467,7 @@ int dpo_unet_save(const dpo_unet *u, const char *dir, dpo_error *err) {
 const dpo_unet_config *dpo_unet_get_config(const dpo_unet *u) { return &u->cfg; }
 int dpo_unet_n_params(const dpo_unet *u) { return u->params.n; }
 
-void dpo_unet_param(const dpo_unet *u, int i, dpo_param *out) {
-  const md_param *p = &u->params.items[i];
-  out->name = p->name;
-  out->ndim = p->ndim;
-  out->shape = p->shape;
-  out->numel = p->numel;
-  out->data = p->slot->v;
-  out->grad = p->slot->g;
-}
+void dpo_unet_param(const dpo_unet *u, int i, dpo_param *out) { md_params_view(&u->params, i, out); }
 
 size_t dpo_unet_param_count(const dpo_unet *u) {
   size_t n = 0;
