@@ -1,11 +1,11 @@
 /* dpo train: Diffusion-DPO (or SFT) fine-tuning of a diffusers pipeline on a
  * pairs dataset; the loop lives in trainer/train_loop.c. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/eval_cli.h"
 #include "eval/eval.h"
 #include "trainer/trainer.h"
 
@@ -74,14 +74,6 @@ void cmd_train_help(FILE *out) {
           "Exit status: 0 done, 1 data error (a malformed pairs line, a missing image,\n"
           "a pipeline component missing: the message names it), 2 usage error. A run\n"
           "that fails before its first checkpoint leaves OUT as it was.\n");
-}
-
-static int parse_double(const char *flag, const char *text, double *out) {
-  char *end;
-  double v = strtod(text, &end);
-  if (end == text || *end || !isfinite(v)) return cli_usage_error("train", "%s: expected a number, got \"%s\"", flag, text);
-  *out = v;
-  return EXIT_OK;
 }
 
 static int parse_int(const char *flag, const char *text, int64_t max, int64_t *out) {
@@ -196,12 +188,12 @@ int cmd_train(int argc, char **argv) {
       if (dpo_optim_kind_parse(v, &o.optimizer, &err)) return cli_usage_error("train", "--optimizer: %s", err.msg);
     } else if (strcmp(a, "--ties") == 0) {
       if (dpo_ties_mode_parse(v, &o.ties, &err)) return cli_usage_error("train", "--ties: %s", err.msg);
-    } else if (strcmp(a, "--beta") == 0) rc = parse_double(a, v, &o.beta);
-    else if (strcmp(a, "--lr") == 0) rc = parse_double(a, v, &o.lr);
-    else if (strcmp(a, "--warmup-frac") == 0) rc = parse_double(a, v, &o.warmup_frac);
-    else if (strcmp(a, "--weight-decay") == 0) rc = parse_double(a, v, &o.weight_decay);
-    else if (strcmp(a, "--max-grad-norm") == 0) rc = parse_double(a, v, &o.max_grad_norm);
-    else if (strcmp(a, "--proportion-empty-prompts") == 0) rc = parse_double(a, v, &o.proportion_empty_prompts);
+    } else if (strcmp(a, "--beta") == 0) rc = cli_parse_double("train", a, v, &o.beta);
+    else if (strcmp(a, "--lr") == 0) rc = cli_parse_double("train", a, v, &o.lr);
+    else if (strcmp(a, "--warmup-frac") == 0) rc = cli_parse_double("train", a, v, &o.warmup_frac);
+    else if (strcmp(a, "--weight-decay") == 0) rc = cli_parse_double("train", a, v, &o.weight_decay);
+    else if (strcmp(a, "--max-grad-norm") == 0) rc = cli_parse_double("train", a, v, &o.max_grad_norm);
+    else if (strcmp(a, "--proportion-empty-prompts") == 0) rc = cli_parse_double("train", a, v, &o.proportion_empty_prompts);
     else if (strcmp(a, "--warmup-steps") == 0) rc = parse_int(a, v, INT64_MAX / 2, &o.warmup_steps);
     else if (strcmp(a, "--max-steps") == 0) rc = parse_int(a, v, INT64_MAX / 2, &o.max_steps);
     else if (strcmp(a, "--checkpoint-every") == 0) rc = parse_int(a, v, INT64_MAX / 2, &o.checkpoint_every);
