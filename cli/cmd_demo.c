@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/eval_cli.h"
 #include "demo/demo.h"
 
 void cmd_demo_help(FILE *out) {
@@ -24,8 +25,21 @@ void cmd_demo_help(FILE *out) {
           "  --base DIR     base pipeline (default: the shipped world/base)\n"
           "  --threads T    CPU threads (default 1; 0: all cores)\n"
           "  -h, --help     this help\n\n"
+          "settings (defaults: the full run, then --quick's):\n"
+          "  --pair-prompts N       train prompts given a pair (%d, %d)\n"
+          "  --images-per-prompt K  base samples a pair prompt; the judge's best and\n"
+          "                         worst form its pair (%d)\n"
+          "  --dpo-steps N          Diffusion-DPO steps of %d pairs (%d, %d)\n"
+          "  --beta B               DPO beta, trainer convention (%g)\n"
+          "  --lr X                 DPO learning rate (%g)\n"
+          "  --heldout N            held-out prompts put to the raters (%d, %d)\n"
+          "  --reward-prompts N     held-out prompts of the implicit-reward pairs (%d, %d)\n"
+          "  --sample-steps N       DDIM steps of every sample (%d)\n\n"
           "Exit status: 0 success; 1 a stage failed or is missing from this build (the\n"
-          "message names it); 2 usage error.\n");
+          "message names it); 2 usage error.\n",
+          DEMO_PAIR_PROMPTS, DEMO_QUICK_PAIR_PROMPTS, DEMO_IMAGES_PER_PROMPT, DEMO_DPO_BATCH, DEMO_DPO_STEPS,
+          DEMO_QUICK_DPO_STEPS, DEMO_DPO_BETA, DEMO_DPO_LR, DEMO_HELDOUT, DEMO_QUICK_HELDOUT, DEMO_REWARD_PROMPTS,
+          DEMO_QUICK_REWARD_PROMPTS, DEMO_SAMPLE_STEPS);
 }
 
 int cmd_demo(int argc, char **argv) {
@@ -53,6 +67,24 @@ int cmd_demo(int argc, char **argv) {
       if (cli_parse_u64("demo", a, v, &x) != EXIT_OK) return EXIT_USAGE;
       if (x > 1024) return cli_usage_error("demo", "--threads must be at most 1024");
       opt.threads = (int)x;
+    } else if (!strcmp(a, "--pair-prompts")) {
+      if (cli_parse_int("demo", a, v, 2, 1000000, &opt.pair_prompts) != EXIT_OK) return EXIT_USAGE;
+    } else if (!strcmp(a, "--images-per-prompt")) {
+      if (cli_parse_int("demo", a, v, 2, 64, &opt.images_per_prompt) != EXIT_OK) return EXIT_USAGE;
+    } else if (!strcmp(a, "--dpo-steps")) {
+      if (cli_parse_int("demo", a, v, 1, 10000000, &opt.dpo_steps) != EXIT_OK) return EXIT_USAGE;
+    } else if (!strcmp(a, "--beta")) {
+      if (cli_parse_double("demo", a, v, &opt.beta) != EXIT_OK) return EXIT_USAGE;
+      if (!(opt.beta > 0)) return cli_usage_error("demo", "--beta must be positive");
+    } else if (!strcmp(a, "--lr")) {
+      if (cli_parse_double("demo", a, v, &opt.lr) != EXIT_OK) return EXIT_USAGE;
+      if (!(opt.lr > 0 && opt.lr < 1)) return cli_usage_error("demo", "--lr must be in (0, 1)");
+    } else if (!strcmp(a, "--heldout")) {
+      if (cli_parse_int("demo", a, v, 1, 1000000, &opt.heldout) != EXIT_OK) return EXIT_USAGE;
+    } else if (!strcmp(a, "--reward-prompts")) {
+      if (cli_parse_int("demo", a, v, 1, 1000000, &opt.reward_prompts) != EXIT_OK) return EXIT_USAGE;
+    } else if (!strcmp(a, "--sample-steps")) {
+      if (cli_parse_int("demo", a, v, 1, 1000, &opt.sample_steps) != EXIT_OK) return EXIT_USAGE;
     } else return cli_usage_error("demo", "unknown option \"%s\"", a);
   }
   dpo_error err = {0};

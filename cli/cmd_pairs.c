@@ -23,6 +23,9 @@ void cmd_pairs_help(FILE *out) {
           "                         alignment, appeal or overall for shapes-judge)\n"
           "  --tie-margin M         |score difference| <= M is a tie (default 1e-6, so\n"
           "                         that float rounding is not a preference)\n"
+          "  --pairing all|best-worst  every two images of a prompt (default), or only\n"
+          "                         its best-scoring image against its worst (one pair\n"
+          "                         a prompt, none when they tie)\n"
           "  --seed S, --steps N, --guidance G, --sampler NAME, --negative-prompt TEXT,\n"
           "  --resolution PX, --batch-size B, --limit N, --threads N\n"
           "                         as for 'dpo generate'\n"
@@ -68,6 +71,10 @@ int cmd_pairs(int argc, char **argv) {
     else if (!strcmp(a, "--tie-margin")) {
       rc = cli_parse_double(cmd, a, v, &cfg.tie_margin);
       if (!rc && cfg.tie_margin < 0) rc = cli_usage_error(cmd, "--tie-margin expects a number >= 0");
+    } else if (!strcmp(a, "--pairing")) {
+      if (!strcmp(v, "all")) cfg.best_worst = 0;
+      else if (!strcmp(v, "best-worst")) cfg.best_worst = 1;
+      else rc = cli_usage_error(cmd, "--pairing expects all or best-worst, got \"%s\"", v);
     } else if (!strcmp(a, "--images-per-prompt")) rc = cli_parse_int(cmd, a, v, 2, 64, &cfg.gen.images_per_prompt);
     else if (!strcmp(a, "--steps")) rc = cli_parse_int(cmd, a, v, 1, 1000, &cfg.gen.sample.steps);
     else if (!strcmp(a, "--guidance")) {
@@ -107,7 +114,11 @@ int cmd_pairs(int argc, char **argv) {
     return cli_usage_error(cmd, "scorer \"%s\" has no score \"%s\"", cfg.scorer->name, cfg.score_name);
   cfg.gen.quiet = dpo_log_get_level() == DPO_LOG_QUIET;
   if (eval_make_pairs(&cfg, &stats, &err)) return cli_report_error(&err);
-  dpo_log_info("%s/pairs.jsonl: %d pairs of %d prompts (%d ties)", cfg.gen.out, stats.n_pairs, stats.n_prompts,
-               stats.n_ties);
+  if (cfg.best_worst)
+    dpo_log_info("%s/pairs.jsonl: %d best-worst pairs of %d prompts (%d prompts with all images tied)", cfg.gen.out,
+                 stats.n_pairs, stats.n_prompts, stats.n_tied_prompts);
+  else
+    dpo_log_info("%s/pairs.jsonl: %d pairs of %d prompts (%d ties)", cfg.gen.out, stats.n_pairs, stats.n_prompts,
+                 stats.n_ties);
   return EXIT_OK;
 }

@@ -29,6 +29,9 @@ void cmd_pretrain_help(FILE *out) {
           "  --batch-size B     scenes per step (default 16)\n"
           "  --lr LR            AdamW learning rate after 100 warmup steps (default 1e-3)\n"
           "  --threads T        CPU threads (default 1; 0: all cores)\n"
+          "  --init DIR         continue from the networks of the pipeline folder DIR\n"
+          "                     (a shapes-world pipeline of the same size)\n"
+          "  --lr-decay linear  after warmup, lr falls linearly to 0 (default: constant)\n"
           "  --measure DIR      measure the pipeline in DIR instead of training\n"
           "  --n N              (measure) held-out prompts (default 64)\n"
           "  --guidance G       (measure) classifier-free guidance scale (default 3)\n"
@@ -84,6 +87,12 @@ int cmd_pretrain(int argc, char **argv) {
     int rc = EXIT_OK;
     if (!strcmp(a, "--out")) opt.out = v;
     else if (!strcmp(a, "--measure")) measure_dir = v;
+    else if (!strcmp(a, "--init")) opt.init = v;
+    else if (!strcmp(a, "--lr-decay")) {
+      if (!strcmp(v, "linear")) opt.linear_decay = 1;
+      else if (!strcmp(v, "constant")) opt.linear_decay = 0;
+      else rc = cli_usage_error("pretrain", "--lr-decay expects linear or constant, got \"%s\"", v);
+    }
     else if (!strcmp(a, "--steps")) rc = cli_parse_u64("pretrain", a, v, &steps);
     else if (!strcmp(a, "--seed")) rc = cli_parse_u64("pretrain", a, v, &seed);
     else if (!strcmp(a, "--size")) rc = cli_parse_u64("pretrain", a, v, &size);
@@ -115,10 +124,15 @@ int cmd_pretrain(int argc, char **argv) {
   opt.size = (int)size;
   opt.batch_size = (int)batch;
   opt.threads = (int)threads;
-  char command[1024];
-  snprintf(command, sizeof command, "dpo pretrain --out %s --steps %llu --seed %llu --size %llu --batch-size %llu --lr %g",
-           opt.out, (unsigned long long)steps, (unsigned long long)seed, (unsigned long long)size,
-           (unsigned long long)batch, opt.lr);
+  char command[2048];
+  int len = snprintf(command, sizeof command,
+                     "dpo pretrain --out %s --steps %llu --seed %llu --size %llu --batch-size %llu --lr %g", opt.out,
+                     (unsigned long long)steps, (unsigned long long)seed, (unsigned long long)size,
+                     (unsigned long long)batch, opt.lr);
+  if (opt.init && len > 0 && (size_t)len < sizeof command)
+    len += snprintf(command + len, sizeof command - (size_t)len, " --init %s", opt.init);
+  if (opt.linear_decay && len > 0 && (size_t)len < sizeof command)
+    snprintf(command + len, sizeof command - (size_t)len, " --lr-decay linear");
   opt.command = command;
   demo_pretrain_result res;
   dpo_error err = {0};

@@ -202,6 +202,37 @@ static int collect_params(dpo_pipeline *p, dpo_optim_param **out, int *n_out, si
   return DPO_OK;
 }
 
+/* --init: the networks of the pipeline folder `dir` replace the random
+ * ones; every tensor must have the name and shape of the fresh one (the
+ * shapes-world configs), so a continued run is the same model trained on. */
+static int copy_init_weights(const char *dir, dpo_optim_param *params, int n, dpo_error *err) {
+  dpo_pipeline src;
+  int rc = dpo_pipeline_load(dir, &src, err);
+  if (rc) return rc;
+  dpo_optim_param *from = NULL;
+  int n_from = 0;
+  size_t floats = 0;
+  if (!src.unet || !src.text_encoder) rc = dpo_fail(err, DPO_ERR_DATA, "%s: no unet or text_encoder to start from", dir);
+  if (!rc) rc = collect_params(&src, &from, &n_from, &floats, err);
+  if (!rc && n_from != n)
+    rc = dpo_fail(err, DPO_ERR_DATA, "%s: %d tensors, expected the %d of the shapes-world networks", dir, n_from, n);
+  for (int i = 0; !rc && i < n; i++) {
+    int same = strcmp(from[i].name, params[i].name) == 0 && from[i].ndim == params[i].ndim;
+    for (int d = 0; same && d < params[i].ndim; d++) same = from[i].shape[d] == params[i].shape[d];
+    if (!same) {
+      rc = dpo_fail(err, DPO_ERR_DATA, "%s: tensor %s does not match the shapes-world network's %s", dir, from[i].name,
+                    params[i].name);
+      break;
+    }
+    size_t numel = 1;
+    for (int d = 0; d < params[i].ndim; d++) numel *= (size_t)params[i].shape[d];
+    memcpy(params[i].data, from[i].data, numel * sizeof(float));
+  }
+  free(from);
+  dpo_pipeline_free(&src);
+  return rc;
+}
+
 /* --------------------------------------------------------------- save */
 
 static int save_networks(const dpo_pipeline *p, const char *dir, dpo_error *err) {
@@ -218,7 +249,8 @@ static int save_networks(const dpo_pipeline *p, const char *dir, dpo_error *err)
 
 static int write_summary(const char *dir, const demo_pretrain_options *opt, const demo_pretrain_result *res,
                          dpo_error *err) {
-  json_t *j = json_pack("{s:s?, s:I, s:I, s:i, s:i, s:f, s:i, s:f, s:f, s:f, s:I}", "command", opt->command,
+  json_t *j = json_pack("{s:s?, s:s?, s:s, s:I, s:I, s:i, s:i, s:f, s:i, s:f, s:f, s:f, s:I}", "command", opt->command,
+                        "init", opt->init, "lr_decay", opt->linear_decay ? "linear" : "constant",
                         "steps", (json_int_t)opt->steps, "seed", (json_int_t)opt->seed, "size", opt->size,
                         "batch_size", opt->batch_size, "lr", opt->lr, "warmup_steps", opt->warmup_steps,
                         "caption_dropout", opt->caption_dropout, "final_loss", res->final_loss, "wall_seconds",
@@ -308,6 +340,7 @@ int demo_pretrain(const demo_pretrain_options *opt, demo_pretrain_result *res, d
   if ((rc = dpo_scheduler_init(&sched, &p.scheduler, err))) goto done;
   if ((rc = alloc_batch(&b, opt->batch_size, opt->size, T, err))) goto done;
   if ((rc = collect_params(&p, &params, &n_params, &res->n_params, err))) goto done;
+  if (opt->init && (rc = copy_init_weights(opt->init, params, n_params, err))) goto done;
   dpo_optim_config ocfg;
   dpo_optim_config_default(&ocfg, DPO_OPTIM_ADAMW);
   if ((rc = dpo_optim_init(&optim, &ocfg, params, n_params, err))) goto done;
@@ -324,7 +357,10 @@ int demo_pretrain(const demo_pretrain_options *opt, demo_pretrain_result *res, d
   for (int64_t step = 0; step < opt->steps; step++) {
     if ((rc = fill_batch(&b, &p, &sched, opt, step, err))) break;
     /* The lr schedule's warmup starts at 0; use the step after for update s. */
-    double loss = train_step(&p, &ctx, &b, &optim, dpo_lr_at(&lrs, step + 1));
+    double lr = dpo_lr_at(&lrs, step + 1);
+    if (opt->linear_decay && step + 1 > opt->warmup_steps)
+      lr *= (double)(opt->steps - step) / (double)(opt->steps - opt->warmup_steps);
+    double loss = train_step(&p, &ctx, &b, &optim, lr);
     if (!isfinite(loss)) {
       rc = dpo_fail(err, DPO_ERR_DATA, "pretrain: loss is not finite at step %lld", (long long)step + 1);
       break;

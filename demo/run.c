@@ -1,12 +1,16 @@
 /* dpo demo: the whole loop on the shapes world, stage by stage.
  *
  *   1 base      load the shipped base pipeline (world/base/)
- *   2 pairs     AI-feedback pairs on train-split prompts: two base samples a
- *               prompt, the one the judge finds better aligned wins
+ *   2 pairs     AI-feedback pairs on train-split prompts: K base samples a
+ *               prompt (eval_make_pairs), the judge's best-aligned against
+ *               its worst
  *   3 train     Diffusion-DPO from the base on those pairs
  *   4 generate  held-out prompts with base and tuned, same seeds
- *   5 study     q1, q2, q3, 5 simulated votes a comparison
- *   6 report    report.html/md/json, implicit-reward accuracy, contact sheet
+ *   5 reward    implicit-reward accuracy of the tuned model (reference: the
+ *               base) on judge-labelled pairs of two base samples of other
+ *               held-out prompts
+ *   6 study     q1, q2, q3, 5 simulated votes a comparison
+ *   7 report    report.html/md/json, contact sheet, OUT/summary.json
  *
  * Each finished stage leaves OUT/stages/<name>.json (written atomically,
  * last), so a rerun with the same OUT skips it. A stage whose implementation
@@ -31,6 +35,18 @@ void demo_options_defaults(demo_options *opt) {
   opt->threads = 1;
 }
 
+void demo_options_resolve(demo_options *opt) {
+  int q = opt->quick;
+  if (opt->pair_prompts <= 0) opt->pair_prompts = q ? DEMO_QUICK_PAIR_PROMPTS : DEMO_PAIR_PROMPTS;
+  if (opt->images_per_prompt <= 0) opt->images_per_prompt = DEMO_IMAGES_PER_PROMPT;
+  if (opt->dpo_steps <= 0) opt->dpo_steps = q ? DEMO_QUICK_DPO_STEPS : DEMO_DPO_STEPS;
+  if (opt->heldout <= 0) opt->heldout = q ? DEMO_QUICK_HELDOUT : DEMO_HELDOUT;
+  if (opt->reward_prompts <= 0) opt->reward_prompts = q ? DEMO_QUICK_REWARD_PROMPTS : DEMO_REWARD_PROMPTS;
+  if (opt->sample_steps <= 0) opt->sample_steps = DEMO_SAMPLE_STEPS;
+  if (!(opt->beta > 0)) opt->beta = DEMO_DPO_BETA;
+  if (!(opt->lr > 0)) opt->lr = DEMO_DPO_LR;
+}
+
 static int stage_done(const char *out, const char *name) {
   char path[4096];
   struct stat st;
@@ -50,118 +66,60 @@ static int stage_finish(const char *out, const char *name, json_t *summary, dpo_
 
 /* ---------------------------------------------------------------- pairs */
 
-typedef struct {
-  int n_prompts, n_pairs, n_ties;
-  double mean_alignment;   /* of all base samples */
-} pairs_summary;
-
-static int write_pair_line(FILE *fp, const char *caption, int i, double a0, double a1) {
-  json_t *j = json_pack("{s:s, s:s, s:s, s:f, s:s, s:s, s:s, s:f, s:f}", "caption", caption, "image_0", "", "image_1",
-                        "", "label_0", a0 > a1 ? 1.0 : 0.0, "source", "shapes-judge alignment", "model_0", "base",
-                        "model_1", "base", "alignment_0", a0, "alignment_1", a1);
-  if (!j) return -1;
-  char name[64];
-  snprintf(name, sizeof name, "images/%05d_0.png", i);
-  json_object_set_new(j, "image_0", json_string(name));
-  snprintf(name, sizeof name, "images/%05d_1.png", i);
-  json_object_set_new(j, "image_1", json_string(name));
-  char *line = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
-  json_decref(j);
-  if (!line) return -1;
-  fprintf(fp, "%s\n", line);
-  free(line);
-  return 0;
+/* The sampling settings every demo image shares (the general pipeline,
+ * eval_generate: an image's noise depends on seed, prompt and index only). */
+static void demo_generate_config(const demo_options *opt, const char *model, const char *prompts, const char *out,
+                                 eval_generate_config *g) {
+  eval_generate_config_default(g);
+  g->model = model;
+  g->prompts = prompts;
+  g->out = out;
+  g->sample.steps = opt->sample_steps;
+  g->sample.guidance = (float)DEMO_GUIDANCE;
+  g->images_per_prompt = 1;
+  g->batch_size = 16;
+  g->seed = opt->seed;
+  g->threads = opt->threads;
 }
 
-/* Two base samples (indices 0 and 1) for each of n train prompts, judged;
- * pairs with equal alignment are left out (no preference). */
-static int make_pairs(dpo_pipeline *base, kn_ctx *ctx, const demo_options *opt, int n, pairs_summary *sum,
-                      dpo_error *err) {
-  memset(sum, 0, sizeof *sum);
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s/pairs/images", opt->out);
-  int rc = dpo_mkdir_p(dir, err);
-  if (rc) return rc;
-  world_prompt *wp = calloc((size_t)n, sizeof *wp);
-  char(*texts)[WORLD_PROMPT_MAX] = calloc((size_t)n, sizeof *texts);
-  const char **ptrs = calloc((size_t)n * 2, sizeof *ptrs);
-  uint64_t *idx = calloc((size_t)n * 2, sizeof *idx);
-  dpo_image *imgs = calloc((size_t)n * 2, sizeof *imgs);
-  dpo_atomic_file af;
-  memset(&af, 0, sizeof af);
-  if (!wp || !texts || !ptrs || !idx || !imgs) {
-    rc = dpo_fail(err, DPO_ERR_DATA, "pairs: out of memory");
-    goto done;
-  }
-  if ((rc = world_prompts_generate(WORLD_SPLIT_TRAIN, opt->seed, n, wp, err))) goto done;
-  for (int i = 0; i < n; i++) {
-    if ((rc = world_prompt_format(&wp[i], texts[i], sizeof texts[i], err))) goto done;
-    ptrs[2 * i] = ptrs[2 * i + 1] = texts[i];
-    idx[2 * i] = 0;
-    idx[2 * i + 1] = 1;
-  }
-  demo_sample_options so;
-  demo_sample_defaults(&so);
-  so.steps = DEMO_SAMPLE_STEPS;
-  dpo_progress prog;
-  dpo_progress_begin(&prog, "pairs: sampling", (uint64_t)n * 2, "images");
-  for (int start = 0; start < 2 * n && !rc; start += so.batch) {
-    int m = 2 * n - start < so.batch ? 2 * n - start : so.batch;
-    rc = demo_sample(base, ctx, &so, ptrs + start, idx + start, m, opt->seed, imgs + start, err);
-    dpo_progress_advance(&prog, (uint64_t)m);
-  }
-  dpo_progress_end(&prog);
-  if (rc) goto done;
-  char path[4096];
-  snprintf(path, sizeof path, "%s/pairs/pairs.jsonl", opt->out);
-  if ((rc = dpo_atomic_open(&af, path, err))) goto done;
-  for (int i = 0; i < n && !rc; i++) {
-    double a[2];
-    for (int k = 0; k < 2 && !rc; k++) {
-      world_scores sc;
-      if ((rc = world_judge_score(&imgs[2 * i + k], texts[i], &sc, err))) break;
-      a[k] = sc.alignment;
-      sum->mean_alignment += sc.alignment / (2.0 * n);
-      snprintf(path, sizeof path, "%s/pairs/images/%05d_%d.png", opt->out, i, k);
-      dpo_image_text meta[2] = {{"prompt", texts[i]}, {"generator", "dpo demo (base)"}};
-      rc = dpo_png_write(path, &imgs[2 * i + k], meta, 2, err);
-    }
-    if (rc) break;
-    if (fabs(a[0] - a[1]) < 1e-9) {
-      sum->n_ties++;
-      continue;
-    }
-    if (write_pair_line(af.fp, texts[i], i, a[0], a[1])) rc = dpo_fail(err, DPO_ERR_DATA, "pairs: out of memory");
-    else sum->n_pairs++;
-  }
-  sum->n_prompts = n;
-  if (!rc) rc = dpo_atomic_commit(&af, err);
-done:
-  dpo_atomic_abort(&af);
-  if (imgs)
-    for (int i = 0; i < 2 * n; i++) dpo_image_free(&imgs[i]);
-  free(imgs);
-  free(idx);
-  free(ptrs);
-  free(texts);
-  free(wp);
-  return rc;
+/* K samples of each of n prompts of `split` into DIR/run, judged on
+ * alignment; DIR/pairs.jsonl gets best against worst (best_worst) or every
+ * two images. */
+static int judge_pairs(const demo_options *opt, const char *dir, const char *split, int n, uint64_t prompt_seed,
+                       int images_per_prompt, int best_worst, eval_pairs_stats *stats, dpo_error *err) {
+  char prompts[128];
+  snprintf(prompts, sizeof prompts, "world:%s:%d:%llu", split, n, (unsigned long long)prompt_seed);
+  eval_pairs_config c;
+  memset(&c, 0, sizeof c);
+  demo_generate_config(opt, opt->base, prompts, dir, &c.gen);
+  c.gen.images_per_prompt = images_per_prompt;
+  c.scorer = eval_find_scorer("shapes-judge");
+  if (!c.scorer) return dpo_fail(err, DPO_ERR_DATA, "demo: the shapes-judge scorer is missing from this build");
+  c.score_name = "alignment";
+  c.tie_margin = 1e-6;
+  c.score_batch = 64;
+  c.best_worst = best_worst;
+  return eval_make_pairs(&c, stats, err);
 }
 
-static int stage_pairs(dpo_pipeline *base, kn_ctx *ctx, const demo_options *opt, dpo_error *err) {
+static int stage_pairs(const demo_options *opt, dpo_error *err) {
   if (stage_done(opt->out, "pairs")) {
-    dpo_log_info("demo: stage 2/6 pairs: done already (%s/pairs/pairs.jsonl)", opt->out);
+    dpo_log_info("demo: stage 2/7 pairs: done already (%s/pairs/pairs.jsonl)", opt->out);
     return DPO_OK;
   }
-  int n = opt->quick ? DEMO_QUICK_PAIR_PROMPTS : DEMO_PAIR_PROMPTS;
-  dpo_log_info("demo: stage 2/6 pairs: two base samples for each of %d train prompts, judged on alignment", n);
-  pairs_summary s;
-  int rc = make_pairs(base, ctx, opt, n, &s, err);
+  dpo_log_info("demo: stage 2/7 pairs: %d base samples for each of %d train prompts, the judge's best-aligned "
+               "against its worst",
+               opt->images_per_prompt, opt->pair_prompts);
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s/pairs", opt->out);
+  eval_pairs_stats s;
+  int rc = judge_pairs(opt, dir, "train", opt->pair_prompts, opt->seed, opt->images_per_prompt, 1, &s, err);
   if (rc) return rc;
-  dpo_log_info("demo: %d pairs (%d ties left out), mean base alignment %.3f", s.n_pairs, s.n_ties, s.mean_alignment);
+  if (s.n_pairs == 0) return dpo_fail(err, DPO_ERR_DATA, "demo: every prompt's samples tied: no preference pairs");
+  dpo_log_info("demo: %d pairs (%d prompts whose samples all tie left out)", s.n_pairs, s.n_tied_prompts);
   return stage_finish(opt->out, "pairs",
-                      json_pack("{s:i, s:i, s:i, s:f}", "prompts", s.n_prompts, "pairs", s.n_pairs, "ties", s.n_ties,
-                                "mean_base_alignment", s.mean_alignment),
+                      json_pack("{s:i, s:i, s:i, s:i}", "prompts", s.n_prompts, "images_per_prompt",
+                                opt->images_per_prompt, "pairs", s.n_pairs, "tied_prompts", s.n_tied_prompts),
                       err);
 }
 
@@ -172,7 +130,7 @@ static int stage_pairs(dpo_pipeline *base, kn_ctx *ctx, const demo_options *opt,
  * "right of" and make the pairs lie. */
 static int stage_train(const demo_options *opt, dpo_error *err) {
   if (stage_done(opt->out, "train")) {
-    dpo_log_info("demo: stage 3/6 train: done already (%s/tuned)", opt->out);
+    dpo_log_info("demo: stage 3/7 train: done already (%s/tuned)", opt->out);
     return DPO_OK;
   }
   char pairs[4096], tuned[4096];
@@ -187,10 +145,10 @@ static int stage_train(const demo_options *opt, dpo_error *err) {
   o.out_dir = tuned;
   o.resolution = WORLD_DEFAULT_SIZE;
   o.hflip = 0;
-  o.beta = DEMO_DPO_BETA;
-  o.lr = DEMO_DPO_LR;
+  o.beta = opt->beta;
+  o.lr = opt->lr;
   o.batch_size = DEMO_DPO_BATCH;
-  o.max_steps = opt->quick ? DEMO_QUICK_DPO_STEPS : DEMO_DPO_STEPS;
+  o.max_steps = opt->dpo_steps;
   o.warmup_steps = 0;
   o.warmup_frac = -1;
   o.checkpoint_every = 0;
@@ -198,7 +156,7 @@ static int stage_train(const demo_options *opt, dpo_error *err) {
   o.seed = opt->seed;
   o.threads = opt->threads;
   o.progress = dpo_log_get_level() >= DPO_LOG_NORMAL ? stderr : NULL;
-  dpo_log_info("demo: stage 3/6 train: Diffusion-DPO, %lld steps of %d pairs, beta %g, lr %g", (long long)o.max_steps,
+  dpo_log_info("demo: stage 3/7 train: Diffusion-DPO, %lld steps of %d pairs, beta %g, lr %g", (long long)o.max_steps,
                o.batch_size, o.beta, o.lr);
   dpo_train_result r;
   int rc = dpo_train(&o, &r, err);
@@ -215,40 +173,72 @@ static int stage_train(const demo_options *opt, dpo_error *err) {
  * noise of an image depends on seed, prompt and index only). */
 static int stage_generate(const demo_options *opt, dpo_error *err) {
   if (stage_done(opt->out, "generate")) {
-    dpo_log_info("demo: stage 4/6 generate: done already (%s/runs)", opt->out);
+    dpo_log_info("demo: stage 4/7 generate: done already (%s/runs)", opt->out);
     return DPO_OK;
   }
-  int n = opt->quick ? DEMO_QUICK_HELDOUT : DEMO_HELDOUT;
   char prompts[128], run[4096], tuned[4096];
-  snprintf(prompts, sizeof prompts, "world:heldout:%d:%llu", n, (unsigned long long)opt->seed);
+  snprintf(prompts, sizeof prompts, "world:heldout:%d:%llu", opt->heldout, (unsigned long long)opt->seed);
   snprintf(tuned, sizeof tuned, "%s/tuned", opt->out);
   const char *models[2] = {opt->base, tuned}, *names[2] = {"base", "tuned"};
   for (int m = 0; m < 2; m++) {
-    dpo_log_info("demo: stage 4/6 generate: %d held-out prompts with the %s model", n, names[m]);
+    dpo_log_info("demo: stage 4/7 generate: %d held-out prompts with the %s model", opt->heldout, names[m]);
     snprintf(run, sizeof run, "%s/runs/%s", opt->out, names[m]);
     eval_generate_config g;
-    eval_generate_config_default(&g);
-    g.model = models[m];
-    g.prompts = prompts;
-    g.out = run;
-    g.sample.steps = DEMO_SAMPLE_STEPS;
-    g.sample.guidance = (float)DEMO_GUIDANCE;
-    g.images_per_prompt = 1;
-    g.batch_size = 16;
-    g.seed = opt->seed;
-    g.threads = opt->threads;
+    demo_generate_config(opt, models[m], prompts, run, &g);
     eval_generate_stats gs;
     int rc = eval_generate(&g, &gs, err);
     if (rc) return rc;
   }
-  return stage_finish(opt->out, "generate", json_pack("{s:i, s:s}", "heldout_prompts", n, "prompts", prompts), err);
+  return stage_finish(opt->out, "generate",
+                      json_pack("{s:i, s:s}", "heldout_prompts", opt->heldout, "prompts", prompts), err);
+}
+
+/* --------------------------------------------------------------- reward */
+
+/* Held-out pairs (two base samples of prompts drawn with another seed than
+ * the study's, labelled by the judge) and the tuned model's implicit-reward
+ * accuracy on them against the base as reference (eval_reward_accuracy). */
+static int stage_reward(const demo_options *opt, dpo_error *err) {
+  if (stage_done(opt->out, "reward")) {
+    dpo_log_info("demo: stage 5/7 reward: done already (%s/reward)", opt->out);
+    return DPO_OK;
+  }
+  dpo_log_info("demo: stage 5/7 reward: implicit-reward accuracy on judge-labelled pairs of %d held-out prompts",
+               opt->reward_prompts);
+  char dir[4096], pairs[4096], tuned[4096], per_pair[4096];
+  snprintf(dir, sizeof dir, "%s/reward", opt->out);
+  snprintf(pairs, sizeof pairs, "%s/pairs.jsonl", dir);
+  snprintf(per_pair, sizeof per_pair, "%s/reward_acc.jsonl", dir);
+  snprintf(tuned, sizeof tuned, "%s/tuned", opt->out);
+  eval_pairs_stats ps;
+  int rc = judge_pairs(opt, dir, "heldout", opt->reward_prompts, opt->seed + 1, 2, 0, &ps, err);
+  if (rc) return rc;
+  eval_reward_config c;
+  eval_reward_config_default(&c);
+  c.model = tuned;
+  c.ref = opt->base;
+  c.pairs = pairs;
+  c.timesteps = DEMO_REWARD_TIMESTEPS;
+  c.seed = opt->seed;
+  c.beta = opt->beta;
+  c.threads = opt->threads;
+  c.out_jsonl = per_pair;
+  c.quiet = dpo_log_get_level() < DPO_LOG_NORMAL;
+  eval_reward_result r;
+  if ((rc = eval_reward_accuracy(&c, &r, err))) return rc;
+  dpo_log_info("demo: implicit-reward accuracy %.1f%% of %d strict pairs (Wilson 95%% [%.1f%%, %.1f%%])",
+               100 * r.accuracy, r.n_pairs, 100 * r.lo, 100 * r.hi);
+  return stage_finish(opt->out, "reward",
+                      json_pack("{s:i, s:i, s:f, s:f, s:f, s:i}", "pairs", r.n_pairs, "correct", r.n_correct,
+                                "accuracy", r.accuracy, "lo", r.lo, "hi", r.hi, "ties_skipped", r.n_ties_skipped),
+                      err);
 }
 
 /* ------------------------------------------------------ study and report */
 
 static int stage_study(const demo_options *opt, dpo_error *err) {
   if (stage_done(opt->out, "study")) {
-    dpo_log_info("demo: stage 5/6 study: done already (%s/study.db)", opt->out);
+    dpo_log_info("demo: stage 6/7 study: done already (%s/study.db)", opt->out);
     return DPO_OK;
   }
   char db_path[4096], run_a[4096], run_b[4096];
@@ -267,7 +257,7 @@ static int stage_study(const demo_options *opt, dpo_error *err) {
                                 .noise = DEMO_RATER_NOISE, .random_share = DEMO_RANDOM_SHARE, .left_bias = 0.02};
   studies_simulate_result sr;
   if (!rc) {
-    dpo_log_info("demo: stage 5/6 study: %d items, q1 q2 q3, 5 votes each from %d simulated raters (%.0f%% random)",
+    dpo_log_info("demo: stage 6/7 study: %d items, q1 q2 q3, 5 votes each from %d simulated raters (%.0f%% random)",
                  cr.n_items, s.raters, 100 * s.random_share);
     rc = studies_simulate(db, &s, &sr, err);
   }
@@ -276,60 +266,177 @@ static int stage_study(const demo_options *opt, dpo_error *err) {
   return stage_finish(opt->out, "study", json_pack("{s:i, s:i}", "items", cr.n_items, "votes", sr.n_votes), err);
 }
 
-static void print_question(const json_t *q) {
+/* Mean judge alignment of a run's images (also written as the run's
+ * scores-shapes-judge.jsonl, for `dpo score`-style inspection). */
+static int run_mean_alignment(const char *run_dir, double *mean, dpo_error *err) {
+  const eval_scorer *judge = eval_find_scorer("shapes-judge");
+  if (!judge) return dpo_fail(err, DPO_ERR_DATA, "demo: the shapes-judge scorer is missing from this build");
+  int k = eval_score_index(judge, "alignment");
+  eval_run run;
+  int rc = eval_run_load(run_dir, &run, err);
+  if (rc) return rc;
+  rc = eval_run_score(&run, judge, 64, 1, err);
+  if (!rc) rc = eval_run_write_scores(&run, judge, NULL, 0, err);
+  double sum = 0;
+  for (int i = 0; i < run.n; i++) sum += run.items[i].scores[k];
+  *mean = run.n ? sum / run.n : 0;
+  eval_run_free(&run);
+  return rc;
+}
+
+/* A question's entry of report.json, or NULL. */
+static const json_t *find_question(const json_t *report, const char *key) {
+  const json_t *qs = json_object_get(json_array_get(json_object_get(report, "studies"), 0), "questions");
+  for (size_t i = 0; i < json_array_size(qs); i++) {
+    const char *k = json_string_value(json_object_get(json_array_get(qs, i), "key"));
+    if (k && !strcmp(k, key)) return json_array_get(qs, i);
+  }
+  return NULL;
+}
+
+/* OUT/summary.json: the numbers the demo prints, gathered from the stages. */
+static json_t *build_summary(const demo_options *opt, const json_t *report, const json_t *reward, double align_base,
+                             double align_tuned) {
+  json_t *qs = json_object();
+  const char *keys[3] = {"q1", "q2", "q3"};
+  for (int i = 0; i < 3; i++) {
+    const json_t *q = find_question(report, keys[i]);
+    if (!q) continue;
+    json_object_set_new(qs, keys[i],
+                        json_pack("{s:O, s:O, s:O, s:O}", "items", json_object_get(q, "items"), "win_rate_tuned",
+                                  json_object_get(q, "win_rate_b"), "ci95_wilson", json_object_get(q, "ci95_wilson"),
+                                  "p_value", json_object_get(q, "p_value")));
+  }
+  return json_pack("{s:b, s:I, s:i, s:o, s:O, s:{s:f, s:f}, s:s, s:s}", "quick", opt->quick, "seed",
+                   (json_int_t)opt->seed, "heldout_prompts", opt->heldout, "questions", qs, "implicit_reward",
+                   reward, "judge_alignment", "base", align_base, "tuned", align_tuned, "report", "report/report.html",
+                   "training_log", "tuned/train_log.jsonl");
+}
+
+static void print_question(const char *label, const json_t *q) {
+  if (!q) return;
   const json_t *ci = json_object_get(q, "ci95_wilson");
-  printf("  %s: tuned wins %.1f%% of %lld prompts (Wilson 95%% [%.1f%%, %.1f%%])\n",
-         json_string_value(json_object_get(q, "key")), 100 * json_number_value(json_object_get(q, "win_rate_b")),
+  printf("  %s: tuned wins %.1f%% of %lld prompts (Wilson 95%% [%.1f%%, %.1f%%])\n", label,
+         100 * json_number_value(json_object_get(q, "win_rate_b")),
          (long long)json_integer_value(json_object_get(q, "items")), 100 * json_number_value(json_array_get(ci, 0)),
          100 * json_number_value(json_array_get(ci, 1)));
 }
 
 static int stage_report(const demo_options *opt, dpo_error *err) {
-  char db_path[4096], dir[4096], path[4096];
+  char db_path[4096], dir[4096], path[4096], run_a[4096], run_b[4096];
   snprintf(db_path, sizeof db_path, "%s/study.db", opt->out);
   snprintf(dir, sizeof dir, "%s/report", opt->out);
+  snprintf(run_a, sizeof run_a, "%s/runs/base", opt->out);
+  snprintf(run_b, sizeof run_b, "%s/runs/tuned", opt->out);
+  int rc = DPO_OK;
   if (!stage_done(opt->out, "report")) {
-    dpo_log_info("demo: stage 6/6 report: %s", dir);
+    dpo_log_info("demo: stage 7/7 report: %s", dir);
     const char *studies[1] = {"demo"};
     report_options r = {.db_path = db_path, .studies = studies, .n_studies = 1, .out_dir = dir, .seed = opt->seed,
                         .n_resamples = STATS_BOOTSTRAP_RESAMPLES};
     report_summary rs;
-    int rc = report_write(&r, &rs, err);
+    rc = report_write(&r, &rs, err);
+    const char *runs[2] = {run_a, run_b};
+    int rows = 0;
+    snprintf(path, sizeof path, "%s/contact_sheet.png", dir);
+    if (!rc) rc = eval_grid(runs, 2, path, 96, 48, &rows, err);
+    if (!rc) dpo_log_info("demo: contact sheet of %d held-out prompts: %s", rows, path);
+    double align_base = 0, align_tuned = 0;
+    if (!rc) rc = run_mean_alignment(run_a, &align_base, err);
+    if (!rc) rc = run_mean_alignment(run_b, &align_tuned, err);
+    json_t *report = NULL, *reward = NULL;
+    snprintf(path, sizeof path, "%s/report.json", dir);
+    if (!rc && !(report = dpo_json_load_file(path, 64u << 20, err))) rc = DPO_ERR_DATA;
+    snprintf(path, sizeof path, "%s/stages/reward.json", opt->out);
+    if (!rc && !(reward = dpo_json_load_file(path, 1u << 20, err))) rc = DPO_ERR_DATA;
+    if (!rc) {
+      json_t *summary = build_summary(opt, report, reward, align_base, align_tuned);
+      snprintf(path, sizeof path, "%s/summary.json", opt->out);
+      rc = summary ? dpo_json_write_file(path, summary, err) : dpo_fail(err, DPO_ERR_DATA, "%s: out of memory", path);
+      json_decref(summary);
+    }
+    json_decref(report);
+    json_decref(reward);
     if (!rc) rc = stage_finish(opt->out, "report", json_pack("{s:I}", "votes", (json_int_t)rs.n_votes), err);
     if (rc) return rc;
   }
+  snprintf(path, sizeof path, "%s/summary.json", opt->out);
+  json_t *summary = dpo_json_load_file(path, 1u << 20, err);
   snprintf(path, sizeof path, "%s/report.json", dir);
-  json_t *rep = dpo_json_load_file(path, 64u << 20, err);
-  if (!rep) return DPO_ERR_DATA;
-  const json_t *qs = json_object_get(json_array_get(json_object_get(rep, "studies"), 0), "questions");
-  printf("held-out result (tuned vs base, simulated raters):\n");
-  for (size_t i = 0; i < json_array_size(qs); i++) {
-    const char *key = json_string_value(json_object_get(json_array_get(qs, i), "key"));
-    if (key && (!strcmp(key, "q1") || !strcmp(key, "q3"))) print_question(json_array_get(qs, i));
+  json_t *report = summary ? dpo_json_load_file(path, 64u << 20, err) : NULL;
+  if (!report) {
+    json_decref(summary);
+    return DPO_ERR_DATA;
   }
+  const json_t *reward = json_object_get(summary, "implicit_reward");
+  const json_t *align = json_object_get(summary, "judge_alignment");
+  printf("held-out result, tuned vs base (%s simulated raters, 5 votes a comparison):\n",
+         opt->quick ? "quick run," : "");
+  print_question("q3 (prompt alignment)", find_question(report, "q3"));
+  print_question("q1 (overall preference)", find_question(report, "q1"));
+  printf("  judge alignment: base %.3f, tuned %.3f\n", json_number_value(json_object_get(align, "base")),
+         json_number_value(json_object_get(align, "tuned")));
+  printf("  implicit-reward accuracy: %.1f%% of %lld held-out judge-labelled pairs (Wilson 95%% [%.1f%%, %.1f%%])\n",
+         100 * json_number_value(json_object_get(reward, "accuracy")),
+         (long long)json_integer_value(json_object_get(reward, "pairs")),
+         100 * json_number_value(json_object_get(reward, "lo")), 100 * json_number_value(json_object_get(reward, "hi")));
+  printf("training log: %s/tuned/train_log.jsonl\n", opt->out);
+  printf("contact sheet: %s/contact_sheet.png\n", dir);
   printf("report: %s/report.html\n", dir);
-  json_decref(rep);
+  json_decref(report);
+  json_decref(summary);
   return DPO_OK;
 }
 
-int demo_run(const demo_options *opt, dpo_error *err) {
-  if (!opt->out || !*opt->out) return dpo_fail(err, DPO_ERR_USAGE, "demo: an output folder is required");
-  int rc = dpo_mkdir_p(opt->out, err);
-  if (rc) return rc;
-  dpo_log_info("demo: stage 1/6 base: loading %s", opt->base);
-  dpo_pipeline base;
-  if ((rc = dpo_pipeline_load(opt->base, &base, err))) return rc;
-  kn_ctx ctx;
-  if ((rc = kn_ctx_init(&ctx, opt->threads, err))) {
-    dpo_pipeline_free(&base);
-    return rc;
+/* OUT/settings.json records the settings a demo folder was made with; a
+ * rerun with other settings would mix stages of two runs, so it is refused. */
+static json_t *settings_json(const demo_options *opt) {
+  return json_pack("{s:s, s:b, s:I, s:i, s:i, s:i, s:f, s:f, s:i, s:i, s:i, s:i, s:f}", "base", opt->base, "quick",
+                   opt->quick, "seed", (json_int_t)opt->seed, "pair_prompts", opt->pair_prompts, "images_per_prompt",
+                   opt->images_per_prompt, "dpo_steps", opt->dpo_steps, "beta", opt->beta, "lr", opt->lr, "heldout",
+                   opt->heldout, "reward_prompts", opt->reward_prompts, "sample_steps", opt->sample_steps,
+                   "dpo_batch", DEMO_DPO_BATCH, "guidance", DEMO_GUIDANCE);
+}
+
+static int check_settings(const demo_options *opt, dpo_error *err) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/settings.json", opt->out);
+  json_t *want = settings_json(opt);
+  if (!want) return dpo_fail(err, DPO_ERR_DATA, "%s: out of memory", path);
+  struct stat st;
+  int rc = DPO_OK;
+  if (stat(path, &st) == 0) {
+    json_t *have = dpo_json_load_file(path, 1u << 20, err);
+    if (!have) rc = DPO_ERR_DATA;
+    else if (!json_equal(have, want))
+      rc = dpo_fail(err, DPO_ERR_USAGE,
+                    "%s was made with other settings (%s); rerun with those or use another --out", opt->out, path);
+    json_decref(have);
+  } else {
+    rc = dpo_json_write_file(path, want, err);
   }
-  rc = stage_pairs(&base, &ctx, opt, err);
+  json_decref(want);
+  return rc;
+}
+
+int demo_run(const demo_options *options, dpo_error *err) {
+  demo_options resolved = *options;
+  demo_options *opt = &resolved;
+  demo_options_resolve(opt);
+  if (!opt->out || !*opt->out) return dpo_fail(err, DPO_ERR_USAGE, "demo: an output folder is required");
+  /* Loaded once up front so that a bad --base fails before anything is made. */
+  dpo_log_info("demo: stage 1/7 base: loading %s", opt->base);
+  dpo_pipeline base;
+  int rc = dpo_pipeline_load(opt->base, &base, err);
+  if (rc) return rc;
+  dpo_pipeline_free(&base);
+  if ((rc = dpo_mkdir_p(opt->out, err))) return rc;
+  if ((rc = check_settings(opt, err))) return rc;
+  rc = stage_pairs(opt, err);
   if (!rc) rc = stage_train(opt, err);
   if (!rc) rc = stage_generate(opt, err);
+  if (!rc) rc = stage_reward(opt, err);
   if (!rc) rc = stage_study(opt, err);
   if (!rc) rc = stage_report(opt, err);
-  kn_ctx_free(&ctx);
-  dpo_pipeline_free(&base);
   return rc;
 }

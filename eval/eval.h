@@ -292,17 +292,21 @@ int eval_summarize(const double *x, int n, int n_resamples, uint64_t seed, eval_
  * format trainer/trainer.h reads: caption, image_0 and image_1 (paths
  * relative to OUT), label_0 = 1 when score_i > score_j + tie_margin, 0 when
  * score_j > score_i + tie_margin, else 0.5; source "ai-feedback:<scorer>:
- * <score>"; model_0 and model_1 the model. Written atomically. */
+ * <score>"; model_0 and model_1 the model. Written atomically.
+ * With best_worst, each prompt gives one line only: its highest-scoring image
+ * (image_0) against its lowest (none when they tie within the margin). */
 typedef struct {
   eval_generate_config gen;   /* gen.out is OUT; images go to OUT/run */
   const eval_scorer *scorer;
   const char *score_name;     /* NULL: the scorer's first score */
   double tie_margin;          /* >= 0 */
   int score_batch;
+  int best_worst;             /* 1: best against worst of each prompt only */
 } eval_pairs_config;
 
 typedef struct {
   int n_pairs, n_ties, n_prompts;
+  int n_tied_prompts;         /* best_worst: prompts whose images all tie */
 } eval_pairs_stats;
 
 int eval_make_pairs(const eval_pairs_config *cfg, eval_pairs_stats *stats, dpo_error *err);

@@ -12,6 +12,50 @@ static int by_prompt_then_index(const void *a, const void *b) {
   return (x->image_index > y->image_index) - (x->image_index < y->image_index);
 }
 
+/* One line of pairs.jsonl for items a and b (score k). */
+static int write_pair(FILE *fp, const char *path, const eval_pairs_config *cfg, const char *source,
+                      const eval_run_item *a, const eval_run_item *b, int k, eval_pairs_stats *stats, dpo_error *err) {
+  double d = a->scores[k] - b->scores[k];
+  double label = d > cfg->tie_margin ? 1.0 : -d > cfg->tie_margin ? 0.0 : 0.5;
+  char f0[4200], f1[4200];
+  snprintf(f0, sizeof f0, "run/%s", a->file);
+  snprintf(f1, sizeof f1, "run/%s", b->file);
+  json_t *o = json_object();
+  json_object_set_new(o, "caption", json_string(a->prompt));
+  json_object_set_new(o, "image_0", json_string(f0));
+  json_object_set_new(o, "image_1", json_string(f1));
+  json_object_set_new(o, "label_0", json_real(label));
+  json_object_set_new(o, "source", json_string(source));
+  json_object_set_new(o, "model_0", json_string(cfg->gen.model));
+  json_object_set_new(o, "model_1", json_string(cfg->gen.model));
+  json_object_set_new(o, "score_0", json_real(a->scores[k]));
+  json_object_set_new(o, "score_1", json_real(b->scores[k]));
+  char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
+  json_decref(o);
+  int rc = DPO_OK;
+  if (!text || fprintf(fp, "%s\n", text) < 0) rc = dpo_fail(err, DPO_ERR_DATA, "%s: write failed", path);
+  free(text);
+  stats->n_pairs++;
+  if (label == 0.5) stats->n_ties++;
+  return rc;
+}
+
+/* Best-worst pairing: the first highest- and the first lowest-scoring image
+ * of items[start, end); one line, the best as image_0, unless they tie. */
+static int write_best_worst(FILE *fp, const char *path, const eval_pairs_config *cfg, const char *source,
+                            const eval_run *run, int start, int end, int k, eval_pairs_stats *stats, dpo_error *err) {
+  int best = start, worst = start;
+  for (int i = start + 1; i < end; i++) {
+    if (run->items[i].scores[k] > run->items[best].scores[k]) best = i;
+    if (run->items[i].scores[k] < run->items[worst].scores[k]) worst = i;
+  }
+  if (run->items[best].scores[k] - run->items[worst].scores[k] <= cfg->tie_margin) {
+    stats->n_tied_prompts++;
+    return DPO_OK;
+  }
+  return write_pair(fp, path, cfg, source, &run->items[best], &run->items[worst], k, stats, err);
+}
+
 static int write_pairs(const eval_pairs_config *cfg, eval_run *run, int k, eval_pairs_stats *stats, dpo_error *err) {
   char path[4200], source[512];
   snprintf(path, sizeof path, "%s/pairs.jsonl", cfg->gen.out);
@@ -24,31 +68,13 @@ static int write_pairs(const eval_pairs_config *cfg, eval_run *run, int k, eval_
     int end = start + 1;
     while (end < run->n && strcmp(run->items[end].prompt_id, run->items[start].prompt_id) == 0) end++;
     stats->n_prompts++;
-    for (int i = start; i < end && rc == DPO_OK; i++)
-      for (int j = i + 1; j < end && rc == DPO_OK; j++) {
-        const eval_run_item *a = &run->items[i], *b = &run->items[j];
-        double d = a->scores[k] - b->scores[k];
-        double label = d > cfg->tie_margin ? 1.0 : -d > cfg->tie_margin ? 0.0 : 0.5;
-        char f0[4200], f1[4200];
-        snprintf(f0, sizeof f0, "run/%s", a->file);
-        snprintf(f1, sizeof f1, "run/%s", b->file);
-        json_t *o = json_object();
-        json_object_set_new(o, "caption", json_string(a->prompt));
-        json_object_set_new(o, "image_0", json_string(f0));
-        json_object_set_new(o, "image_1", json_string(f1));
-        json_object_set_new(o, "label_0", json_real(label));
-        json_object_set_new(o, "source", json_string(source));
-        json_object_set_new(o, "model_0", json_string(cfg->gen.model));
-        json_object_set_new(o, "model_1", json_string(cfg->gen.model));
-        json_object_set_new(o, "score_0", json_real(a->scores[k]));
-        json_object_set_new(o, "score_1", json_real(b->scores[k]));
-        char *text = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
-        json_decref(o);
-        if (!text || fprintf(af.fp, "%s\n", text) < 0) rc = dpo_fail(err, DPO_ERR_DATA, "%s: write failed", path);
-        free(text);
-        stats->n_pairs++;
-        if (label == 0.5) stats->n_ties++;
-      }
+    if (cfg->best_worst) {
+      rc = write_best_worst(af.fp, path, cfg, source, run, start, end, k, stats, err);
+    } else {
+      for (int i = start; i < end && rc == DPO_OK; i++)
+        for (int j = i + 1; j < end && rc == DPO_OK; j++)
+          rc = write_pair(af.fp, path, cfg, source, &run->items[i], &run->items[j], k, stats, err);
+    }
     start = end;
   }
   if (rc) {

@@ -66,6 +66,54 @@ int main(void) {
   dpo_pairs_free(&set);
   cfg.tie_margin = 0;
 
+  /* Best-worst pairing over 4 images a prompt: one line a prompt, its
+   * image_0 the highest-scoring (by redness) of the four and image_1 the
+   * lowest; the same run folder gives the all-pairs file 6 lines a prompt. */
+  char out4[1024];
+  snprintf(out4, sizeof out4, "%s", test_path("pairs4"));
+  eval_pairs_config c4;
+  base_config(&c4, out4);
+  c4.scorer = cfg.scorer;
+  c4.score_name = "alignment";
+  c4.gen.images_per_prompt = 4;
+  CHECK_INT(eval_make_pairs(&c4, &stats, &err), DPO_OK);
+  CHECK_INT(stats.n_pairs, 18);
+  c4.best_worst = 1;
+  CHECK_INT(eval_make_pairs(&c4, &stats, &err), DPO_OK);
+  CHECK_INT(stats.n_pairs + stats.n_tied_prompts, 3);
+  CHECK(stats.n_pairs >= 1);
+  snprintf(path, sizeof path, "%s/pairs.jsonl", out4);
+  dpo_pairs bw;
+  CHECK_INT(dpo_pairs_load(path, &opt, &bw, &err), DPO_OK);
+  CHECK_INT(bw.n, stats.n_pairs);
+  eval_run run4;
+  char run_dir[1200];
+  snprintf(run_dir, sizeof run_dir, "%s/run", out4);
+  CHECK_INT(eval_run_load(run_dir, &run4, &err), DPO_OK);
+  for (int i = 0; i < bw.n; i++) {
+    dpo_image w, l;
+    CHECK_INT(dpo_image_read(bw.pairs[i].image_w, 3, &w, &err), DPO_OK);
+    CHECK_INT(dpo_image_read(bw.pairs[i].image_l, 3, &l, &err), DPO_OK);
+    double rw = eval_mean_redness(&w), rl = eval_mean_redness(&l), hi = -1, lo = 2;
+    for (int k = 0; k < run4.n; k++) {
+      if (strcmp(run4.items[k].prompt, bw.pairs[i].caption)) continue;
+      char file[1400];
+      snprintf(file, sizeof file, "%s/%s", run_dir, run4.items[k].file);
+      dpo_image im;
+      CHECK_INT(dpo_image_read(file, 3, &im, &err), DPO_OK);
+      double r = eval_mean_redness(&im);
+      hi = r > hi ? r : hi;
+      lo = r < lo ? r : lo;
+      dpo_image_free(&im);
+    }
+    CHECK_NEAR(rw, hi, 1e-12);
+    CHECK_NEAR(rl, lo, 1e-12);
+    dpo_image_free(&w);
+    dpo_image_free(&l);
+  }
+  eval_run_free(&run4);
+  dpo_pairs_free(&bw);
+
   /* Errors: one image per prompt, an unknown score. */
   cfg.gen.images_per_prompt = 1;
   CHECK_INT(eval_make_pairs(&cfg, &stats, &err), DPO_ERR_USAGE);
