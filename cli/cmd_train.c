@@ -60,6 +60,11 @@ void cmd_train_help(FILE *out) {
           "  --resume latest|PATH    continue from OUT's newest checkpoint (a fresh run\n"
           "                          when there is none) or from a checkpoint folder\n"
           "  --threads N             CPU threads (default: all cores)\n"
+          "  --backend cpu|cuda|auto where the UNets run (default auto: cuda when this\n"
+          "                          build has it and a device is visible). On cuda the\n"
+          "                          cache (VAE, text encoder) and the optimizer stay on\n"
+          "                          the CPU; --train-text-encoder and validation need cpu.\n"
+          "                          cuda without a build or device: exit 2 or 1\n"
           "\nvalidation (the paper's metric: the median score of generated images):\n"
           "  --validate-prompts SET  prompt set or file to sample during training\n"
           "  --validate-every N      after every N-th step (needs --validate-prompts)\n"
@@ -152,6 +157,7 @@ int cmd_train(int argc, char **argv) {
   dpo_train_options o;
   dpo_train_options_default(&o);
   dpo_error err = {0};
+  const char *backend_name = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (cli_is_help(a)) {
@@ -169,6 +175,7 @@ int cmd_train(int argc, char **argv) {
     int64_t n = 0;
     int rc = EXIT_OK;
     if (strcmp(a, "--base") == 0) o.base_dir = v;
+    else if (strcmp(a, "--backend") == 0) backend_name = v;
     else if (strcmp(a, "--pairs") == 0) o.pairs_path = v;
     else if (strcmp(a, "--out") == 0) o.out_dir = v;
     else if (strcmp(a, "--cache-dir") == 0) o.cache_dir = v;
@@ -218,6 +225,9 @@ int cmd_train(int argc, char **argv) {
     if (rc != EXIT_OK) return rc;
   }
   if (!o.base_dir || !o.pairs_path || !o.out_dir) return cli_usage_error("train", "--base, --pairs and --out are required");
+  int backend, brc = cli_backend("train", backend_name, &backend);
+  if (brc != EXIT_OK) return brc;
+  o.backend = (kn_backend)backend;
   if (o.warmup_frac >= 0 && o.warmup_frac > 1) return cli_usage_error("train", "--warmup-frac must be in [0, 1]");
   int vrc = setup_validation(&validation, &o);
   if (vrc != EXIT_OK) return vrc;

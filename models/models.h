@@ -16,7 +16,19 @@
  * activation, and with train=1 their gradients, once), then call forward and
  * backward as often as needed: they allocate nothing. Outputs live inside the
  * model until the next forward. Backward ACCUMULATES into the parameter
- * gradients (zero them with *_zero_grads first), following kernels.h. */
+ * gradients (zero them with *_zero_grads first), following kernels.h.
+ *
+ * Backends. The context given to plan decides where the model computes.
+ * Parameters are loaded, initialised and saved through a host block; the
+ * first plan on a CUDA context places them (and their gradients) on the
+ * device, and the model then keeps using that context (it must outlive the
+ * model's use). From then on every tensor pointer that forward and backward
+ * take or return, and dpo_param's data and grad, are in the memory of the
+ * context's backend (device memory under CUDA: kn_upload / kn_download
+ * cross to the host); the one exception is CLIP's token ids, which are host
+ * int32 (checked, then uploaded). Save writes the device values (fetched
+ * into the host block first). The VAE runs on a CPU context only. On the
+ * CPU nothing is copied and results are those of the CPU kernels. */
 #ifndef DPO_MODELS_H
 #define DPO_MODELS_H
 
