@@ -28,7 +28,7 @@ static const char *const tiny_config =
 void bench_train_help(FILE *out) {
   fprintf(out,
           "\nusage: dpo bench train [--config tiny|sd15|both] [--batch N] [--threads N] [--repeat R]\n"
-          "                       [--backend cpu|cuda|auto] [--json]\n\n"
+          "                       [--backend cpu|cuda|auto] [--checkpointing] [--json]\n\n"
           "Pairs/s of one Diffusion-DPO step (on --backend: auto is cuda when this build has\n"
           "it and a device is visible, else cpu): the frozen reference UNet forward on\n"
           "winner and loser, the policy forward + backward on both, loss and gradient\n"
@@ -37,16 +37,19 @@ void bench_train_help(FILE *out) {
           "(default 1) after a warm-up step. bench/bench_train.py runs PyTorch beside it\n"
           "(CPU); tests/device/run.sh runs bench/torch_cuda_baseline.py beside --backend cuda.\n"
           "On CUDA the UNets compute in float32 and --json adds device_memory_gib (device\n"
-          "memory in use after the last step).\n");
+          "memory in use after the last step). --checkpointing: the policy's activation\n"
+          "checkpointing (dpo train --gradient-checkpointing).\n");
 }
 
 int bench_train(int argc, char **argv) {
-  int json = 0, do_tiny = 1, do_sd15 = 1;
+  int json = 0, do_tiny = 1, do_sd15 = 1, checkpointing = 0;
   uint64_t threads = 0, repeat = 1, batch = 1;
   const char *backend_name = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) {
       json = 1;
+    } else if (!strcmp(argv[i], "--checkpointing")) {
+      checkpointing = 1;
     } else if (!strcmp(argv[i], "--backend")) {
       if (i + 1 >= argc) return cli_usage_error("bench", "--backend needs a value");
       backend_name = argv[++i];
@@ -82,17 +85,17 @@ int bench_train(int argc, char **argv) {
     dpo_error err = {0};
     double pps = 0, step_s = 0;
     size_t device_bytes = 0;
-    int rc = cfg ? dpo_bench_train_step(cfg, (int)batch, hw, T, (int)threads, (kn_backend)backend, (int)repeat,
-                                             &pps, &step_s, &device_bytes, &err)
+    int rc = cfg ? dpo_bench_train_step(cfg, (int)batch, hw, T, (int)threads, (kn_backend)backend, checkpointing,
+                                             (int)repeat, &pps, &step_s, &device_bytes, &err)
                  : dpo_fail(&err, DPO_ERR_DATA, "bench train: bad built-in config");
     json_decref(cfg);
     if (rc != DPO_OK) return cli_report_error(&err);
     if (json)
       printf("{\"bench\": \"train\", \"config\": \"%s\", \"pairs\": %d, \"latent\": %d, \"tokens\": %d, "
              "\"threads\": %d, \"step_seconds\": %.6g, \"pairs_per_s\": %.6g, \"repeat\": %d, "
-             "\"backend\": \"%s\", \"device_memory_gib\": %.3f}\n",
+             "\"backend\": \"%s\", \"checkpointing\": %s, \"device_memory_gib\": %.3f}\n",
              name, (int)batch, hw, T, (int)threads, step_s, pps, (int)repeat, kn_backend_name((kn_backend)backend),
-             (double)device_bytes / (1024.0 * 1024.0 * 1024.0));
+             checkpointing ? "true" : "false", (double)device_bytes / (1024.0 * 1024.0 * 1024.0));
     else
       printf("%-6s %6d %5dx%-3d %7d %8d %10.3f %8.3f  %s\n", name, (int)batch, hw, hw, T, (int)threads, step_s, pps,
              kn_backend_name((kn_backend)backend));

@@ -267,7 +267,13 @@ void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n) {
   memset(r, 0, sizeof *r);
   r->slot = slot;
   r->n = n;
-  p->act_bytes += kn_arena_bytes(n);
+  if (p->group && slot && p->checkpoint) {
+    r->shared_value = 1;
+    r->value_offset = p->group_value_used;
+    p->group_value_used += kn_arena_bytes(n);
+  } else {
+    p->act_bytes += kn_arena_bytes(n);
+  }
   if (!p->train) return;
   if (p->group && slot) {
     r->group = p->group;
@@ -281,6 +287,7 @@ void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n) {
 void md_plan_group_begin(md_plan *p, md_grad_group *g) {
   g->base = NULL;
   g->bytes = 0;
+  g->recompute = 0;
   if (!p->train || p->failed) return;
   if (p->n_groups == p->cap_groups) {
     int cap = p->cap_groups ? 2 * p->cap_groups : 64;
@@ -296,6 +303,8 @@ void md_plan_group_begin(md_plan *p, md_grad_group *g) {
   }
   p->group = g;
   p->group_used = 0;
+  p->group_value_used = 0;
+  g->recompute = p->checkpoint;
 }
 
 void md_plan_group_end(md_plan *p) {
@@ -304,6 +313,7 @@ void md_plan_group_end(md_plan *p) {
   p->group_sizes[p->n_groups] = p->group_used;
   p->n_groups++;
   if (p->group_used > p->shared_bytes) p->shared_bytes = p->group_used;
+  if (p->group_value_used > p->shared_value_bytes) p->shared_value_bytes = p->group_value_used;
   p->group = NULL;
 }
 
@@ -327,7 +337,12 @@ void md_plan_scratch(md_plan *p, size_t bytes) {
 
 int md_plan_alloc(md_plan *p, kn_ctx *ctx, dpo_error *err) {
   if (p->failed) return dpo_fail(err, DPO_ERR_DATA, "out of memory while planning activations");
-  if (kn_arena_init_on(&p->acts, ctx, p->act_bytes, err) != DPO_OK) return DPO_ERR_DATA;
+  if (kn_arena_init_on(&p->acts, ctx, p->act_bytes + p->shared_value_bytes, err) != DPO_OK) return DPO_ERR_DATA;
+  float *shared_values = NULL;
+  if (p->shared_value_bytes > 0) {
+    shared_values = kn_arena_floats(&p->acts, p->shared_value_bytes / sizeof(float));
+    if (!shared_values) return dpo_fail(err, DPO_ERR_DATA, "activation plan too small for the shared values");
+  }
   if (p->train && kn_arena_init_on(&p->grads, ctx, p->grad_bytes + p->shared_bytes, err) != DPO_OK)
     return DPO_ERR_DATA;
   float *shared = NULL;
@@ -346,7 +361,8 @@ int md_plan_alloc(md_plan *p, kn_ctx *ctx, dpo_error *err) {
       if (!*r->plain) return dpo_fail(err, DPO_ERR_DATA, "activation plan too small (request %d)", i);
       continue;
     }
-    r->slot->v = kn_arena_floats(&p->acts, r->n);
+    if (r->shared_value) r->slot->v = (float *)((uint8_t *)shared_values + r->value_offset);
+    else r->slot->v = kn_arena_floats(&p->acts, r->n);
     if (r->group) r->slot->g = (float *)((uint8_t *)shared + r->group_offset);
     else r->slot->g = p->train ? kn_arena_floats(&p->grads, r->n) : NULL;
     if (!r->slot->v || (p->train && !r->slot->g))
@@ -528,6 +544,7 @@ void md_resnet_backward(kn_ctx *ctx, md_resnet *r, float *din, const float *in, 
                         const float *temb_act) {
   int B = r->B, H = r->H, W = r->W, HW = H * W;
   size_t n_in = (size_t)B * r->Cin * HW, n_out = (size_t)B * r->Cout * HW;
+  if (r->grads.recompute) md_resnet_forward(ctx, r, in, temb_act); /* checkpointing */
   md_grad_group_zero(ctx, &r->grads);
   if (r->has_shortcut) {
     kn_add_backward(ctx, r->h2.g, r->sc.g, r->out.g, n_out);
@@ -656,6 +673,7 @@ static void tblock_backward(kn_ctx *ctx, md_tblock *b, float *dx, const float *x
                             const float *enc) {
   int rows = b->attn1.B * b->N;
   size_t n = (size_t)rows * b->dim;
+  if (b->grads.recompute) tblock_forward(ctx, b, x, enc); /* checkpointing */
   md_grad_group_zero(ctx, &b->grads);
   kn_add_backward(ctx, b->ffo.g, b->x2.g, b->out.g, n);
   md_linear_backward(ctx, &b->ff_out, b->ffg.g, b->ffo.g, b->ffg.v, rows);

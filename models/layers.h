@@ -102,6 +102,8 @@ int md_params_save(const md_params *t, const char *path, dpo_error *err);
 typedef struct {
   float *base;
   size_t bytes;
+  int recompute;        /* checkpointing: the values live in a shared region as
+                           well, so the layer reruns its forward before its backward */
 } md_grad_group;
 
 typedef struct {
@@ -110,6 +112,8 @@ typedef struct {
   size_t n;
   md_grad_group *group; /* its gradient lives in the shared region (see above) */
   size_t group_offset;  /* bytes into the shared region */
+  int shared_value;     /* checkpointing: its value lives in the shared value region */
+  size_t value_offset;  /* bytes into that region */
 } md_request;
 
 typedef struct {
@@ -124,6 +128,13 @@ typedef struct {
   md_grad_group *group; /* open group, if any */
   size_t group_used;    /* bytes of the open group */
   size_t shared_bytes;  /* the largest group */
+  /* Activation checkpointing (set after md_plan_init, training plans only):
+   * the values of a group's tensors share one region too, sized for the
+   * largest group, and each layer recomputes them before its backward. The
+   * arithmetic is the same, so results are bitwise those without it. */
+  int checkpoint;
+  size_t group_value_used;
+  size_t shared_value_bytes;
   md_grad_group **groups;
   size_t *group_sizes;
   int n_groups, cap_groups;
@@ -140,7 +151,9 @@ void md_plan_floats(md_plan *p, float **slot, size_t n);
 void md_plan_scratch(md_plan *p, size_t bytes);
 /* Tensors requested between begin and end keep their gradient in the shared
  * region; the layer calls md_grad_group_zero at the start of its backward
- * and must not read those gradients once its backward has returned. */
+ * and must not read those gradients once its backward has returned. With
+ * p->checkpoint their values share a region as well (g->recompute is set):
+ * the layer's backward then first reruns its forward. */
 void md_plan_group_begin(md_plan *p, md_grad_group *g);
 void md_plan_group_end(md_plan *p);
 void md_grad_group_zero(kn_ctx *ctx, const md_grad_group *g);

@@ -107,6 +107,13 @@ void dpo_unet_zero_grads(dpo_unet *u);
 int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int train, dpo_error *err);
 /* Bytes of the current plan (activations + their gradients). */
 size_t dpo_unet_plan_bytes(const dpo_unet *u);
+/* Activation checkpointing for the training plans that follow (off by
+ * default): the activations inside each resnet and each transformer block
+ * share one region instead of being kept, and each such layer reruns its
+ * forward just before its backward. Block inputs and outputs (the skips)
+ * are kept. About a third more compute for much less activation memory;
+ * the results are bitwise those without it (the same arithmetic). */
+void dpo_unet_set_checkpointing(dpo_unet *u, int on);
 /* out[B, out_channels, H, W] = UNet(sample, timesteps[B], encoder_hidden_states).
  * The inputs are copied; the returned buffer belongs to the model. NULL
  * without a plan. */

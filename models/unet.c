@@ -38,6 +38,7 @@ struct dpo_unet {
   md_params params;
   md_plan plan;
   int planned;
+  int checkpoint;       /* activation checkpointing in the next training plan */
   int B, H, W, T;
 
   md_conv conv_in;
@@ -512,6 +513,7 @@ int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int trai
   if (train && md_params_alloc_grads(&u->params, ctx, err) != DPO_OK) return DPO_ERR_DATA;
   md_plan *p = &u->plan;
   md_plan_init(p, train, ctx->n_threads);
+  p->checkpoint = train && u->checkpoint;
   u->B = B;
   u->H = H;
   u->W = W;
@@ -556,8 +558,10 @@ int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int trai
 }
 
 size_t dpo_unet_plan_bytes(const dpo_unet *u) {
-  return u->plan.act_bytes + u->plan.grad_bytes + u->plan.shared_bytes;
+  return u->plan.act_bytes + u->plan.shared_value_bytes + u->plan.grad_bytes + u->plan.shared_bytes;
 }
+
+void dpo_unet_set_checkpointing(dpo_unet *u, int on) { u->checkpoint = on != 0; }
 
 /* -------------------------------------------------------------- forward */
 

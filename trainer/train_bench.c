@@ -13,8 +13,8 @@ static int compare_doubles(const void *a, const void *b) {
 }
 
 int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, int text_len, int threads,
-                         kn_backend backend, int repeat, double *pairs_per_s, double *step_s,
-                         size_t *device_bytes, dpo_error *err) {
+                         kn_backend backend, int checkpointing, int repeat, double *pairs_per_s,
+                         double *step_s, size_t *device_bytes, dpo_error *err) {
   if (batch < 1 || latent_hw < 1 || text_len < 1 || repeat < 1 || repeat > 1000)
     return dpo_fail(err, DPO_ERR_USAGE, "bench train: batch, size, text length and repeat (<= 1000) must be positive");
   dpo_unet *policy = NULL, *reference = NULL;
@@ -28,6 +28,7 @@ int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, in
   if ((rc = dpo_unet_create(unet_config, &reference, err)) != DPO_OK) goto done;
   dpo_unet_init_random(policy, 1);
   dpo_unet_init_random(reference, 1);
+  dpo_unet_set_checkpointing(policy, checkpointing);
   if ((rc = kn_ctx_init_backend(&ctx, backend, threads, err)) != DPO_OK) goto done;
   ctx_ok = 1;
   dpo_scheduler_config sc;

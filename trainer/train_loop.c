@@ -518,6 +518,7 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   }
 
   int B = o->batch_size, hw = r->data.x0_hw;
+  dpo_unet_set_checkpointing(r->pipe.unet, o->gradient_checkpointing);
   rc = dpo_train_step_init(&r->step, r->pipe.unet, r->reference, &r->pipe.scheduler, &r->ctx, B, hw, hw, r->data.T,
                            err);
   if (rc != DPO_OK) return rc;

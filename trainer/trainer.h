@@ -668,6 +668,7 @@ typedef struct {
   int keep_checkpoints;       /* < 1: keep all */
   const char *resume;         /* NULL, "latest" or a checkpoint folder */
   int train_text_encoder;
+  int gradient_checkpointing; /* the policy UNet's (dpo_unet_set_checkpointing) */
   int threads;
   /* Where the UNets run (default the CPU). On CUDA the policy and the
    * frozen reference (float32, no gradients) compute on the device; the
@@ -714,10 +715,11 @@ int dpo_train_eval_accuracy(const char *policy_dir, const char *reference_dir, c
 
 /* dpo bench train: pairs/s of one DPO step (policy forward + backward on
  * winner and loser, reference forward on both) for a UNet config, on
- * `backend` (a CUDA step is timed to the end of its device work);
- * device_bytes: device memory in use after the last step (0 on the CPU). */
+ * `backend` (a CUDA step is timed to the end of its device work), with the
+ * policy's activation checkpointing when `checkpointing`; device_bytes:
+ * device memory in use after the last step (0 on the CPU). */
 int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, int text_len, int threads,
-                         kn_backend backend, int repeat, double *pairs_per_s, double *step_s,
-                         size_t *device_bytes, dpo_error *err);
+                         kn_backend backend, int checkpointing, int repeat, double *pairs_per_s,
+                         double *step_s, size_t *device_bytes, dpo_error *err);
 
 #endif

@@ -14,8 +14,9 @@
  *      models' MSE differences on the device against the CPU's;
  *   7. the SD1.5 UNet (random weights) forward + backward at batch 4 (the
  *      PyTorch baseline's 2 pairs), 64x64 latents, 77 tokens, float32, on the
- *      device alone: time and peak memory, and a check that the output and
- *      the last gradient are finite.
+ *      device alone: time and memory, a check that the output and the last
+ *      gradient are finite; then the same with activation checkpointing,
+ *      whose gradient must equal the plain one bit for bit.
  * Written without a GPU at hand: none of this has run on a device yet; the
  * first run of tests/device/run.sh is its first execution.
  *
@@ -493,10 +494,70 @@ static int compare_doubles(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+typedef struct {
+  const float *sample, *t, *enc, *dout; /* device */
+  int B, HW, T;
+} sd15_inputs;
+
+/* Plans u for training (with or without checkpointing), runs a warm-up and
+ * `repeat` forward + backward passes, prints the medians and the device
+ * memory, and returns a host copy of the first parameter's gradient (the
+ * end of the backward pass), or NULL when the plan failed. */
+static float *sd15_passes(dpo_unet *u, const sd15_inputs *in, int checkpoint, size_t *n_grad) {
+  enum { repeat = 3 };
+  dpo_error err = {0};
+  double gib = 1024.0 * 1024.0 * 1024.0;
+  const char *label = checkpoint ? "sd15 checkpointed" : "sd15";
+  dpo_unet_set_checkpointing(u, checkpoint);
+  if (dpo_unet_plan(u, &gpu, in->B, in->HW, in->HW, in->T, 1, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s plan: %s", label, err.msg);
+    return NULL;
+  }
+  double fwd[repeat], bwd[repeat];
+  const float *out = NULL;
+  for (int r = -1; r < repeat; r++) {
+    dpo_unet_zero_grads(u);
+    double a = dpo_now_seconds();
+    out = dpo_unet_forward(u, &gpu, in->sample, in->t, in->enc);
+    CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
+    double b = dpo_now_seconds();
+    dpo_unet_backward(u, &gpu, in->dout, NULL, NULL);
+    CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
+    double c = dpo_now_seconds();
+    if (r >= 0) {
+      fwd[r] = b - a;
+      bwd[r] = c - b;
+    }
+  }
+  qsort(fwd, repeat, sizeof *fwd, compare_doubles);
+  qsort(bwd, repeat, sizeof *bwd, compare_doubles);
+  printf("  %s forward %.1f ms, backward %.1f ms (median of %d after a warm-up)\n", label,
+         1e3 * fwd[repeat / 2], 1e3 * bwd[repeat / 2], repeat);
+  printf("  %s memory: %.2f GiB in use on the device (cudaMemGetInfo: parameters, gradients, "
+         "activations, cuDNN/cuBLAS workspace); plan %.2f GiB of activations and their gradients\n",
+         label, (double)kn_cuda_memory_used() / gib, (double)dpo_unet_plan_bytes(u) / gib);
+  size_t ns = (size_t)in->B * 4 * in->HW * in->HW;
+  float *host_out = out ? device_download(out, ns) : NULL;
+  CHECK(host_out && all_finite(host_out, ns));
+  free(host_out);
+  dpo_param p;
+  dpo_unet_param(u, 0, &p);
+  *n_grad = p.numel;
+  float *grad = device_download(p.grad, p.numel);
+  CHECK(all_finite(grad, p.numel));
+  double norm = 0;
+  for (size_t i = 0; i < p.numel; i++) norm += (double)grad[i] * grad[i];
+  printf("  %s |d %s| = %.4g (finite and non-zero expected)\n", label, p.name, sqrt(norm));
+  CHECK(norm > 0);
+  return grad;
+}
+
 /* B samples: 4 is the 2 pairs (winners and losers) of the PyTorch baseline's
- * fwd+bwd (bench/torch_cuda_baseline.py --pairs 2), for a like comparison. */
+ * fwd+bwd (bench/torch_cuda_baseline.py --pairs 2), for a like comparison.
+ * Then the same with activation checkpointing, which must give the same
+ * gradient bit for bit (the recompute is the same arithmetic). */
 static void test_sd15(int B) {
-  int HW = 64, T = 77, D = 768, C = 4, repeat = 3;
+  int HW = 64, T = 77, D = 768, C = 4;
   printf("SD1.5 UNet forward + backward on the device (batch %d, %dx%d latents, %d tokens, float32)\n", B, HW, HW, T);
   json_t *cfg = json_loads(sd15_unet_config, 0, NULL);
   dpo_unet *u = NULL;
@@ -509,57 +570,25 @@ static void test_sd15(int B) {
   json_decref(cfg);
   double t0 = dpo_now_seconds();
   dpo_unet_init_random(u, 1);
-  printf("  random init on the host: %.1f s (%zu parameters)\n", dpo_now_seconds() - t0, dpo_unet_param_count(u));
-  size_t before = kn_cuda_memory_used();
-  if (dpo_unet_plan(u, &gpu, B, HW, HW, T, 1, &err) != DPO_OK) {
-    test_fail(__FILE__, __LINE__, "sd15 plan: %s", err.msg);
-    dpo_unet_free(u);
-    return;
-  }
+  printf("  random init on the host: %.1f s (%zu parameters); %.2f GiB in use on the device before\n",
+         dpo_now_seconds() - t0, dpo_unet_param_count(u), (double)kn_cuda_memory_used() / (1 << 30));
   size_t ns = (size_t)B * C * HW * HW, ne = (size_t)B * T * D;
   float *sample = host_random(ns, 1.0f), *enc = host_random(ne, 1.0f), *dout = host_random(ns, 1e-3f);
   float *t = malloc((size_t)B * sizeof(float));
   for (int b = 0; b < B; b++) t[b] = (float)((999 - 250 * b) % 1000);
-  float *g_sample = device_copy(sample, ns * sizeof(float)), *g_enc = device_copy(enc, ne * sizeof(float));
-  float *g_t = device_copy(t, (size_t)B * sizeof(float)), *g_dout = device_copy(dout, ns * sizeof(float));
-  double fwd[3], bwd[3];
-  const float *out = NULL;
-  for (int r = -1; r < repeat; r++) {
-    dpo_unet_zero_grads(u);
-    double a = dpo_now_seconds();
-    out = dpo_unet_forward(u, &gpu, g_sample, g_t, g_enc);
-    CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
-    double b = dpo_now_seconds();
-    dpo_unet_backward(u, &gpu, g_dout, NULL, NULL);
-    CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
-    double c = dpo_now_seconds();
-    if (r >= 0) {
-      fwd[r] = b - a;
-      bwd[r] = c - b;
-    }
+  sd15_inputs in = {device_copy(sample, ns * sizeof(float)), device_copy(t, (size_t)B * sizeof(float)),
+                    device_copy(enc, ne * sizeof(float)), device_copy(dout, ns * sizeof(float)), B, HW, T};
+  size_t n_plain = 0, n_ckpt = 0;
+  float *plain = sd15_passes(u, &in, 0, &n_plain);
+  float *ckpt = sd15_passes(u, &in, 1, &n_ckpt);
+  if (plain && ckpt) {
+    int same = n_plain == n_ckpt && memcmp(plain, ckpt, n_plain * sizeof(float)) == 0;
+    printf("  sd15 checkpointed gradient equals the plain one bit for bit: %s\n", same ? "yes" : "NO");
+    CHECK(same);
   }
-  qsort(fwd, (size_t)repeat, sizeof *fwd, compare_doubles);
-  qsort(bwd, (size_t)repeat, sizeof *bwd, compare_doubles);
-  double gib = 1024.0 * 1024.0 * 1024.0;
-  printf("  sd15 forward %.1f ms, backward %.1f ms (median of %d after a warm-up)\n", 1e3 * fwd[repeat / 2],
-         1e3 * bwd[repeat / 2], repeat);
-  printf("  sd15 peak memory: %.2f GiB allocated by kn_malloc (parameters, gradients, activations), "
-         "%.2f GiB in use on the device (cudaMemGetInfo, with cuDNN/cuBLAS workspace; %.2f GiB before the plan)\n",
-         (double)kn_cuda_peak_allocated() / gib, (double)kn_cuda_memory_used() / gib, (double)before / gib);
-  printf("  sd15 plan: %.2f GiB of activations and their gradients\n", (double)dpo_unet_plan_bytes(u) / gib);
-  float *host_out = out ? device_download(out, ns) : NULL;
-  CHECK(host_out && all_finite(host_out, ns));
-  dpo_param p;
-  dpo_unet_param(u, 0, &p); /* conv_in.weight: the end of the backward pass */
-  float *grad = device_download(p.grad, p.numel);
-  CHECK(all_finite(grad, p.numel));
-  double norm = 0;
-  for (size_t i = 0; i < p.numel; i++) norm += (double)grad[i] * grad[i];
-  printf("  sd15 |d %s| = %.4g (finite and non-zero expected)\n", p.name, sqrt(norm));
-  CHECK(norm > 0);
-  free(host_out), free(grad), free(sample), free(enc), free(dout), free(t);
-  kn_free(KN_BACKEND_CUDA, g_sample), kn_free(KN_BACKEND_CUDA, g_enc), kn_free(KN_BACKEND_CUDA, g_t);
-  kn_free(KN_BACKEND_CUDA, g_dout);
+  free(plain), free(ckpt), free(sample), free(enc), free(dout), free(t);
+  kn_free(KN_BACKEND_CUDA, (void *)in.sample), kn_free(KN_BACKEND_CUDA, (void *)in.enc);
+  kn_free(KN_BACKEND_CUDA, (void *)in.t), kn_free(KN_BACKEND_CUDA, (void *)in.dout);
   dpo_unet_free(u);
 }
 
