@@ -19,7 +19,7 @@ int kn_have_cuda(void) {
 #endif
 }
 
-int kn_cuda_device_count_any(void) {
+int kn_cuda_visible_devices(void) {
 #ifdef DPO_HAVE_CUDA
   return kn_cuda_device_count();
 #else
@@ -34,7 +34,7 @@ const char *kn_backend_name(kn_backend backend) {
 int kn_backend_resolve(const char *name, kn_backend *out, dpo_error *err) {
   *out = KN_BACKEND_CPU;
   if (!name || strcmp(name, "auto") == 0) {
-    if (kn_have_cuda() && kn_cuda_device_count_any() > 0) *out = KN_BACKEND_CUDA;
+    if (kn_have_cuda() && kn_cuda_visible_devices() > 0) *out = KN_BACKEND_CUDA;
     return DPO_OK;
   }
   if (strcmp(name, "cpu") == 0) return DPO_OK;
@@ -44,7 +44,7 @@ int kn_backend_resolve(const char *name, kn_backend *out, dpo_error *err) {
     return dpo_fail(err, DPO_ERR_USAGE,
                     "--backend cuda: this build has no CUDA backend (rebuild with -DDPO_CUDA=ON where "
                     "nvcc and cuDNN are installed), use --backend cpu");
-  if (kn_cuda_device_count_any() < 1)
+  if (kn_cuda_visible_devices() < 1)
     return dpo_fail(err, DPO_ERR_DATA, "--backend cuda: no CUDA device is visible on this machine");
   *out = KN_BACKEND_CUDA;
   return DPO_OK;

@@ -77,7 +77,7 @@ int kn_ctx_check(kn_ctx *ctx, dpo_error *err);
 /* 1 when this build has the CUDA backend (DPO_HAVE_CUDA). */
 int kn_have_cuda(void);
 /* CUDA devices visible to this process (0 without the backend; never fails). */
-int kn_cuda_device_count_any(void);
+int kn_cuda_visible_devices(void);
 /* "cpu" or "cuda". */
 const char *kn_backend_name(kn_backend backend);
 /* The backend a `--backend NAME` asks for: "cpu"; "cuda", which fails with
