@@ -12,7 +12,11 @@
  *      final latents against the CPU sampler's;
  *   6. reward-acc's pair pass (eval_reward_pair) on the tiny pipeline, both
  *      models' MSE differences on the device against the CPU's;
- *   7. the SD1.5 UNet (random weights) forward + backward at batch 4 (the
+ *   7. dpo train (dpo_train: latent cache, DPO steps, AdamW, checkpoints)
+ *      on the tiny fixture pipeline of tests/train_fixture.h, 3 steps with
+ *      --backend cuda against --backend cpu: the logged losses and the
+ *      weight updates;
+ *   8. the SD1.5 UNet (random weights) forward + backward at batch 4 (the
  *      PyTorch baseline's 2 pairs), 64x64 latents, 77 tokens, float32, on the
  *      device alone: time and memory, a check that the output and the last
  *      gradient are finite; then the same with activation checkpointing,
@@ -37,17 +41,27 @@
  *   TOL_LOSS   1e-4  the DPO step's loss statistics (relative)
  *   TOL_SAMPLE 1e-3  final latents after 4 guided sampler steps; reward-acc's
  *                    MSE differences (relative to the largest)
- * Usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N] */
+ *   TOL_TRAIN  1e-2  dpo train: each logged loss (relative, floored at 1e-3), and the mean
+ *                    |update_gpu - update_cpu| over the mean |update_cpu| of
+ *                    the UNet's weights after 3 AdamW steps (a mean, since
+ *                    Adam's first steps are about lr * sign(g): an element
+ *                    whose gradient is zero to rounding may flip alone)
+ * --cpu-as-device runs all of it with a second CPU context standing in for
+ * the device: that checks this test itself (its set-up, comparisons and
+ * fixtures; every difference is then zero or a rounding), not CUDA. The
+ * default suite runs it so (unit.test_cuda_models_cpu, without SD1.5).
+ *
+ * Usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N] [--cpu-as-device] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "eval/eval.h"
-#include "kernels/cuda/kernels_cuda.h"
 #include "kernels/kernels.h"
 #include "models/models.h"
 #include "tests/test.h"
+#include "tests/train_fixture.h"
 #include "trainer/trainer.h"
 
 #define TOL_LAYOUT 1e-6
@@ -56,6 +70,7 @@
 #define TOL_PARAM 1e-2
 #define TOL_LOSS 1e-4
 #define TOL_SAMPLE 1e-3
+#define TOL_TRAIN 1e-2
 
 static kn_ctx cpu, gpu;
 static uint64_t next_stream = 1;
@@ -77,16 +92,6 @@ static const char *const sd15_unet_config =
     " \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"]}";
 
 /* ------------------------------------------------------------ helpers */
-
-/* A file of the source tree: under $DPO_SOURCE_DIR when set (a carried
- * bundle runs on a machine where the build's source path does not exist;
- * tests/device/run.sh sets it), else where the build found it. */
-static const char *source_path(const char *relative, char *buf, size_t n) {
-  const char *root = getenv("DPO_SOURCE_DIR");
-  if (root && *root) snprintf(buf, n, "%s/%s", root, relative);
-  else snprintf(buf, n, "%s", test_source_path(relative));
-  return buf;
-}
 
 static float *host_random(size_t n, float scale) {
   float *x = malloc(sizeof(float) * (n ? n : 1));
@@ -183,8 +188,8 @@ static void test_layout_ops(void) {
   compare("affine", out, dout, n, TOL_LAYOUT);
 
   free(x), free(v), free(g), free(out);
-  kn_free(KN_BACKEND_CUDA, dx), kn_free(KN_BACKEND_CUDA, dv);
-  kn_free(KN_BACKEND_CUDA, dg), kn_free(KN_BACKEND_CUDA, dout);
+  kn_free(gpu.backend, dx), kn_free(gpu.backend, dv);
+  kn_free(gpu.backend, dg), kn_free(gpu.backend, dout);
 }
 
 /* ------------------------------------------------------------- models */
@@ -296,8 +301,8 @@ static void test_unet(void) {
     dpo_unet_free(back);
   }
   free(first), free(second), free(sample), free(enc), free(dout), free(dsample), free(denc);
-  kn_free(KN_BACKEND_CUDA, g_sample), kn_free(KN_BACKEND_CUDA, g_enc), kn_free(KN_BACKEND_CUDA, g_t);
-  kn_free(KN_BACKEND_CUDA, g_dout), kn_free(KN_BACKEND_CUDA, g_dsample), kn_free(KN_BACKEND_CUDA, g_denc);
+  kn_free(gpu.backend, g_sample), kn_free(gpu.backend, g_enc), kn_free(gpu.backend, g_t);
+  kn_free(gpu.backend, g_dout), kn_free(gpu.backend, g_dsample), kn_free(gpu.backend, g_denc);
   dpo_unet_free(uc);
   dpo_unet_free(ug);
 }
@@ -307,7 +312,7 @@ static void test_clip(void) {
   dpo_error err = {0};
   dpo_clip *mc = NULL, *mg = NULL;
   char path[4200];
-  source_path("tests/fixtures/pipelines/tiny_sd/text_encoder", path, sizeof path);
+  snprintf(path, sizeof path, "%s", test_source_path("tests/fixtures/pipelines/tiny_sd/text_encoder"));
   if (dpo_clip_load(path, &mc, &err) != DPO_OK || dpo_clip_load(path, &mg, &err) != DPO_OK) {
     test_fail(__FILE__, __LINE__, "clip: %s", err.msg);
     dpo_clip_free(mc);
@@ -331,7 +336,7 @@ static void test_clip(void) {
   dpo_clip_backward(mg, &gpu, g_dh);
   compare_param_grads("clip parameter gradients", mc, mg, dpo_clip_n_params(mc), clip_param_get);
   free(ids), free(dh);
-  kn_free(KN_BACKEND_CUDA, g_dh);
+  kn_free(gpu.backend, g_dh);
   dpo_clip_free(mc);
   dpo_clip_free(mg);
 }
@@ -395,7 +400,7 @@ static void test_sampling(void) {
   printf("txt2img on the tiny latent pipeline (text encoder + UNet on the device)\n");
   dpo_error err = {0};
   char path[4200];
-  source_path("tests/fixtures/pipelines/tiny_sd", path, sizeof path);
+  snprintf(path, sizeof path, "%s", test_source_path("tests/fixtures/pipelines/tiny_sd"));
   dpo_pipeline pc, pg;
   if (dpo_pipeline_load(path, &pc, &err) != DPO_OK) {
     test_fail(__FILE__, __LINE__, "pipeline: %s", err.msg);
@@ -412,7 +417,7 @@ static void test_sampling(void) {
   opt.guidance = 3.0f;
   eval_sampler *sc = NULL, *sg = NULL;
   CHECK_INT(eval_sampler_open(&sc, &pc, &opt, 2, 0, &err), DPO_OK);
-  opt.backend = KN_BACKEND_CUDA;
+  opt.backend = gpu.backend;
   CHECK_INT(eval_sampler_open(&sg, &pg, &opt, 2, 0, &err), DPO_OK);
   if (sc && sg) {
     size_t lat = eval_sampler_latent_numel(sc);
@@ -445,7 +450,7 @@ static void test_reward(void) {
   printf("reward-acc pair pass on the tiny latent pipeline\n");
   dpo_error err = {0};
   char path[4200];
-  source_path("tests/fixtures/pipelines/tiny_sd", path, sizeof path);
+  snprintf(path, sizeof path, "%s", test_source_path("tests/fixtures/pipelines/tiny_sd"));
   dpo_pipeline p[4];
   int loaded = 0;
   for (; loaded < 4; loaded++)
@@ -453,7 +458,7 @@ static void test_reward(void) {
   eval_reward *rc = NULL, *rg = NULL;
   if (loaded == 4) {
     CHECK_INT(eval_reward_open_on(&rc, &p[0], &p[1], 0, 0, KN_BACKEND_CPU, &err), DPO_OK);
-    CHECK_INT(eval_reward_open_on(&rg, &p[2], &p[3], 0, 0, KN_BACKEND_CUDA, &err), DPO_OK);
+    CHECK_INT(eval_reward_open_on(&rg, &p[2], &p[3], 0, 0, gpu.backend, &err), DPO_OK);
   } else {
     test_fail(__FILE__, __LINE__, "pipeline: %s", err.msg);
   }
@@ -485,6 +490,114 @@ static void test_reward(void) {
   eval_reward_close(rc);
   eval_reward_close(rg);
   for (int i = 0; i < loaded; i++) dpo_pipeline_free(&p[i]);
+}
+
+/* ---------------------------------------------------------- dpo train */
+
+static void train_options(dpo_train_options *o, const char *base, const char *pairs, const char *out) {
+  dpo_train_options_default(o);
+  o->base_dir = base;
+  o->pairs_path = pairs;
+  o->out_dir = out;
+  o->resolution = 16;
+  o->lr = 1e-3;
+  o->warmup_steps = 1;
+  o->max_steps = 3;
+  o->batch_size = 2;
+  o->checkpoint_every = 2;
+  o->seed = 3;
+}
+
+/* The "loss" of each line of a train_log.jsonl (at most max). */
+static int read_losses(const char *path, double *loss, int max) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  char line[4096];
+  int n = 0;
+  while (n < max && fgets(line, sizeof line, f)) {
+    json_t *o = json_loads(line, 0, NULL);
+    if (o && json_is_number(json_object_get(o, "loss"))) loss[n++] = json_number_value(json_object_get(o, "loss"));
+    json_decref(o);
+  }
+  fclose(f);
+  return n;
+}
+
+static float *unet_weights(const char *dir, size_t *n) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/unet", dir);
+  dpo_unet *u = NULL;
+  dpo_error err = {0};
+  if (dpo_unet_load(path, &u, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s", err.msg);
+    return NULL;
+  }
+  *n = dpo_unet_param_count(u);
+  float *w = malloc(*n * sizeof(float));
+  size_t at = 0;
+  for (int i = 0; i < dpo_unet_n_params(u); i++) {
+    dpo_param p;
+    dpo_unet_param(u, i, &p);
+    memcpy(w + at, p.data, p.numel * sizeof(float));
+    at += p.numel;
+  }
+  dpo_unet_free(u);
+  return w;
+}
+
+static void test_train_loop(void) {
+  printf("dpo train, 3 steps on the tiny fixture pipeline: --backend cuda vs cpu\n");
+  char base[1024], data[1024], pairs[1100], out_cpu[1100], out_gpu[1100];
+  snprintf(base, sizeof base, "%s", test_path("train_base"));
+  snprintf(data, sizeof data, "%s", test_path("train_data"));
+  snprintf(pairs, sizeof pairs, "%s/pairs.jsonl", data);
+  snprintf(out_cpu, sizeof out_cpu, "%s", test_path("train_cpu"));
+  snprintf(out_gpu, sizeof out_gpu, "%s", test_path("train_gpu"));
+  CHECK_INT(tf_make_pipeline(base, 0, 1), 0);
+  CHECK_INT(tf_make_pairs(data, 4, 3, 60, 16), 0);
+  dpo_train_options o;
+  dpo_train_result res;
+  dpo_error err = {0};
+  train_options(&o, base, pairs, out_cpu);
+  CHECK_INT(dpo_train(&o, &res, &err), DPO_OK);
+  train_options(&o, base, pairs, out_gpu);
+  o.backend = gpu.backend;
+  if (dpo_train(&o, &res, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "dpo train --backend cuda: %s", err.msg);
+    return;
+  }
+  char log_cpu[1200], log_gpu[1200];
+  snprintf(log_cpu, sizeof log_cpu, "%s/train_log.jsonl", out_cpu);
+  snprintf(log_gpu, sizeof log_gpu, "%s/train_log.jsonl", out_gpu);
+  double lc[8], lg[8];
+  int nc = read_losses(log_cpu, lc, 8), ng = read_losses(log_gpu, lg, 8);
+  CHECK_INT(nc, 3);
+  CHECK_INT(ng, 3);
+  for (int i = 0; i < nc && i < ng; i++) {
+    /* Relative to the loss, floored at 1e-3: a nearly converged pair's loss
+     * (-log sigmoid of a large margin) carries beta times the MSE rounding. */
+    double rel = fabs(lg[i] - lc[i]) / (fabs(lc[i]) > 1e-3 ? fabs(lc[i]) : 1e-3);
+    int ok = rel <= TOL_TRAIN;
+    printf("  train loss step %d: cpu %.8g gpu %.8g rel.err=%.3g %s\n", i + 1, lc[i], lg[i], rel, ok ? "ok" : "FAIL");
+    if (!ok) test_fail(__FILE__, __LINE__, "train loss step %d: cpu %.9g gpu %.9g", i + 1, lc[i], lg[i]);
+  }
+  size_t n0 = 0, n1 = 0, n2 = 0;
+  float *w0 = unet_weights(base, &n0), *w1 = unet_weights(out_cpu, &n1), *w2 = unet_weights(out_gpu, &n2);
+  if (w0 && w1 && w2 && n0 == n1 && n0 == n2) {
+    double diff = 0, size = 0;
+    for (size_t i = 0; i < n0; i++) {
+      double u_cpu = (double)w1[i] - w0[i], u_gpu = (double)w2[i] - w0[i];
+      diff += fabs(u_gpu - u_cpu);
+      size += fabs(u_cpu);
+    }
+    double rel = diff / (size > 0 ? size : 1e-30);
+    int ok = size > 0 && rel <= TOL_TRAIN;
+    printf("  train weight updates: mean |gpu - cpu| / mean |cpu| = %.3g over %zu weights %s\n", rel, n0,
+           ok ? "ok" : "FAIL");
+    if (!ok) test_fail(__FILE__, __LINE__, "train weight updates differ: %.3g (size %.3g)", rel, size);
+    n_checked++;
+  }
+  free(w0), free(w1), free(w2);
 }
 
 /* --------------------------------------------------------------- SD1.5 */
@@ -535,7 +648,7 @@ static float *sd15_passes(dpo_unet *u, const sd15_inputs *in, int checkpoint, si
          1e3 * fwd[repeat / 2], 1e3 * bwd[repeat / 2], repeat);
   printf("  %s memory: %.2f GiB in use on the device (cudaMemGetInfo: parameters, gradients, "
          "activations, cuDNN/cuBLAS workspace); plan %.2f GiB of activations and their gradients\n",
-         label, (double)kn_cuda_memory_used() / gib, (double)dpo_unet_plan_bytes(u) / gib);
+         label, (double)kn_ctx_device_memory(&gpu) / gib, (double)dpo_unet_plan_bytes(u) / gib);
   size_t ns = (size_t)in->B * 4 * in->HW * in->HW;
   float *host_out = out ? device_download(out, ns) : NULL;
   CHECK(host_out && all_finite(host_out, ns));
@@ -571,7 +684,7 @@ static void test_sd15(int B) {
   double t0 = dpo_now_seconds();
   dpo_unet_init_random(u, 1);
   printf("  random init on the host: %.1f s (%zu parameters); %.2f GiB in use on the device before\n",
-         dpo_now_seconds() - t0, dpo_unet_param_count(u), (double)kn_cuda_memory_used() / (1 << 30));
+         dpo_now_seconds() - t0, dpo_unet_param_count(u), (double)kn_ctx_device_memory(&gpu) / (1 << 30));
   size_t ns = (size_t)B * C * HW * HW, ne = (size_t)B * T * D;
   float *sample = host_random(ns, 1.0f), *enc = host_random(ne, 1.0f), *dout = host_random(ns, 1e-3f);
   float *t = malloc((size_t)B * sizeof(float));
@@ -587,34 +700,38 @@ static void test_sd15(int B) {
     CHECK(same);
   }
   free(plain), free(ckpt), free(sample), free(enc), free(dout), free(t);
-  kn_free(KN_BACKEND_CUDA, (void *)in.sample), kn_free(KN_BACKEND_CUDA, (void *)in.enc);
-  kn_free(KN_BACKEND_CUDA, (void *)in.t), kn_free(KN_BACKEND_CUDA, (void *)in.dout);
+  kn_free(gpu.backend, (void *)in.sample), kn_free(gpu.backend, (void *)in.enc);
+  kn_free(gpu.backend, (void *)in.t), kn_free(gpu.backend, (void *)in.dout);
   dpo_unet_free(u);
 }
 
 int main(int argc, char **argv) {
-  int sd15 = 1, small = 1, sd15_batch = 4;
+  int sd15 = 1, small = 1, sd15_batch = 4, cpu_as_device = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--no-sd15")) sd15 = 0;
     else if (!strcmp(argv[i], "--sd15-only")) small = 0;
+    else if (!strcmp(argv[i], "--cpu-as-device")) cpu_as_device = 1;
     else if (!strcmp(argv[i], "--sd15-batch") && i + 1 < argc && atoi(argv[i + 1]) >= 1) sd15_batch = atoi(argv[++i]);
     else {
-      fprintf(stderr, "usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N (default 4)]\n");
+      fprintf(stderr, "usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N (default 4)] "
+                      "[--cpu-as-device]\n");
       return 2;
     }
   }
-  if (!kn_have_cuda() || kn_cuda_visible_devices() < 1) {
+  if (!cpu_as_device && (!kn_have_cuda() || kn_cuda_visible_devices() < 1)) {
     printf("test_cuda_models: no CUDA device visible; skipped (exit 77), nothing was compared\n");
     return 77;
   }
   dpo_error err = {0};
-  if (kn_ctx_init(&cpu, 0, &err) != DPO_OK || kn_ctx_init_backend(&gpu, KN_BACKEND_CUDA, 0, &err) != DPO_OK) {
+  kn_backend device = cpu_as_device ? KN_BACKEND_CPU : KN_BACKEND_CUDA;
+  if (kn_ctx_init(&cpu, 0, &err) != DPO_OK || kn_ctx_init_backend(&gpu, device, 0, &err) != DPO_OK) {
     fprintf(stderr, "test_cuda_models: %s\n", err.msg);
     return 1;
   }
   char name[256];
   kn_ctx_describe(&gpu, name, sizeof name);
-  printf("device: %s\n", name);
+  printf("device: %s%s\n", name,
+         cpu_as_device ? " (a CPU context stands in for the device: this checks the test, not CUDA)" : "");
   if (small) {
     test_layout_ops();
     test_unet();
@@ -622,6 +739,7 @@ int main(int argc, char **argv) {
     test_dpo_step();
     test_sampling();
     test_reward();
+    test_train_loop();
   }
   if (sd15) test_sd15(sd15_batch);
   CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
