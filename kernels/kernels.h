@@ -86,7 +86,7 @@ const char *kn_backend_name(kn_backend backend);
  * device is visible, else cpu. Anything else is a usage error naming the
  * choices. */
 int kn_backend_resolve(const char *name, kn_backend *out, dpo_error *err);
-/* What the device is ("cpu, 8 threads" or the GPU's name), for logs. */
+/* What computes, for logs: "cpu (8 threads)" or "cuda (the GPU's name, sm_XY, memory)". */
 void kn_ctx_describe(const kn_ctx *ctx, char *buf, size_t n);
 /* Bytes of device memory in use now (cudaMemGetInfo: this process and any
  * other on the device) for a CUDA context; 0 on the CPU. */
