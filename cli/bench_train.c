@@ -28,7 +28,7 @@ static const char *const tiny_config =
 void bench_train_help(FILE *out) {
   fprintf(out,
           "\nusage: dpo bench train [--config tiny|sd15|both] [--batch N] [--threads N] [--repeat R]\n"
-          "                       [--backend cpu|cuda|auto] [--checkpointing] [--json]\n\n"
+          "                       [--backend cpu|cuda|auto] [--checkpointing] [--tf32] [--json]\n\n"
           "Pairs/s of one Diffusion-DPO step (on --backend: auto is cuda when this build has\n"
           "it and a device is visible, else cpu): the frozen reference UNet forward on\n"
           "winner and loser, the policy forward + backward on both, loss and gradient\n"
@@ -38,11 +38,12 @@ void bench_train_help(FILE *out) {
           "(CPU); tests/device/run.sh runs bench/torch_cuda_baseline.py beside --backend cuda.\n"
           "On CUDA the UNets compute in float32 and --json adds device_memory_gib (device\n"
           "memory in use after the last step). --checkpointing: the policy's activation\n"
-          "checkpointing (dpo train --gradient-checkpointing).\n");
+          "checkpointing (dpo train --gradient-checkpointing). --tf32: on CUDA, TF32\n"
+          "tensor-core GEMMs and convolutions (no effect on the CPU).\n");
 }
 
 int bench_train(int argc, char **argv) {
-  int json = 0, do_tiny = 1, do_sd15 = 1, checkpointing = 0;
+  int json = 0, do_tiny = 1, do_sd15 = 1, checkpointing = 0, tf32 = 0;
   uint64_t threads = 0, repeat = 1, batch = 1;
   const char *backend_name = NULL;
   for (int i = 1; i < argc; i++) {
@@ -50,6 +51,8 @@ int bench_train(int argc, char **argv) {
       json = 1;
     } else if (!strcmp(argv[i], "--checkpointing")) {
       checkpointing = 1;
+    } else if (!strcmp(argv[i], "--tf32")) {
+      tf32 = 1;
     } else if (!strcmp(argv[i], "--backend")) {
       if (i + 1 >= argc) return cli_usage_error("bench", "--backend needs a value");
       backend_name = argv[++i];
@@ -83,22 +86,22 @@ int bench_train(int argc, char **argv) {
     int hw = c == 0 ? 32 : 64, T = c == 0 ? 8 : 77;
     json_t *cfg = json_loads(c == 0 ? tiny_config : sd15_config, 0, NULL);
     dpo_error err = {0};
-    double pps = 0, step_s = 0;
-    size_t device_bytes = 0;
-    int rc = cfg ? dpo_bench_train_step(cfg, (int)batch, hw, T, (int)threads, (kn_backend)backend, checkpointing,
-                                             (int)repeat, &pps, &step_s, &device_bytes, &err)
-                 : dpo_fail(&err, DPO_ERR_DATA, "bench train: bad built-in config");
+    dpo_bench_train_options o = {(int)batch, hw, T, (int)threads, (kn_backend)backend, checkpointing, tf32,
+                                 (int)repeat};
+    dpo_bench_train_result r;
+    int rc = cfg ? dpo_bench_train_step(cfg, &o, &r, &err) : dpo_fail(&err, DPO_ERR_DATA, "bench train: bad built-in config");
     json_decref(cfg);
     if (rc != DPO_OK) return cli_report_error(&err);
     if (json)
       printf("{\"bench\": \"train\", \"config\": \"%s\", \"pairs\": %d, \"latent\": %d, \"tokens\": %d, "
              "\"threads\": %d, \"step_seconds\": %.6g, \"pairs_per_s\": %.6g, \"repeat\": %d, "
-             "\"backend\": \"%s\", \"checkpointing\": %s, \"device_memory_gib\": %.3f}\n",
-             name, (int)batch, hw, T, (int)threads, step_s, pps, (int)repeat, kn_backend_name((kn_backend)backend),
-             checkpointing ? "true" : "false", (double)device_bytes / (1024.0 * 1024.0 * 1024.0));
+             "\"backend\": \"%s\", \"checkpointing\": %s, \"tf32\": %s, \"device_memory_gib\": %.3f}\n",
+             name, (int)batch, hw, T, (int)threads, r.step_s, r.pairs_per_s, (int)repeat,
+             kn_backend_name((kn_backend)backend), checkpointing ? "true" : "false", tf32 ? "true" : "false",
+             (double)r.device_bytes / (1024.0 * 1024.0 * 1024.0));
     else
-      printf("%-6s %6d %5dx%-3d %7d %8d %10.3f %8.3f  %s\n", name, (int)batch, hw, hw, T, (int)threads, step_s, pps,
-             kn_backend_name((kn_backend)backend));
+      printf("%-6s %6d %5dx%-3d %7d %8d %10.3f %8.3f  %s\n", name, (int)batch, hw, hw, T, (int)threads, r.step_s,
+             r.pairs_per_s, kn_backend_name((kn_backend)backend));
     fflush(stdout);
   }
   return EXIT_OK;

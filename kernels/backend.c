@@ -113,6 +113,15 @@ void kn_ctx_describe(const kn_ctx *ctx, char *buf, size_t n) {
   snprintf(buf, n, "cpu (%d threads)", ctx->n_threads);
 }
 
+void kn_ctx_set_tf32(kn_ctx *ctx, int on) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) ((kn_cuda_ctx *)ctx->device)->allow_tf32 = on != 0;
+#else
+  (void)ctx;
+  (void)on;
+#endif
+}
+
 size_t kn_ctx_device_memory(const kn_ctx *ctx) {
 #ifdef DPO_HAVE_CUDA
   if (ctx->backend == KN_BACKEND_CUDA) return kn_cuda_memory_used();

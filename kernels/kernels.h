@@ -88,6 +88,11 @@ const char *kn_backend_name(kn_backend backend);
 int kn_backend_resolve(const char *name, kn_backend *out, dpo_error *err);
 /* What computes, for logs: "cpu (8 threads)" or "cuda (the GPU's name, sm_XY, memory)". */
 void kn_ctx_describe(const kn_ctx *ctx, char *buf, size_t n);
+/* TF32 tensor-core math for the float32 GEMMs and convolutions of a CUDA
+ * context (products with a 10-bit mantissa, float32 sums): faster, but no
+ * longer the CPU's results to float rounding, so off by default. Nothing on
+ * the CPU. */
+void kn_ctx_set_tf32(kn_ctx *ctx, int on);
 /* Bytes of device memory in use now (cudaMemGetInfo: this process and any
  * other on the device) for a CUDA context; 0 on the CPU. */
 size_t kn_ctx_device_memory(const kn_ctx *ctx);

@@ -714,12 +714,23 @@ int dpo_train_eval_accuracy(const char *policy_dir, const char *reference_dir, c
                             dpo_error *err);
 
 /* dpo bench train: pairs/s of one DPO step (policy forward + backward on
- * winner and loser, reference forward on both) for a UNet config, on
- * `backend` (a CUDA step is timed to the end of its device work), with the
- * policy's activation checkpointing when `checkpointing`; device_bytes:
- * device memory in use after the last step (0 on the CPU). */
-int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, int text_len, int threads,
-                         kn_backend backend, int checkpointing, int repeat, double *pairs_per_s,
-                         double *step_s, size_t *device_bytes, dpo_error *err);
+ * winner and loser, reference forward on both) for a UNet config. */
+typedef struct {
+  int batch;                  /* pairs */
+  int latent_hw, text_len;
+  int threads;
+  kn_backend backend;         /* a CUDA step is timed to the end of its device work */
+  int checkpointing;          /* the policy's activation checkpointing */
+  int tf32;                   /* CUDA: TF32 GEMMs and convolutions (kn_ctx_set_tf32) */
+  int repeat;                 /* timed steps after one warm-up; the median is reported */
+} dpo_bench_train_options;
+
+typedef struct {
+  double pairs_per_s, step_s;
+  size_t device_bytes;        /* device memory in use after the last step (0 on the CPU) */
+} dpo_bench_train_result;
+
+int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_options *o, dpo_bench_train_result *res,
+                         dpo_error *err);
 
 #endif

@@ -14,7 +14,8 @@
 #      float32: time and memory, plain and with activation checkpointing
 #      (whose gradient must be bitwise the same; tolerances in the test);
 #   4. dpo bench train --backend cuda (tiny and SD1.5, 2 pairs, float32), and
-#      after the baseline the SD1.5 step again with --checkpointing;
+#      after the baseline the SD1.5 step again with --checkpointing and with
+#      --tf32;
 #   5. bench/torch_cuda_baseline.py: PyTorch + diffusers SD1.5 UNet, bf16,
 #      SDPA, forward+backward and a DPO step, time and peak memory, 2 pairs;
 #   6. bench_cuda_ops: the CUDA ops timed at SD1.5 shapes;
@@ -187,6 +188,18 @@ elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 
   sed 's/^/  /' "$OUT/bench_train_cuda_checkpointing.jsonl" | tee -a "$SUMMARY"
 else
   note "dpo bench train --checkpointing: FAILED or timed out after ${t}s (see bench_train_cuda.err)"
+fi
+
+# ------------------------------------------- the same dpo step with TF32
+t=$(limit 45)
+if [ "$t" -lt 20 ]; then
+  note "dpo bench train --tf32: skipped, only ${t}s of the budget left"
+elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 --repeat 3 --tf32 --json \
+     >"$OUT/bench_train_cuda_tf32.jsonl" 2>>"$OUT/bench_train_cuda.err"; then
+  note "dpo bench train --backend cuda --tf32 (SD1.5, 2 pairs, TF32 GEMMs and convolutions):"
+  sed 's/^/  /' "$OUT/bench_train_cuda_tf32.jsonl" | tee -a "$SUMMARY"
+else
+  note "dpo bench train --tf32: FAILED or timed out after ${t}s (see bench_train_cuda.err)"
 fi
 
 # --------------------------------------------------------- 6. CUDA op times

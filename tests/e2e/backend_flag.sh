@@ -46,8 +46,8 @@ else [ "$rc" -eq 0 ] || { echo "bench train --backend cuda on a GPU: exit $rc ($
 fi
 run bench train --config tiny --backend
 expect 2 "needs a value" "bench train --backend (no value)"
-out=$("$DPO" bench train --config tiny --backend cpu --json)
-grep -q '"backend": "cpu"' <<<"$out" || { echo "bench train --backend cpu: $out"; exit 1; }
+out=$("$DPO" bench train --config tiny --backend cpu --json --checkpointing --tf32)
+grep -q '"backend": "cpu", "checkpointing": true, "tf32": true' <<<"$out" || { echo "bench train --backend cpu: $out"; exit 1; }
 out=$("$DPO" bench train --config tiny --json)
 want=cpu
 if [ "$have_cuda" = ON ] && [ "$gpu" -eq 1 ]; then want=cuda; fi
