@@ -27,20 +27,35 @@ static const char *const tiny_config =
 
 void bench_train_help(FILE *out) {
   fprintf(out,
-          "\nusage: dpo bench train [--config tiny|sd15|both] [--batch N] [--threads N] [--repeat R] [--json]\n\n"
-          "Pairs/s of one Diffusion-DPO step on the CPU: the frozen reference UNet forward on\n"
+          "\nusage: dpo bench train [--config tiny|sd15|both] [--batch N] [--threads N] [--repeat R]\n"
+          "                       [--backend cpu|cuda|auto] [--checkpointing] [--tf32] [--json]\n\n"
+          "Pairs/s of one Diffusion-DPO step (on --backend: auto is cuda when this build has\n"
+          "it and a device is visible, else cpu): the frozen reference UNet forward on\n"
           "winner and loser, the policy forward + backward on both, loss and gradient\n"
           "(random weights, one shared timestep and noise per pair). tiny: 32x32 latents,\n"
           "8 tokens; sd15: the SD1.5 UNet at 64x64 latents, 77 tokens. Median of R steps\n"
-          "(default 1) after a warm-up step. bench/bench_train.py runs PyTorch beside it.\n");
+          "(default 1) after a warm-up step. bench/bench_train.py runs PyTorch beside it\n"
+          "(CPU); tests/device/run.sh runs bench/torch_cuda_baseline.py beside --backend cuda.\n"
+          "On CUDA the UNets compute in float32 and --json adds device_memory_gib (device\n"
+          "memory in use after the last step). --checkpointing: the policy's activation\n"
+          "checkpointing (dpo train --gradient-checkpointing). --tf32: on CUDA, TF32\n"
+          "tensor-core GEMMs and convolutions (no effect on the CPU).\n");
 }
 
 int bench_train(int argc, char **argv) {
-  int json = 0, do_tiny = 1, do_sd15 = 1;
+  int json = 0, do_tiny = 1, do_sd15 = 1, checkpointing = 0, tf32 = 0;
   uint64_t threads = 0, repeat = 1, batch = 1;
+  const char *backend_name = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) {
       json = 1;
+    } else if (!strcmp(argv[i], "--checkpointing")) {
+      checkpointing = 1;
+    } else if (!strcmp(argv[i], "--tf32")) {
+      tf32 = 1;
+    } else if (!strcmp(argv[i], "--backend")) {
+      if (i + 1 >= argc) return cli_usage_error("bench", "--backend needs a value");
+      backend_name = argv[++i];
     } else if (!strcmp(argv[i], "--config")) {
       if (i + 1 >= argc) return cli_usage_error("bench", "--config needs a value");
       const char *v = argv[++i];
@@ -60,24 +75,33 @@ int bench_train(int argc, char **argv) {
   if (threads > 1024) return cli_usage_error("bench", "--threads must be at most 1024");
   if (repeat < 1 || repeat > 100) return cli_usage_error("bench", "--repeat must be in 1..100");
   if (batch < 1 || batch > 64) return cli_usage_error("bench", "--batch must be in 1..64");
-  if (!json) printf("%-6s %6s %8s %7s %8s %10s %8s\n", "config", "pairs", "latent", "tokens", "threads", "step s", "pairs/s");
+  int backend, brc = cli_backend("bench train", backend_name, &backend);
+  if (brc != EXIT_OK) return brc;
+  if (!json)
+    printf("%-6s %6s %8s %7s %8s %10s %8s  %s\n", "config", "pairs", "latent", "tokens", "threads", "step s",
+           "pairs/s", "backend");
   for (int c = 0; c < 2; c++) {
     if ((c == 0 && !do_tiny) || (c == 1 && !do_sd15)) continue;
     const char *name = c == 0 ? "tiny" : "sd15";
     int hw = c == 0 ? 32 : 64, T = c == 0 ? 8 : 77;
     json_t *cfg = json_loads(c == 0 ? tiny_config : sd15_config, 0, NULL);
     dpo_error err = {0};
-    double pps = 0, step_s = 0;
-    int rc = cfg ? dpo_bench_train_step(cfg, (int)batch, hw, T, (int)threads, (int)repeat, &pps, &step_s, &err)
-                 : dpo_fail(&err, DPO_ERR_DATA, "bench train: bad built-in config");
+    dpo_bench_train_options o = {(int)batch, hw, T, (int)threads, (kn_backend)backend, checkpointing, tf32,
+                                 (int)repeat};
+    dpo_bench_train_result r;
+    int rc = cfg ? dpo_bench_train_step(cfg, &o, &r, &err) : dpo_fail(&err, DPO_ERR_DATA, "bench train: bad built-in config");
     json_decref(cfg);
     if (rc != DPO_OK) return cli_report_error(&err);
     if (json)
       printf("{\"bench\": \"train\", \"config\": \"%s\", \"pairs\": %d, \"latent\": %d, \"tokens\": %d, "
-             "\"threads\": %d, \"step_seconds\": %.6g, \"pairs_per_s\": %.6g, \"repeat\": %d}\n",
-             name, (int)batch, hw, T, (int)threads, step_s, pps, (int)repeat);
+             "\"threads\": %d, \"step_seconds\": %.6g, \"pairs_per_s\": %.6g, \"repeat\": %d, "
+             "\"backend\": \"%s\", \"checkpointing\": %s, \"tf32\": %s, \"device_memory_gib\": %.3f}\n",
+             name, (int)batch, hw, T, (int)threads, r.step_s, r.pairs_per_s, (int)repeat,
+             kn_backend_name((kn_backend)backend), checkpointing ? "true" : "false", tf32 ? "true" : "false",
+             (double)r.device_bytes / (1024.0 * 1024.0 * 1024.0));
     else
-      printf("%-6s %6d %5dx%-3d %7d %8d %10.3f %8.3f\n", name, (int)batch, hw, hw, T, (int)threads, step_s, pps);
+      printf("%-6s %6d %5dx%-3d %7d %8d %10.3f %8.3f  %s\n", name, (int)batch, hw, hw, T, (int)threads, r.step_s,
+             r.pairs_per_s, kn_backend_name((kn_backend)backend));
     fflush(stdout);
   }
   return EXIT_OK;

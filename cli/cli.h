@@ -25,6 +25,9 @@ int cli_report_error(const dpo_error *err);
 int cli_is_help(const char *arg);
 /* Parses a non-negative integer flag value; fails as a usage error naming the flag. */
 int cli_parse_u64(const char *cmd, const char *flag, const char *text, uint64_t *out);
+/* --backend NAME (NULL: auto) of `cmd` as a kn_backend (cli/backend_cli.c);
+ * returns the exit status (the error printed). */
+int cli_backend(const char *cmd, const char *name, int *backend);
 
 /* The subcommands. */
 int cmd_bench(int argc, char **argv);

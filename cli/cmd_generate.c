@@ -41,6 +41,10 @@ void cmd_generate_help(FILE *out) {
           "  --limit N              only the first N prompts\n"
           "  --shard i/n            only prompts k with k %% n == i (for parallel runs)\n"
           "  --threads N            CPU threads (default: OpenMP's)\n"
+          "  --backend cpu|cuda|auto  where the text encoder and UNet run (default auto:\n"
+          "                         cuda when this build has it and a device is visible;\n"
+          "                         the VAE runs on the CPU). cuda without either: exit 2\n"
+          "                         (build) or 1 (no device)\n"
           "  -h, --help             this help\n\n"
           "example:\n"
           "  dpo generate --model sd15 --prompts parti --out runs/base --steps 50 --seed 1\n\n"
@@ -52,6 +56,7 @@ int cmd_generate(int argc, char **argv) {
   eval_generate_config cfg;
   eval_generate_config_default(&cfg);
   const char *cmd = "generate";
+  const char *backend_name = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (cli_is_help(a)) {
@@ -88,10 +93,14 @@ int cmd_generate(int argc, char **argv) {
     } else if (!strcmp(a, "--limit")) rc = cli_parse_int(cmd, a, v, 1, 1 << 30, &cfg.limit);
     else if (!strcmp(a, "--shard")) rc = cli_parse_shard(cmd, v, &cfg.shard_index, &cfg.shard_count);
     else if (!strcmp(a, "--threads")) rc = cli_parse_int(cmd, a, v, 1, 1024, &cfg.threads);
+    else if (!strcmp(a, "--backend")) backend_name = v;
     else return cli_usage_error(cmd, "unknown option \"%s\"", a);
     if (rc) return rc;
   }
   if (!cfg.model || !cfg.prompts || !cfg.out) return cli_usage_error(cmd, "--model, --prompts and --out are required");
+  int backend, brc = cli_backend(cmd, backend_name, &backend);
+  if (brc != EXIT_OK) return brc;
+  cfg.sample.backend = (kn_backend)backend;
   cfg.quiet = dpo_log_get_level() == DPO_LOG_QUIET;
   eval_generate_stats stats;
   dpo_error err = {0};

@@ -8,6 +8,7 @@ void cmd_reward_acc_help(FILE *out) {
   fprintf(out,
           "usage: dpo reward-acc --model TUNED --ref BASE --pairs FILE [--timesteps 10] [--seed S]\n"
           "                      [--beta B] [--resolution PX] [--limit N] [--threads N]\n"
+          "                      [--backend cpu|cuda|auto]\n"
           "                      [--out PER_PAIR.jsonl] [--json]\n"
           "       dpo reward-acc --scorer NAME [--score NAME] --pairs FILE [--limit N] [--json]\n\n"
           "How often Diffusion-DPO's implicit reward picks the preferred image of a\n"
@@ -30,12 +31,16 @@ void cmd_reward_acc_help(FILE *out) {
           "  --resolution PX images are resized and centre-cropped to it (default: the\n"
           "                  model's)\n"
           "  --limit N       only the first N strict pairs\n"
+          "  --backend NAME  where the text encoders and UNets run: cpu, cuda or auto\n"
+          "                  (default: cuda when this build has it and a device is\n"
+          "                  visible; the VAEs run on the CPU). cuda without either:\n"
+          "                  exit 2 (build) or 1 (no device)\n"
           "  --json          print the result as JSON\n\n"
           "Exit status: 0 success; 1 unreadable models or pairs; 2 usage error.\n");
 }
 
 int cmd_reward_acc(int argc, char **argv) {
-  const char *cmd = "reward-acc", *scorer_name = NULL, *score_name = NULL;
+  const char *cmd = "reward-acc", *scorer_name = NULL, *score_name = NULL, *backend_name = NULL;
   eval_reward_config cfg;
   eval_reward_config_default(&cfg);
   int json = 0;
@@ -67,10 +72,14 @@ int cmd_reward_acc(int argc, char **argv) {
     } else if (!strcmp(a, "--resolution")) rc = cli_parse_int(cmd, a, v, 8, 4096, &cfg.resolution);
     else if (!strcmp(a, "--limit")) rc = cli_parse_int(cmd, a, v, 1, 1 << 30, &cfg.limit);
     else if (!strcmp(a, "--threads")) rc = cli_parse_int(cmd, a, v, 1, 1024, &cfg.threads);
+    else if (!strcmp(a, "--backend")) backend_name = v;
     else return cli_usage_error(cmd, "unknown option \"%s\"", a);
     if (rc) return rc;
   }
   if (!cfg.pairs) return cli_usage_error(cmd, "--pairs is required");
+  int backend, brc = cli_backend(cmd, backend_name, &backend);
+  if (brc != EXIT_OK) return brc;
+  cfg.backend = (kn_backend)backend;
   if (scorer_name && (cfg.model || cfg.ref))
     return cli_usage_error(cmd, "give either --scorer or --model and --ref, not both");
   if (!scorer_name && (!cfg.model || !cfg.ref)) return cli_usage_error(cmd, "--model and --ref are required");

@@ -103,6 +103,8 @@ typedef struct {
   const char *negative_prompt;  /* NULL: "" */
   int resolution;               /* image side in pixels; 0: the UNet's sample_size x the VAE's factor */
   float strength;               /* img2img only, in (0, 1] */
+  kn_backend backend;           /* where the text encoder and UNet run (default
+                                   the CPU); the VAE always runs on the CPU */
 } eval_sample_options;
 
 /* diffusers' defaults: the pipeline's sampler, 50 steps, guidance 7.5. */
@@ -337,6 +339,10 @@ typedef struct eval_reward eval_reward;
 /* Both pipelines must outlive r and share the latent shape. */
 int eval_reward_open(eval_reward **out, dpo_pipeline *model, dpo_pipeline *ref, int resolution, int n_threads,
                      dpo_error *err);
+/* The same with text encoders and UNets on `backend` (the VAEs stay on the
+ * CPU); eval_reward_open is KN_BACKEND_CPU. */
+int eval_reward_open_on(eval_reward **out, dpo_pipeline *model, dpo_pipeline *ref, int resolution, int n_threads,
+                        kn_backend backend, dpo_error *err);
 void eval_reward_close(eval_reward *r);
 size_t eval_reward_latent_numel(const eval_reward *r);
 /* For each k < n_t: timesteps[k] in [0, num_train_timesteps) and noise
@@ -358,6 +364,7 @@ typedef struct {
   double beta;                        /* reported rewards only (default 5000) */
   int resolution;                     /* 0: the model's */
   int threads;
+  kn_backend backend;                 /* text encoders and UNets (default the CPU) */
   int limit;                          /* first N strict pairs; 0: all */
   const char *out_jsonl;              /* per-pair lines, or NULL */
   int quiet;

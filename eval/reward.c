@@ -14,16 +14,24 @@ typedef struct {
   int32_t *ids;
   float *text;              /* [2, L, dim]: the caption twice (w and l) */
   float *x0;                /* [2, latent] */
+  float *dev_text;          /* text on the device (NULL on the CPU) */
 } reward_side;
 
 struct eval_reward {
-  kn_ctx ctx;
+  kn_ctx ctx;               /* text encoders and UNets */
+  kn_ctx host_ctx;          /* the VAEs' when ctx is a device's */
+  int host_ctx_ok;
   reward_side side[2];      /* 0 = model, 1 = ref */
   int resolution, factor, channels, height, width;
   float *pixels;            /* [2, 3, R, R] */
   float *xt, *target;       /* [2, latent] */
   float timesteps[2];
+  /* On a device: the UNet inputs there and its output back on the host. */
+  float *dev_xt, *dev_timesteps, *out_host;
 };
+
+/* The VAEs run on the CPU: the reward's own context there, else a CPU one. */
+static kn_ctx *vae_ctx(eval_reward *r) { return r->host_ctx_ok ? &r->host_ctx : &r->ctx; }
 
 size_t eval_reward_latent_numel(const eval_reward *r) {
   return (size_t)r->channels * (size_t)r->height * (size_t)r->width;
@@ -49,8 +57,13 @@ void eval_reward_close(eval_reward *r) {
     free(r->side[s].ids);
     free(r->side[s].text);
     free(r->side[s].x0);
+    kn_free(r->ctx.backend, r->side[s].dev_text);
   }
+  kn_free(r->ctx.backend, r->dev_xt);
+  kn_free(r->ctx.backend, r->dev_timesteps);
+  free(r->out_host);
   kn_ctx_free(&r->ctx);
+  if (r->host_ctx_ok) kn_ctx_free(&r->host_ctx);
   free(r->pixels);
   free(r->xt);
   free(r->target);
@@ -85,21 +98,38 @@ static int open_side(eval_reward *r, reward_side *s, dpo_pipeline *p, dpo_error 
   s->text = malloc(2 * (size_t)s->text_length * (size_t)s->text_dim * sizeof *s->text);
   s->x0 = malloc(2 * lat * sizeof *s->x0);
   if (!s->ids || !s->text || !s->x0) return dpo_fail(err, DPO_ERR_DATA, "out of memory");
+  if (r->ctx.backend != KN_BACKEND_CPU) {
+    s->dev_text = kn_malloc(&r->ctx, 2 * (size_t)s->text_length * (size_t)s->text_dim * sizeof(float));
+    if (!s->dev_text) return dpo_fail(err, DPO_ERR_DATA, "out of %s memory", kn_backend_name(r->ctx.backend));
+  }
   rc = dpo_clip_plan(p->text_encoder, &r->ctx, 1, s->text_length, 0, 0, err);
   if (!rc) rc = dpo_unet_plan(p->unet, &r->ctx, 2, r->height, r->width, s->text_length, 0, err);
-  if (!rc && p->vae) rc = dpo_vae_plan(p->vae, &r->ctx, 2, r->resolution, r->resolution, err);
+  if (!rc && p->vae) rc = dpo_vae_plan(p->vae, vae_ctx(r), 2, r->resolution, r->resolution, err);
   return rc;
 }
 
 int eval_reward_open(eval_reward **out, dpo_pipeline *model, dpo_pipeline *ref, int resolution, int n_threads,
                      dpo_error *err) {
+  return eval_reward_open_on(out, model, ref, resolution, n_threads, KN_BACKEND_CPU, err);
+}
+
+int eval_reward_open_on(eval_reward **out, dpo_pipeline *model, dpo_pipeline *ref, int resolution, int n_threads,
+                        kn_backend backend, dpo_error *err) {
   *out = NULL;
   eval_reward *r = calloc(1, sizeof *r);
   if (!r) return dpo_fail(err, DPO_ERR_DATA, "out of memory");
-  int rc = kn_ctx_init(&r->ctx, n_threads, err);
+  int rc = kn_ctx_init_backend(&r->ctx, backend, n_threads, err);
   if (rc) {
     free(r);
     return rc;
+  }
+  if (backend != KN_BACKEND_CPU) {
+    rc = kn_ctx_init(&r->host_ctx, n_threads, err);
+    if (rc) {
+      eval_reward_close(r);
+      return rc;
+    }
+    r->host_ctx_ok = 1;
   }
   const dpo_unet_config *u = dpo_unet_get_config(model->unet);
   r->factor = vae_factor(model);
@@ -116,6 +146,13 @@ int eval_reward_open(eval_reward **out, dpo_pipeline *model, dpo_pipeline *ref, 
     r->xt = malloc(2 * lat * sizeof(float));
     r->target = malloc(2 * lat * sizeof(float));
     if (!r->pixels || !r->xt || !r->target) rc = dpo_fail(err, DPO_ERR_DATA, "out of memory");
+  }
+  if (!rc && backend != KN_BACKEND_CPU) {
+    r->dev_xt = kn_malloc(&r->ctx, 2 * lat * sizeof(float));
+    r->dev_timesteps = kn_malloc(&r->ctx, 2 * sizeof(float));
+    r->out_host = malloc(2 * lat * sizeof(float));
+    if (!r->dev_xt || !r->dev_timesteps || !r->out_host)
+      rc = dpo_fail(err, DPO_ERR_DATA, "out of %s memory", kn_backend_name(backend));
   }
   if (!rc) rc = open_side(r, &r->side[0], model, err);
   if (!rc) rc = open_side(r, &r->side[1], ref, err);
@@ -146,10 +183,15 @@ static int prepare_side(eval_reward *r, reward_side *s, const char *caption, dpo
   if (!rc) rc = dpo_clip_forward(s->pipe->text_encoder, &r->ctx, s->ids, &hidden, err);
   if (rc) return rc;
   size_t one = (size_t)s->text_length * (size_t)s->text_dim;
-  memcpy(s->text, hidden, one * sizeof(float));
-  memcpy(s->text + one, hidden, one * sizeof(float));
+  if (s->dev_text) {
+    kn_copy(&r->ctx, s->dev_text, hidden, one * sizeof(float));
+    kn_copy(&r->ctx, s->dev_text + one, hidden, one * sizeof(float));
+  } else {
+    memcpy(s->text, hidden, one * sizeof(float));
+    memcpy(s->text + one, hidden, one * sizeof(float));
+  }
   size_t lat = eval_reward_latent_numel(r);
-  if (s->pipe->vae) dpo_vae_encode(s->pipe->vae, &r->ctx, r->pixels, 0, 0, 1, s->x0, NULL);
+  if (s->pipe->vae) dpo_vae_encode(s->pipe->vae, vae_ctx(r), r->pixels, 0, 0, 1, s->x0, NULL);
   else memcpy(s->x0, r->pixels, 2 * lat * sizeof(float));
   return DPO_OK;
 }
@@ -178,7 +220,18 @@ static int side_mse(eval_reward *r, reward_side *s, int t, const float *noise, d
     if (rc) return rc;
   }
   r->timesteps[0] = r->timesteps[1] = (float)t;
-  const float *out = dpo_unet_forward(s->pipe->unet, &r->ctx, r->xt, r->timesteps, s->text);
+  const float *out;
+  if (r->dev_xt) {
+    kn_upload(&r->ctx, r->dev_xt, r->xt, 2 * lat * sizeof(float));
+    kn_upload(&r->ctx, r->dev_timesteps, r->timesteps, 2 * sizeof(float));
+    out = dpo_unet_forward(s->pipe->unet, &r->ctx, r->dev_xt, r->dev_timesteps, s->dev_text);
+    if (!out) return dpo_fail(err, DPO_ERR_USAGE, "UNet forward without a plan");
+    kn_download(&r->ctx, r->out_host, out, 2 * lat * sizeof(float));
+    if (kn_ctx_check(&r->ctx, err)) return DPO_ERR_DATA;
+    out = r->out_host;
+  } else {
+    out = dpo_unet_forward(s->pipe->unet, &r->ctx, r->xt, r->timesteps, s->text);
+  }
   if (!out) return dpo_fail(err, DPO_ERR_USAGE, "UNet forward without a plan");
   for (int i = 0; i < 2; i++) {
     double sum = 0;
@@ -305,7 +358,7 @@ int eval_reward_accuracy(const eval_reward_config *cfg, eval_reward_result *res,
   eval_reward *r = NULL;
   rc = dpo_pipeline_load(cfg->model, &model, err);
   if (!rc) rc = dpo_pipeline_load(cfg->ref, &ref, err);
-  if (!rc) rc = eval_reward_open(&r, &model, &ref, cfg->resolution, cfg->threads, err);
+  if (!rc) rc = eval_reward_open_on(&r, &model, &ref, cfg->resolution, cfg->threads, cfg->backend, err);
   dpo_atomic_file af;
   int have_out = 0;
   if (!rc && cfg->out_jsonl) {

@@ -8,7 +8,9 @@
 
 struct eval_sampler {
   dpo_pipeline *pipe;
-  kn_ctx ctx;
+  kn_ctx ctx;            /* text encoder and UNet, on opt.backend */
+  kn_ctx host_ctx;       /* the VAE's when ctx is not the CPU's (else unused) */
+  int host_ctx_ok;
   eval_sample_options opt;
   char negative[DPO_TOKENIZER_MAX_TEXT + 1];
   int batch;             /* images per call, at most */
@@ -27,6 +29,10 @@ struct eval_sampler {
   float *timesteps;      /* [unet_batch] */
   float *guided;         /* [batch, latent] */
   float *pixels;         /* [batch, 3, res, res] */
+  /* On a device: the UNet's inputs in device memory and a host copy of its
+   * output, which guidance and the scheduler step read (NULL on the CPU). */
+  float *dev_text, *dev_unet_in, *dev_timesteps;
+  float *eps_host;       /* [unet_batch, latent] */
 };
 
 void eval_sample_options_default(eval_sample_options *opt) {
@@ -59,7 +65,12 @@ void eval_initial_noise(uint64_t seed, const char *prompt_id, int64_t image_inde
 void eval_sampler_close(eval_sampler *s) {
   if (!s) return;
   dpo_scheduler_free(&s->sched);
+  kn_free(s->ctx.backend, s->dev_text);
+  kn_free(s->ctx.backend, s->dev_unet_in);
+  kn_free(s->ctx.backend, s->dev_timesteps);
+  free(s->eps_host);
   kn_ctx_free(&s->ctx);
+  if (s->host_ctx_ok) kn_ctx_free(&s->host_ctx);
   free(s->ids);
   free(s->text);
   free(s->latents);
@@ -121,8 +132,20 @@ static int alloc_buffers(eval_sampler *s, dpo_error *err) {
   s->pixels = malloc((size_t)s->batch * px * sizeof(float));
   if (!s->ids || !s->text || !s->latents || !s->unet_in || !s->timesteps || !s->guided || !s->pixels)
     return dpo_fail(err, DPO_ERR_DATA, "out of memory for a batch of %d images at %d px", s->batch, s->resolution);
+  if (s->ctx.backend != KN_BACKEND_CPU) {
+    s->dev_text = kn_malloc(&s->ctx, ub * (size_t)s->text_length * (size_t)s->text_dim * sizeof(float));
+    s->dev_unet_in = kn_malloc(&s->ctx, ub * lat * sizeof(float));
+    s->dev_timesteps = kn_malloc(&s->ctx, ub * sizeof(float));
+    s->eps_host = malloc(ub * lat * sizeof(float));
+    if (!s->dev_text || !s->dev_unet_in || !s->dev_timesteps || !s->eps_host)
+      return dpo_fail(err, DPO_ERR_DATA, "out of %s memory for a batch of %d images at %d px",
+                      kn_backend_name(s->ctx.backend), s->batch, s->resolution);
+  }
   return DPO_OK;
 }
+
+/* The VAE's context: the sampler's own on the CPU, a CPU one beside a device. */
+static kn_ctx *vae_ctx(eval_sampler *s) { return s->host_ctx_ok ? &s->host_ctx : &s->ctx; }
 
 int eval_sampler_open(eval_sampler **out, dpo_pipeline *pipe, const eval_sample_options *opt, int batch,
                       int n_threads, dpo_error *err) {
@@ -142,10 +165,18 @@ int eval_sampler_open(eval_sampler **out, dpo_pipeline *pipe, const eval_sample_
   s->opt.negative_prompt = s->negative;
   s->batch = batch;
   s->cfg = opt->guidance > 1.0f;
-  int rc = kn_ctx_init(&s->ctx, n_threads, err);
+  int rc = kn_ctx_init_backend(&s->ctx, opt->backend, n_threads, err);
   if (rc) {
     free(s);
     return rc;
+  }
+  if (s->ctx.backend != KN_BACKEND_CPU) {
+    rc = kn_ctx_init(&s->host_ctx, n_threads, err);
+    if (rc) {
+      eval_sampler_close(s);
+      return rc;
+    }
+    s->host_ctx_ok = 1;
   }
   dpo_scheduler_config cfg = pipe->scheduler;
   if (opt->sampler >= 0 && opt->sampler != (int)cfg.kind) {
@@ -161,7 +192,7 @@ int eval_sampler_open(eval_sampler **out, dpo_pipeline *pipe, const eval_sample_
   if (!rc) rc = alloc_buffers(s, err);
   if (!rc) rc = dpo_clip_plan(pipe->text_encoder, &s->ctx, unet_batch(s), s->text_length, 0, 0, err);
   if (!rc) rc = dpo_unet_plan(pipe->unet, &s->ctx, unet_batch(s), s->height, s->width, s->text_length, 0, err);
-  if (!rc && pipe->vae) rc = dpo_vae_plan(pipe->vae, &s->ctx, batch, s->resolution, s->resolution, err);
+  if (!rc && pipe->vae) rc = dpo_vae_plan(pipe->vae, vae_ctx(s), batch, s->resolution, s->resolution, err);
   if (rc) {
     eval_sampler_close(s);
     return rc;
@@ -185,7 +216,9 @@ static int encode_prompts(eval_sampler *s, const char *const *prompts, int n, dp
   }
   const float *hidden;
   if (dpo_clip_forward(s->pipe->text_encoder, &s->ctx, s->ids, &hidden, err)) return DPO_ERR_DATA;
-  memcpy(s->text, hidden, (size_t)unet_batch(s) * (size_t)L * (size_t)s->text_dim * sizeof(float));
+  size_t bytes = (size_t)unet_batch(s) * (size_t)L * (size_t)s->text_dim * sizeof(float);
+  if (s->dev_text) kn_copy(&s->ctx, s->dev_text, hidden, bytes); /* stays on the device */
+  else memcpy(s->text, hidden, bytes);
   return DPO_OK;
 }
 
@@ -197,7 +230,21 @@ static int denoise_step(eval_sampler *s, int index, dpo_error *err) {
   if (dpo_scheduler_scale_model_input(&s->sched, t, s->latents, half, nb, err)) return DPO_ERR_USAGE;
   if (s->cfg) memcpy(s->unet_in, half, nb * sizeof(float));
   for (int i = 0; i < unet_batch(s); i++) s->timesteps[i] = t;
-  const float *eps = dpo_unet_forward(s->pipe->unet, &s->ctx, s->unet_in, s->timesteps, s->text);
+  const float *eps;
+  if (s->dev_unet_in) {
+    /* On a device: latents and timesteps up, the prediction down (guidance
+     * and the scheduler step run on the host: a few MB per step). */
+    size_t n_in = (size_t)unet_batch(s) * lat;
+    kn_upload(&s->ctx, s->dev_unet_in, s->unet_in, n_in * sizeof(float));
+    kn_upload(&s->ctx, s->dev_timesteps, s->timesteps, (size_t)unet_batch(s) * sizeof(float));
+    eps = dpo_unet_forward(s->pipe->unet, &s->ctx, s->dev_unet_in, s->dev_timesteps, s->dev_text);
+    if (!eps) return dpo_fail(err, DPO_ERR_USAGE, "UNet forward without a plan");
+    kn_download(&s->ctx, s->eps_host, eps, n_in * sizeof(float));
+    if (kn_ctx_check(&s->ctx, err)) return DPO_ERR_DATA;
+    eps = s->eps_host;
+  } else {
+    eps = dpo_unet_forward(s->pipe->unet, &s->ctx, s->unet_in, s->timesteps, s->text);
+  }
   if (!eps) return dpo_fail(err, DPO_ERR_USAGE, "UNet forward without a plan");
   if (s->cfg) {
     float g = s->opt.guidance;
@@ -219,7 +266,7 @@ static int latents_to_images(eval_sampler *s, int n, float *final_latents, dpo_i
   size_t lat = eval_sampler_latent_numel(s);
   if (final_latents) memcpy(final_latents, s->latents, (size_t)n * lat * sizeof(float));
   const float *rgb = s->latents;
-  if (s->pipe->vae) rgb = dpo_vae_decode(s->pipe->vae, &s->ctx, s->latents, 1);
+  if (s->pipe->vae) rgb = dpo_vae_decode(s->pipe->vae, vae_ctx(s), s->latents, 1);
   if (!rgb) return dpo_fail(err, DPO_ERR_USAGE, "VAE decode without a plan");
   int R = s->resolution;
   size_t plane = (size_t)R * R;
@@ -291,7 +338,7 @@ int eval_img2img(eval_sampler *s, const char *const *prompts, int n, const dpo_i
     /* The posterior's mean (diffusers' retrieve_latents with
      * sample_mode="argmax"): it keeps an edit independent of batching, and
      * Stable Diffusion's posterior std is negligible next to the noise added. */
-    dpo_vae_encode(s->pipe->vae, &s->ctx, s->pixels, 0, 0, 1, s->latents, NULL);
+    dpo_vae_encode(s->pipe->vae, vae_ctx(s), s->pixels, 0, 0, 1, s->latents, NULL);
   } else {
     memcpy(s->latents, s->pixels, (size_t)s->batch * lat * sizeof(float));
   }

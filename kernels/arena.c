@@ -20,6 +20,20 @@ int kn_arena_init(kn_arena *a, size_t bytes, dpo_error *err) {
   return DPO_OK;
 }
 
+int kn_arena_init_on(kn_arena *a, kn_ctx *ctx, size_t bytes, dpo_error *err) {
+  if (ctx->backend == KN_BACKEND_CPU) return kn_arena_init(a, bytes, err);
+  memset(a, 0, sizeof *a);
+  a->backend = ctx->backend;
+  bytes = (bytes + KN_ALIGN - 1) / KN_ALIGN * KN_ALIGN;
+  if (bytes == 0) return DPO_OK;
+  a->base = kn_malloc(ctx, bytes); /* zeroed */
+  if (!a->base)
+    return dpo_fail(err, DPO_ERR_DATA, "arena: cannot allocate %zu bytes on %s", bytes,
+                    kn_backend_name(ctx->backend));
+  a->size = bytes;
+  return DPO_OK;
+}
+
 float *kn_arena_floats(kn_arena *a, size_t n_floats) {
   size_t bytes = kn_arena_bytes(n_floats);
   if (bytes > a->size - a->used) return NULL;
@@ -31,6 +45,6 @@ float *kn_arena_floats(kn_arena *a, size_t n_floats) {
 void kn_arena_reset(kn_arena *a) { a->used = 0; }
 
 void kn_arena_free(kn_arena *a) {
-  free(a->base);
+  kn_free(a->backend, a->base);
   memset(a, 0, sizeof *a);
 }

@@ -20,8 +20,15 @@
  *   reduction runs over a fixed partition in a fixed order (no atomics).
  * - Shapes are the caller's contract and are not checked here: files and
  *   user input are validated before they reach a kernel.
- * - Backends: ctx->backend names the one that owns the pointers; the CUDA
- *   backend (a later issue) implements these same calls on device memory. */
+ * - Backends: ctx->backend names the one that owns the pointers. Every
+ *   kn_<op> below dispatches (kernels/dispatch.c): to the CPU code
+ *   (kn_cpu_<op>, kernels/cpu/) or, in a build with DPO_HAVE_CUDA and a
+ *   context made by kn_ctx_init_backend(KN_BACKEND_CUDA), to kn_cuda_<op>
+ *   (kernels/cuda/kernels_cuda.h) on DEVICE memory, asynchronously on the
+ *   context's stream. Memory that ops read or write must then come from
+ *   kn_malloc / an arena of that context; kn_upload and kn_download cross
+ *   to and from the host, and kn_ctx_check reports the first device
+ *   failure (CUDA ops record errors; they never print). */
 #ifndef DPO_KERNELS_H
 #define DPO_KERNELS_H
 
@@ -32,7 +39,7 @@
 
 /* ------------------------------------------------------------- context */
 
-typedef enum { KN_BACKEND_CPU = 0 } kn_backend;
+typedef enum { KN_BACKEND_CPU = 0, KN_BACKEND_CUDA = 1 } kn_backend;
 
 typedef struct {
   kn_backend backend;
@@ -47,6 +54,7 @@ typedef struct {
    * numerical reference; `dpo bench kernels --winograd` measures it. (The
    * data gradient always uses Winograd: its error stays within tolerance.) */
   int winograd_forward;
+  void *device;           /* KN_BACKEND_CUDA: its kn_cuda_ctx (owned); else NULL */
 } kn_ctx;
 
 /* n_threads <= 0 takes the OpenMP default (OMP_NUM_THREADS or the cores).
@@ -57,9 +65,58 @@ int kn_ctx_init(kn_ctx *ctx, int n_threads, dpo_error *err);
 /* Makes the scratch at least `bytes` large (the one allowed allocation). */
 int kn_ctx_reserve(kn_ctx *ctx, size_t bytes, dpo_error *err);
 void kn_ctx_free(kn_ctx *ctx);
+/* A context on `backend`: KN_BACKEND_CPU is kn_ctx_init; KN_BACKEND_CUDA
+ * opens CUDA device 0 (its stream, cuBLAS and cuDNN handles) and fails with
+ * DPO_ERR_USAGE in a build without the CUDA backend, DPO_ERR_DATA when no
+ * device is visible or it cannot be opened. n_threads still sets the host
+ * threads (the CPU work around the ops). */
+int kn_ctx_init_backend(kn_ctx *ctx, kn_backend backend, int n_threads, dpo_error *err);
+/* Waits for the context's device work and reports its first failure
+ * (DPO_ERR_DATA); always DPO_OK on the CPU. */
+int kn_ctx_check(kn_ctx *ctx, dpo_error *err);
+/* 1 when this build has the CUDA backend (DPO_HAVE_CUDA). */
+int kn_have_cuda(void);
+/* CUDA devices visible to this process (0 without the backend; never fails). */
+int kn_cuda_visible_devices(void);
+/* "cpu" or "cuda". */
+const char *kn_backend_name(kn_backend backend);
+/* The backend a `--backend NAME` asks for: "cpu"; "cuda", which fails with
+ * DPO_ERR_USAGE in a build without it and DPO_ERR_DATA on a machine without
+ * a device; "auto" (or NULL), which is cuda when the build has it and a
+ * device is visible, else cpu. Anything else is a usage error naming the
+ * choices. */
+int kn_backend_resolve(const char *name, kn_backend *out, dpo_error *err);
+/* What computes, for logs: "cpu (8 threads)" or "cuda (the GPU's name, sm_XY, memory)". */
+void kn_ctx_describe(const kn_ctx *ctx, char *buf, size_t n);
+/* TF32 tensor-core math for the float32 GEMMs and convolutions of a CUDA
+ * context (products with a 10-bit mantissa, float32 sums): faster, but no
+ * longer the CPU's results to float rounding, so off by default. Nothing on
+ * the CPU. */
+void kn_ctx_set_tf32(kn_ctx *ctx, int on);
+/* Bytes of device memory in use now (cudaMemGetInfo: this process and any
+ * other on the device) for a CUDA context; 0 on the CPU. */
+size_t kn_ctx_device_memory(const kn_ctx *ctx);
 /* Scratch of at least `bytes`, grown (and counted) if it is not. Never NULL
  * unless memory is exhausted. */
 float *kn_ctx_scratch(kn_ctx *ctx, size_t bytes);
+
+/* --------------------------------------------------- backend memory */
+
+/* Memory of ctx's backend: host memory on the CPU (64-byte aligned), device
+ * memory under CUDA. kn_malloc zeroes it and returns NULL when it cannot
+ * allocate (under CUDA the failure is also recorded for kn_ctx_check).
+ * kn_free takes the backend, not the context, so that a model can free its
+ * memory after the context is gone (CUDA's free needs no handle). */
+void *kn_malloc(kn_ctx *ctx, size_t bytes);
+void kn_free(kn_backend backend, void *p);
+/* Sets bytes to zero (asynchronous on the device). */
+void kn_zero(kn_ctx *ctx, void *p, size_t bytes);
+/* Copies within the backend's memory (asynchronous on the device). */
+void kn_copy(kn_ctx *ctx, void *dst, const void *src, size_t bytes);
+/* Host -> backend and backend -> host (synchronous: the host buffer may be
+ * reused on return). On the CPU both are memcpy. */
+void kn_upload(kn_ctx *ctx, void *dst, const void *host_src, size_t bytes);
+void kn_download(kn_ctx *ctx, void *host_dst, const void *src, size_t bytes);
 
 /* --------------------------------------------------------------- arena */
 
@@ -70,12 +127,15 @@ typedef struct {
   uint8_t *base;
   size_t size;
   size_t used;
+  kn_backend backend;   /* whose memory base is (kn_arena_init: the CPU) */
 } kn_arena;
 
 #define KN_ALIGN 64
 /* Bytes that a tensor of n floats takes in an arena (rounded to KN_ALIGN). */
 size_t kn_arena_bytes(size_t n_floats);
 int kn_arena_init(kn_arena *a, size_t bytes, dpo_error *err);
+/* The same in the memory of ctx's backend (kn_malloc). */
+int kn_arena_init_on(kn_arena *a, kn_ctx *ctx, size_t bytes, dpo_error *err);
 /* n floats, 64-byte aligned; NULL when the plan was too small. The block is
  * zeroed once by init; a reset hands the same memory out again as it was
  * left (a step zeroes its gradients itself), so handing out costs nothing. */
@@ -193,6 +253,21 @@ void kn_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int out
                       int inner);
 void kn_split_backward(kn_ctx *ctx, float *dinp, const float *da, const float *db, int outer,
                        int Ca, int Cb, int inner);
+
+/* Layout and broadcast helpers of the models (as plain loops they would
+ * touch device memory from the host).
+ * transpose: out[B, A, C] = inp[B, C, A] (NCHW <-> tokens); backward
+ * accumulates the transposed gradient into dinp[B, C, A]. */
+void kn_transpose_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int A);
+void kn_transpose_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int A);
+/* x[B, C, HW] += v[B, C] broadcast over HW (in place); backward:
+ * dv[b, c] += sum over HW of dx[b, c, :] (summed in double, in order). */
+void kn_add_channel_forward(kn_ctx *ctx, float *x, const float *v, int B, int C, int HW);
+void kn_add_channel_backward(kn_ctx *ctx, float *dv, const float *dx, int B, int C, int HW);
+/* dst += alpha * src over n values (alpha 1 is a plain accumulation). */
+void kn_axpy(kn_ctx *ctx, float *dst, float alpha, const float *src, size_t n);
+/* out = a * inp + b over n values (diffusers' center_input_sample: 2x - 1). */
+void kn_affine_forward(kn_ctx *ctx, float *out, const float *inp, float a, float b, size_t n);
 
 /* ---------------------------------------------------------- embeddings */
 

@@ -31,7 +31,8 @@ struct dpo_clip {
   md_norm final_ln;
   int B, T, n_run;
   int planned;
-  int32_t *ids;
+  int32_t *ids;             /* the batch's token ids, in the plan's backend memory */
+  kn_backend ids_backend;
   md_tensor emb;
 };
 
@@ -171,7 +172,7 @@ void dpo_clip_free(dpo_clip *m) {
   md_params_free(&m->params);
   md_plan_free(&m->plan);
   json_decref(m->config_json);
-  free(m->ids);
+  kn_free(m->ids_backend, m->ids);
   free(m);
 }
 
@@ -258,10 +259,12 @@ int dpo_clip_plan(dpo_clip *m, kn_ctx *ctx, int B, int T, int clip_skip, int tra
                     c->num_hidden_layers);
   md_plan_free(&m->plan);
   m->planned = 0;
-  free(m->ids);
-  m->ids = malloc((size_t)B * T * sizeof *m->ids);
+  kn_free(m->ids_backend, m->ids);
+  m->ids = kn_malloc(ctx, (size_t)B * T * sizeof *m->ids);
+  m->ids_backend = ctx->backend;
   if (!m->ids) return dpo_fail(err, DPO_ERR_DATA, "out of memory");
-  if (train && md_params_alloc_grads(&m->params, err) != DPO_OK) return DPO_ERR_DATA;
+  if (md_params_place(&m->params, ctx, err) != DPO_OK) return DPO_ERR_DATA;
+  if (train && md_params_alloc_grads(&m->params, ctx, err) != DPO_OK) return DPO_ERR_DATA;
   m->B = B;
   m->T = T;
   m->n_run = c->num_hidden_layers - clip_skip;
@@ -281,7 +284,7 @@ int dpo_clip_plan(dpo_clip *m, kn_ctx *ctx, int B, int T, int clip_skip, int tra
     md_plan_tensor(p, &l->out, rows * D);
   }
   md_norm_plan(p, &m->final_ln, (int)rows, 1);
-  if (md_plan_alloc(p, err) != DPO_OK || kn_ctx_reserve(ctx, p->scratch_bytes, err) != DPO_OK)
+  if (md_plan_alloc(p, ctx, err) != DPO_OK || kn_ctx_reserve(ctx, p->scratch_bytes, err) != DPO_OK)
     return DPO_ERR_DATA;
   m->planned = 1;
   return DPO_OK;
@@ -299,7 +302,7 @@ int dpo_clip_forward(dpo_clip *m, kn_ctx *ctx, const int32_t *ids, const float *
     if (ids[i] < 0 || ids[i] >= c->vocab_size)
       return dpo_fail(err, DPO_ERR_USAGE, "clip: token id %d at position %d is outside the vocabulary [0, %d)",
                       (int)ids[i], i, c->vocab_size);
-  memcpy(m->ids, ids, (size_t)rows * sizeof *ids);
+  kn_upload(ctx, m->ids, ids, (size_t)rows * sizeof *ids);
   kn_embedding_forward(ctx, m->emb.v, m->ids, m->wte.v, m->wpe.v, B, T, D);
   const float *x = m->emb.v;
   for (int i = 0; i < m->n_run; i++) {
@@ -323,8 +326,8 @@ void dpo_clip_backward(dpo_clip *m, kn_ctx *ctx, const float *dhidden) {
   const dpo_clip_config *c = &m->cfg;
   int B = m->B, T = m->T, rows = B * T, D = c->hidden_size, I = c->intermediate_size;
   if (!m->planned || !m->plan.train) return;   /* the contract: a train plan and a forward */
-  md_plan_zero_grads(&m->plan);
-  memcpy(m->final_ln.out.g, dhidden, (size_t)rows * D * sizeof(float));
+  md_plan_zero_grads(ctx, &m->plan);
+  kn_copy(ctx, m->final_ln.out.g, dhidden, (size_t)rows * D * sizeof(float));
   md_tensor *x = m->n_run > 0 ? &m->layers[m->n_run - 1].out : &m->emb;
   md_norm_backward(ctx, &m->final_ln, x->g, x->v);
   for (int i = m->n_run - 1; i >= 0; i--) {

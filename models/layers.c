@@ -58,9 +58,48 @@ int md_params_alloc(md_params *t, dpo_error *err) {
   return DPO_OK;
 }
 
-int md_params_alloc_grads(md_params *t, dpo_error *err) {
+int md_params_place(md_params *t, kn_ctx *ctx, dpo_error *err) {
+  /* One model, one backend: a model placed on a device cannot be planned on
+   * the CPU (its slots point at device memory), nor one with CPU gradients
+   * moved to a device. */
+  if (t->device && ctx->backend != t->backend)
+    return dpo_fail(err, DPO_ERR_USAGE, "model parameters live on %s; plan it on that backend, not %s",
+                    kn_backend_name(t->backend), kn_backend_name(ctx->backend));
+  if (t->device) t->ctx = ctx; /* the latest context: an earlier one may be gone */
+  if (ctx->backend == KN_BACKEND_CPU || t->device) return DPO_OK;
+  if (t->grad)
+    return dpo_fail(err, DPO_ERR_USAGE, "model was planned for training on the cpu; it cannot move to %s",
+                    kn_backend_name(ctx->backend));
+  size_t bytes = kn_arena_bytes(t->total ? t->total : 1);
+  t->device = kn_malloc(ctx, bytes);
+  if (!t->device)
+    return dpo_fail(err, DPO_ERR_DATA, "cannot allocate %zu bytes for parameters on %s", bytes,
+                    kn_backend_name(ctx->backend));
+  kn_upload(ctx, t->device, t->data, t->total * sizeof(float));
+  t->backend = ctx->backend;
+  t->ctx = ctx;
+  for (int i = 0; i < t->n; i++) t->items[i].slot->v = t->device + t->items[i].offset;
+  return kn_ctx_check(ctx, err);
+}
+
+int md_params_fetch(const md_params *t, dpo_error *err) {
+  if (!t->device) return DPO_OK;
+  kn_download(t->ctx, t->data, t->device, t->total * sizeof(float));
+  return kn_ctx_check(t->ctx, err);
+}
+
+int md_params_alloc_grads(md_params *t, kn_ctx *ctx, dpo_error *err) {
   if (t->grad) return DPO_OK;
-  if (alloc_floats(&t->grad, t->total, "parameter gradients", err) != DPO_OK) return DPO_ERR_DATA;
+  if (md_params_place(t, ctx, err) != DPO_OK) return DPO_ERR_DATA;
+  if (ctx->backend == KN_BACKEND_CPU) {
+    if (alloc_floats(&t->grad, t->total, "parameter gradients", err) != DPO_OK) return DPO_ERR_DATA;
+  } else {
+    size_t bytes = kn_arena_bytes(t->total ? t->total : 1);
+    t->grad = kn_malloc(ctx, bytes);
+    if (!t->grad)
+      return dpo_fail(err, DPO_ERR_DATA, "cannot allocate %zu bytes for parameter gradients on %s",
+                      bytes, kn_backend_name(ctx->backend));
+  }
   for (int i = 0; i < t->n; i++) t->items[i].slot->g = t->grad + t->items[i].offset;
   return DPO_OK;
 }
@@ -76,13 +115,17 @@ void md_params_view(const md_params *t, int i, dpo_param *out) {
 }
 
 void md_params_zero_grads(md_params *t) {
-  if (t->grad) memset(t->grad, 0, t->total * sizeof(float));
+  if (!t->grad) return;
+  if (t->device) kn_zero(t->ctx, t->grad, t->total * sizeof(float));
+  else memset(t->grad, 0, t->total * sizeof(float));
 }
 
 void md_params_free(md_params *t) {
   free(t->items);
   free(t->data);
-  free(t->grad);
+  /* Gradients live beside the parameters: on the device once placed. */
+  kn_free(t->device ? t->backend : KN_BACKEND_CPU, t->grad);
+  kn_free(t->backend, t->device);
   memset(t, 0, sizeof *t);
 }
 
@@ -186,12 +229,14 @@ void md_params_init_default(md_params *t, uint64_t seed) {
 }
 
 int md_params_save(const md_params *t, const char *path, dpo_error *err) {
+  /* The host block is what is written: bring it up to date first. */
+  if (md_params_fetch(t, err) != DPO_OK) return DPO_ERR_DATA;
   dpo_st_writer w;
   dpo_st_writer_init(&w);
   int rc = dpo_st_writer_meta(&w, "format", "pt", err);
   for (int i = 0; i < t->n && rc == DPO_OK; i++) {
     const md_param *p = &t->items[i];
-    rc = dpo_st_writer_add(&w, p->name, DPO_DTYPE_F32, p->ndim, p->shape, p->slot->v, err);
+    rc = dpo_st_writer_add(&w, p->name, DPO_DTYPE_F32, p->ndim, p->shape, t->data + p->offset, err);
   }
   if (rc == DPO_OK) rc = dpo_st_writer_write(&w, path, err);
   dpo_st_writer_free(&w);
@@ -222,7 +267,13 @@ void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n) {
   memset(r, 0, sizeof *r);
   r->slot = slot;
   r->n = n;
-  p->act_bytes += kn_arena_bytes(n);
+  if (p->group && slot && p->checkpoint) {
+    r->shared_value = 1;
+    r->value_offset = p->group_value_used;
+    p->group_value_used += kn_arena_bytes(n);
+  } else {
+    p->act_bytes += kn_arena_bytes(n);
+  }
   if (!p->train) return;
   if (p->group && slot) {
     r->group = p->group;
@@ -236,6 +287,7 @@ void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n) {
 void md_plan_group_begin(md_plan *p, md_grad_group *g) {
   g->base = NULL;
   g->bytes = 0;
+  g->recompute = 0;
   if (!p->train || p->failed) return;
   if (p->n_groups == p->cap_groups) {
     int cap = p->cap_groups ? 2 * p->cap_groups : 64;
@@ -251,6 +303,8 @@ void md_plan_group_begin(md_plan *p, md_grad_group *g) {
   }
   p->group = g;
   p->group_used = 0;
+  p->group_value_used = 0;
+  g->recompute = p->checkpoint;
 }
 
 void md_plan_group_end(md_plan *p) {
@@ -259,11 +313,12 @@ void md_plan_group_end(md_plan *p) {
   p->group_sizes[p->n_groups] = p->group_used;
   p->n_groups++;
   if (p->group_used > p->shared_bytes) p->shared_bytes = p->group_used;
+  if (p->group_value_used > p->shared_value_bytes) p->shared_value_bytes = p->group_value_used;
   p->group = NULL;
 }
 
-void md_grad_group_zero(const md_grad_group *g) {
-  if (g->base) memset(g->base, 0, g->bytes);
+void md_grad_group_zero(kn_ctx *ctx, const md_grad_group *g) {
+  if (g->base) kn_zero(ctx, g->base, g->bytes);
 }
 
 void md_plan_floats(md_plan *p, float **slot, size_t n) {
@@ -280,10 +335,15 @@ void md_plan_scratch(md_plan *p, size_t bytes) {
   if (bytes > p->scratch_bytes) p->scratch_bytes = bytes;
 }
 
-int md_plan_alloc(md_plan *p, dpo_error *err) {
+int md_plan_alloc(md_plan *p, kn_ctx *ctx, dpo_error *err) {
   if (p->failed) return dpo_fail(err, DPO_ERR_DATA, "out of memory while planning activations");
-  if (kn_arena_init(&p->acts, p->act_bytes, err) != DPO_OK) return DPO_ERR_DATA;
-  if (p->train && kn_arena_init(&p->grads, p->grad_bytes + p->shared_bytes, err) != DPO_OK)
+  if (kn_arena_init_on(&p->acts, ctx, p->act_bytes + p->shared_value_bytes, err) != DPO_OK) return DPO_ERR_DATA;
+  float *shared_values = NULL;
+  if (p->shared_value_bytes > 0) {
+    shared_values = kn_arena_floats(&p->acts, p->shared_value_bytes / sizeof(float));
+    if (!shared_values) return dpo_fail(err, DPO_ERR_DATA, "activation plan too small for the shared values");
+  }
+  if (p->train && kn_arena_init_on(&p->grads, ctx, p->grad_bytes + p->shared_bytes, err) != DPO_OK)
     return DPO_ERR_DATA;
   float *shared = NULL;
   if (p->train && p->shared_bytes > 0) {
@@ -301,7 +361,8 @@ int md_plan_alloc(md_plan *p, dpo_error *err) {
       if (!*r->plain) return dpo_fail(err, DPO_ERR_DATA, "activation plan too small (request %d)", i);
       continue;
     }
-    r->slot->v = kn_arena_floats(&p->acts, r->n);
+    if (r->shared_value) r->slot->v = (float *)((uint8_t *)shared_values + r->value_offset);
+    else r->slot->v = kn_arena_floats(&p->acts, r->n);
     if (r->group) r->slot->g = (float *)((uint8_t *)shared + r->group_offset);
     else r->slot->g = p->train ? kn_arena_floats(&p->grads, r->n) : NULL;
     if (!r->slot->v || (p->train && !r->slot->g))
@@ -310,8 +371,8 @@ int md_plan_alloc(md_plan *p, dpo_error *err) {
   return DPO_OK;
 }
 
-void md_plan_zero_grads(md_plan *p) {
-  if (p->grads.base) memset(p->grads.base, 0, p->grads.used);
+void md_plan_zero_grads(kn_ctx *ctx, md_plan *p) {
+  if (p->grads.base) kn_zero(ctx, p->grads.base, p->grads.used);
 }
 
 void md_plan_free(md_plan *p) {
@@ -420,45 +481,6 @@ void md_norm_backward(kn_ctx *ctx, md_norm *n, float *din, const float *in) {
 }
 
 
-/* out[b, a, c] = in[b, c, a]. */
-void md_transpose_forward(float *out, const float *in, int B, int C, int A) {
-  for (int b = 0; b < B; b++) {
-    const float *src = in + (size_t)b * C * A;
-    float *dst = out + (size_t)b * C * A;
-    for (int c = 0; c < C; c++)
-      for (int a = 0; a < A; a++) dst[(size_t)a * C + c] = src[(size_t)c * A + a];
-  }
-}
-
-void md_transpose_backward(float *din, const float *dout, int B, int C, int A) {
-  for (int b = 0; b < B; b++) {
-    float *dst = din + (size_t)b * C * A;
-    const float *src = dout + (size_t)b * C * A;
-    for (int c = 0; c < C; c++)
-      for (int a = 0; a < A; a++) dst[(size_t)c * A + a] += src[(size_t)a * C + c];
-  }
-}
-
-void md_add_channel_forward(float *x, const float *v, int B, int C, int HW) {
-  for (int bc = 0; bc < B * C; bc++) {
-    float *row = x + (size_t)bc * HW;
-    for (int i = 0; i < HW; i++) row[i] += v[bc];
-  }
-}
-
-void md_add_channel_backward(float *dv, const float *dx, int B, int C, int HW) {
-  for (int bc = 0; bc < B * C; bc++) {
-    const float *row = dx + (size_t)bc * HW;
-    double sum = 0.0;
-    for (int i = 0; i < HW; i++) sum += row[i];
-    dv[bc] += (float)sum;
-  }
-}
-
-void md_accumulate(float *dst, const float *src, size_t n) {
-  for (size_t i = 0; i < n; i++) dst[i] += src[i];
-}
-
 /* --------------------------------------------------------------- resnet */
 
 void md_resnet_init(md_resnet *r, md_params *t, const char *prefix, int Cin, int Cout, int temb_dim,
@@ -505,7 +527,7 @@ void md_resnet_forward(kn_ctx *ctx, md_resnet *r, const float *in, const float *
   md_conv_forward(ctx, &r->conv1, r->h1.v, r->a1.v, B, H, W);
   if (r->temb_dim > 0) {
     md_linear_forward(ctx, &r->temb_proj, r->tproj.v, temb_act, B);
-    md_add_channel_forward(r->h1.v, r->tproj.v, B, r->Cout, HW);
+    kn_add_channel_forward(ctx, r->h1.v, r->tproj.v, B, r->Cout, HW);
   }
   md_norm_forward(ctx, &r->norm2, r->h1.v);
   kn_activation_forward(ctx, KN_ACT_SILU, r->a2.v, r->norm2.out.v, n_out);
@@ -522,7 +544,8 @@ void md_resnet_backward(kn_ctx *ctx, md_resnet *r, float *din, const float *in, 
                         const float *temb_act) {
   int B = r->B, H = r->H, W = r->W, HW = H * W;
   size_t n_in = (size_t)B * r->Cin * HW, n_out = (size_t)B * r->Cout * HW;
-  md_grad_group_zero(&r->grads);
+  if (r->grads.recompute) md_resnet_forward(ctx, r, in, temb_act); /* checkpointing */
+  md_grad_group_zero(ctx, &r->grads);
   if (r->has_shortcut) {
     kn_add_backward(ctx, r->h2.g, r->sc.g, r->out.g, n_out);
     md_conv_backward(ctx, &r->shortcut, din, r->sc.g, in, B, H, W);
@@ -533,7 +556,7 @@ void md_resnet_backward(kn_ctx *ctx, md_resnet *r, float *din, const float *in, 
   kn_activation_backward(ctx, KN_ACT_SILU, r->norm2.out.g, r->a2.g, r->norm2.out.v, n_out);
   md_norm_backward(ctx, &r->norm2, r->h1.g, r->h1.v);
   if (r->temb_dim > 0) {
-    md_add_channel_backward(r->tproj.g, r->h1.g, B, r->Cout, HW);
+    kn_add_channel_backward(ctx, r->tproj.g, r->h1.g, B, r->Cout, HW);
     md_linear_backward(ctx, &r->temb_proj, dtemb_act, r->tproj.g, temb_act, B);
   }
   md_conv_backward(ctx, &r->conv1, r->a1.g, r->h1.g, r->a1.v, B, H, W);
@@ -650,7 +673,8 @@ static void tblock_backward(kn_ctx *ctx, md_tblock *b, float *dx, const float *x
                             const float *enc) {
   int rows = b->attn1.B * b->N;
   size_t n = (size_t)rows * b->dim;
-  md_grad_group_zero(&b->grads);
+  if (b->grads.recompute) tblock_forward(ctx, b, x, enc); /* checkpointing */
+  md_grad_group_zero(ctx, &b->grads);
   kn_add_backward(ctx, b->ffo.g, b->x2.g, b->out.g, n);
   md_linear_backward(ctx, &b->ff_out, b->ffg.g, b->ffo.g, b->ffg.v, rows);
   kn_geglu_backward(ctx, b->ffp.g, b->ffg.g, b->ffp.v, rows, b->ff_inner);
@@ -723,11 +747,11 @@ void md_transformer_forward(kn_ctx *ctx, md_transformer *tr, const float *in, co
   int B = tr->B, HW = tr->H * tr->W, C = tr->C;
   md_norm_forward(ctx, &tr->norm, in);
   if (tr->linear_proj) {
-    md_transpose_forward(tr->tok.v, tr->norm.out.v, B, C, HW);
+    kn_transpose_forward(ctx, tr->tok.v, tr->norm.out.v, B, C, HW);
     md_linear_forward(ctx, &tr->proj_in_lin, tr->pin.v, tr->tok.v, B * HW);
   } else {
     md_conv_forward(ctx, &tr->proj_in_conv, tr->pin.v, tr->norm.out.v, B, tr->H, tr->W);
-    md_transpose_forward(tr->tok.v, tr->pin.v, B, C, HW);
+    kn_transpose_forward(ctx, tr->tok.v, tr->pin.v, B, C, HW);
   }
   const float *x = transformer_tokens(tr)->v;
   for (int i = 0; i < tr->n_blocks; i++) {
@@ -736,9 +760,9 @@ void md_transformer_forward(kn_ctx *ctx, md_transformer *tr, const float *in, co
   }
   if (tr->linear_proj) {
     md_linear_forward(ctx, &tr->proj_out_lin, tr->pre_out.v, x, B * HW);
-    md_transpose_forward(tr->pout.v, tr->pre_out.v, B, HW, C);
+    kn_transpose_forward(ctx, tr->pout.v, tr->pre_out.v, B, HW, C);
   } else {
-    md_transpose_forward(tr->pre_out.v, x, B, HW, C);
+    kn_transpose_forward(ctx, tr->pre_out.v, x, B, HW, C);
     md_conv_forward(ctx, &tr->proj_out_conv, tr->pout.v, tr->pre_out.v, B, tr->H, tr->W);
   }
   kn_add_forward(ctx, tr->out.v, tr->pout.v, in, (size_t)B * C * HW);
@@ -750,12 +774,12 @@ void md_transformer_backward(kn_ctx *ctx, md_transformer *tr, float *din, const 
   md_tblock *last = &tr->blocks[tr->n_blocks - 1];
   kn_add_backward(ctx, tr->pout.g, din, tr->out.g, (size_t)B * C * HW);
   if (tr->linear_proj) {
-    md_transpose_backward(tr->pre_out.g, tr->pout.g, B, HW, C);
+    kn_transpose_backward(ctx, tr->pre_out.g, tr->pout.g, B, HW, C);
     md_linear_backward(ctx, &tr->proj_out_lin, last->out.g, tr->pre_out.g, last->out.v, B * HW);
   } else {
     md_conv_backward(ctx, &tr->proj_out_conv, tr->pre_out.g, tr->pout.g, tr->pre_out.v, B, tr->H,
                      tr->W);
-    md_transpose_backward(last->out.g, tr->pre_out.g, B, HW, C);
+    kn_transpose_backward(ctx, last->out.g, tr->pre_out.g, B, HW, C);
   }
   md_tensor *tokens = transformer_tokens(tr);
   for (int i = tr->n_blocks - 1; i >= 0; i--) {
@@ -764,9 +788,9 @@ void md_transformer_backward(kn_ctx *ctx, md_transformer *tr, float *din, const 
   }
   if (tr->linear_proj) {
     md_linear_backward(ctx, &tr->proj_in_lin, tr->tok.g, tr->pin.g, tr->tok.v, B * HW);
-    md_transpose_backward(tr->norm.out.g, tr->tok.g, B, C, HW);
+    kn_transpose_backward(ctx, tr->norm.out.g, tr->tok.g, B, C, HW);
   } else {
-    md_transpose_backward(tr->pin.g, tr->tok.g, B, C, HW);
+    kn_transpose_backward(ctx, tr->pin.g, tr->tok.g, B, C, HW);
     md_conv_backward(ctx, &tr->proj_in_conv, tr->norm.out.g, tr->pin.g, tr->norm.out.v, B, tr->H,
                      tr->W);
   }

@@ -50,8 +50,11 @@ typedef struct {
   int n;
   int cap;
   size_t total;         /* floats */
-  float *data;
-  float *grad;          /* NULL until md_params_alloc_grads */
+  float *data;          /* host block: loaded, initialised and saved from here */
+  float *grad;          /* NULL until md_params_alloc_grads; beside the slots' values */
+  float *device;        /* the values on a device once placed (slots point here), else NULL */
+  kn_backend backend;   /* where `device` lives */
+  kn_ctx *ctx;          /* the latest context that planned them (must outlive that use) */
   int failed;           /* out of memory while registering */
 } md_params;
 
@@ -60,7 +63,15 @@ void md_params_init(md_params *t);
 void md_param_add(md_params *t, md_tensor *slot, const char *prefix, const char *suffix, int ndim,
                   int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 int md_params_alloc(md_params *t, dpo_error *err);
-int md_params_alloc_grads(md_params *t, dpo_error *err);
+/* Puts the parameters in the memory of ctx's backend: nothing on the CPU;
+ * under CUDA a device block gets the host values and every slot points
+ * into it (the host block stays, for saving). Done once; later calls keep
+ * the first placement. */
+int md_params_place(md_params *t, kn_ctx *ctx, dpo_error *err);
+/* Copies placed values back into the host block (nothing on the CPU). */
+int md_params_fetch(const md_params *t, dpo_error *err);
+/* Gradients beside the values (placing them first). */
+int md_params_alloc_grads(md_params *t, kn_ctx *ctx, dpo_error *err);
 void md_params_zero_grads(md_params *t);
 /* The public view (name, shape, data, gradient) of parameter i. */
 void md_params_view(const md_params *t, int i, dpo_param *out);
@@ -78,7 +89,8 @@ int md_params_load_ignoring(md_params *t, const char *path, const char *what,
  * their biases likewise; norm scales 1 and shifts 0; embedding tables
  * ("*embedding.weight") N(0, 0.02^2) as transformers initialises CLIP's. */
 void md_params_init_default(md_params *t, uint64_t seed);
-/* Writes every parameter as F32 (atomic), with {"format": "pt"} metadata. */
+/* Writes every parameter as F32 (atomic), with {"format": "pt"} metadata,
+ * from the host block (fetched first when the values are on a device). */
 int md_params_save(const md_params *t, const char *path, dpo_error *err);
 
 /* ---------------------------------------------------------- activations */
@@ -90,6 +102,8 @@ int md_params_save(const md_params *t, const char *path, dpo_error *err);
 typedef struct {
   float *base;
   size_t bytes;
+  int recompute;        /* checkpointing: the values live in a shared region as
+                           well, so the layer reruns its forward before its backward */
 } md_grad_group;
 
 typedef struct {
@@ -98,6 +112,8 @@ typedef struct {
   size_t n;
   md_grad_group *group; /* its gradient lives in the shared region (see above) */
   size_t group_offset;  /* bytes into the shared region */
+  int shared_value;     /* checkpointing: its value lives in the shared value region */
+  size_t value_offset;  /* bytes into that region */
 } md_request;
 
 typedef struct {
@@ -112,6 +128,13 @@ typedef struct {
   md_grad_group *group; /* open group, if any */
   size_t group_used;    /* bytes of the open group */
   size_t shared_bytes;  /* the largest group */
+  /* Activation checkpointing (set after md_plan_init, training plans only):
+   * the values of a group's tensors share one region too, sized for the
+   * largest group, and each layer recomputes them before its backward. The
+   * arithmetic is the same, so results are bitwise those without it. */
+  int checkpoint;
+  size_t group_value_used;
+  size_t shared_value_bytes;
   md_grad_group **groups;
   size_t *group_sizes;
   int n_groups, cap_groups;
@@ -128,14 +151,17 @@ void md_plan_floats(md_plan *p, float **slot, size_t n);
 void md_plan_scratch(md_plan *p, size_t bytes);
 /* Tensors requested between begin and end keep their gradient in the shared
  * region; the layer calls md_grad_group_zero at the start of its backward
- * and must not read those gradients once its backward has returned. */
+ * and must not read those gradients once its backward has returned. With
+ * p->checkpoint their values share a region as well (g->recompute is set):
+ * the layer's backward then first reruns its forward. */
 void md_plan_group_begin(md_plan *p, md_grad_group *g);
 void md_plan_group_end(md_plan *p);
-void md_grad_group_zero(const md_grad_group *g);
-/* Allocates both arenas and fills every requested slot. */
-int md_plan_alloc(md_plan *p, dpo_error *err);
+void md_grad_group_zero(kn_ctx *ctx, const md_grad_group *g);
+/* Allocates both arenas in the memory of ctx's backend and fills every
+ * requested slot. */
+int md_plan_alloc(md_plan *p, kn_ctx *ctx, dpo_error *err);
 /* Zeroes every activation gradient (before a backward pass). */
-void md_plan_zero_grads(md_plan *p);
+void md_plan_zero_grads(kn_ctx *ctx, md_plan *p);
 void md_plan_free(md_plan *p);
 
 /* ----------------------------------------------------- plain layers */
@@ -182,13 +208,9 @@ void md_norm_plan(md_plan *p, md_norm *n, int B, int HW);
 void md_norm_forward(kn_ctx *ctx, md_norm *n, const float *in);
 void md_norm_backward(kn_ctx *ctx, md_norm *n, float *din, const float *in);
 
-/* out[B, A, C] = in[B, C, A] transposed (NCHW <-> tokens); backward accumulates. */
-void md_transpose_forward(float *out, const float *in, int B, int C, int A);
-void md_transpose_backward(float *din, const float *dout, int B, int C, int A);
-/* x[B, C, HW] += v[B, C] broadcast over HW (the time embedding's add). */
-void md_add_channel_forward(float *x, const float *v, int B, int C, int HW);
-void md_add_channel_backward(float *dv, const float *dx, int B, int C, int HW);
-void md_accumulate(float *dst, const float *src, size_t n);
+/* Transposes, the time embedding's per-channel add and accumulations are
+ * kernels.h ops (kn_transpose_*, kn_add_channel_*, kn_axpy), so that they run
+ * on the context's backend. */
 
 /* --------------------------------------------------- composite layers */
 

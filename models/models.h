@@ -16,7 +16,19 @@
  * activation, and with train=1 their gradients, once), then call forward and
  * backward as often as needed: they allocate nothing. Outputs live inside the
  * model until the next forward. Backward ACCUMULATES into the parameter
- * gradients (zero them with *_zero_grads first), following kernels.h. */
+ * gradients (zero them with *_zero_grads first), following kernels.h.
+ *
+ * Backends. The context given to plan decides where the model computes.
+ * Parameters are loaded, initialised and saved through a host block; the
+ * first plan on a CUDA context places them (and their gradients) on the
+ * device, and the model then keeps using that context (it must outlive the
+ * model's use). From then on every tensor pointer that forward and backward
+ * take or return, and dpo_param's data and grad, are in the memory of the
+ * context's backend (device memory under CUDA: kn_upload / kn_download
+ * cross to the host); the one exception is CLIP's token ids, which are host
+ * int32 (checked, then uploaded). Save writes the device values (fetched
+ * into the host block first). The VAE runs on a CPU context only. On the
+ * CPU nothing is copied and results are those of the CPU kernels. */
 #ifndef DPO_MODELS_H
 #define DPO_MODELS_H
 
@@ -95,6 +107,13 @@ void dpo_unet_zero_grads(dpo_unet *u);
 int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int train, dpo_error *err);
 /* Bytes of the current plan (activations + their gradients). */
 size_t dpo_unet_plan_bytes(const dpo_unet *u);
+/* Activation checkpointing for the training plans that follow (off by
+ * default): the activations inside each resnet and each transformer block
+ * share one region instead of being kept, and each such layer reruns its
+ * forward just before its backward. Block inputs and outputs (the skips)
+ * are kept. About a third more compute for much less activation memory;
+ * the results are bitwise those without it (the same arithmetic). */
+void dpo_unet_set_checkpointing(dpo_unet *u, int on);
 /* out[B, out_channels, H, W] = UNet(sample, timesteps[B], encoder_hidden_states).
  * The inputs are copied; the returned buffer belongs to the model. NULL
  * without a plan. */

@@ -38,6 +38,7 @@ struct dpo_unet {
   md_params params;
   md_plan plan;
   int planned;
+  int checkpoint;       /* activation checkpointing in the next training plan */
   int B, H, W, T;
 
   md_conv conv_in;
@@ -508,9 +509,11 @@ int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int trai
                     W, f);
   md_plan_free(&u->plan);
   u->planned = 0;
-  if (train && md_params_alloc_grads(&u->params, err) != DPO_OK) return DPO_ERR_DATA;
+  if (md_params_place(&u->params, ctx, err) != DPO_OK) return DPO_ERR_DATA;
+  if (train && md_params_alloc_grads(&u->params, ctx, err) != DPO_OK) return DPO_ERR_DATA;
   md_plan *p = &u->plan;
   md_plan_init(p, train, ctx->n_threads);
+  p->checkpoint = train && u->checkpoint;
   u->B = B;
   u->H = H;
   u->W = W;
@@ -548,15 +551,17 @@ int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int trai
   md_plan_tensor(p, &u->out_act, (size_t)B * C0 * H * W);
   md_plan_tensor(p, &u->out, (size_t)B * c->out_channels * H * W);
   md_conv_plan(p, &u->conv_out, H, W);
-  if (md_plan_alloc(p, err) != DPO_OK) return DPO_ERR_DATA;
+  if (md_plan_alloc(p, ctx, err) != DPO_OK) return DPO_ERR_DATA;
   if (kn_ctx_reserve(ctx, p->scratch_bytes, err) != DPO_OK) return DPO_ERR_DATA;
   u->planned = 1;
   return DPO_OK;
 }
 
 size_t dpo_unet_plan_bytes(const dpo_unet *u) {
-  return u->plan.act_bytes + u->plan.grad_bytes + u->plan.shared_bytes;
+  return u->plan.act_bytes + u->plan.shared_value_bytes + u->plan.grad_bytes + u->plan.shared_bytes;
 }
+
+void dpo_unet_set_checkpointing(dpo_unet *u, int on) { u->checkpoint = on != 0; }
 
 /* -------------------------------------------------------------- forward */
 
@@ -595,11 +600,11 @@ const float *dpo_unet_forward(dpo_unet *u, kn_ctx *ctx, const float *sample, con
   int B = u->B, H = u->H, W = u->W, C0 = c->block_out_channels[0];
   size_t n_sample = (size_t)B * c->in_channels * H * W;
   if (c->center_input_sample)
-    for (size_t i = 0; i < n_sample; i++) u->sample.v[i] = 2.0f * sample[i] - 1.0f;
+    kn_affine_forward(ctx, u->sample.v, sample, 2.0f, -1.0f, n_sample);
   else
-    memcpy(u->sample.v, sample, n_sample * sizeof(float));
-  memcpy(u->enc.v, encoder_hidden_states, (size_t)B * u->T * c->cross_attention_dim * sizeof(float));
-  memcpy(u->timesteps, timesteps, (size_t)B * sizeof(float));
+    kn_copy(ctx, u->sample.v, sample, n_sample * sizeof(float));
+  kn_copy(ctx, u->enc.v, encoder_hidden_states, (size_t)B * u->T * c->cross_attention_dim * sizeof(float));
+  kn_copy(ctx, u->timesteps, timesteps, (size_t)B * sizeof(float));
 
   kn_timestep_embedding_forward(ctx, u->tproj.v, u->timesteps, B, C0, c->flip_sin_to_cos,
                                 c->freq_shift, 1.0f, 10000.0f);
@@ -664,8 +669,8 @@ void dpo_unet_backward(dpo_unet *u, kn_ctx *ctx, const float *dout, float *dsamp
   if (!u->planned || !u->plan.train) return;   /* the contract: a train plan and a forward */
   const dpo_unet_config *c = &u->cfg;
   int B = u->B, H = u->H, W = u->W, C0 = c->block_out_channels[0], n = c->n_blocks;
-  md_plan_zero_grads(&u->plan);
-  memcpy(u->out.g, dout, (size_t)B * c->out_channels * H * W * sizeof(float));
+  md_plan_zero_grads(ctx, &u->plan);
+  kn_copy(ctx, u->out.g, dout, (size_t)B * c->out_channels * H * W * sizeof(float));
 
   md_conv_backward(ctx, &u->conv_out, u->out_act.g, u->out.g, u->out_act.v, B, H, W);
   kn_activation_backward(ctx, KN_ACT_SILU, u->norm_out.out.g, u->out_act.g, u->norm_out.out.v,
@@ -692,10 +697,7 @@ void dpo_unet_backward(dpo_unet *u, kn_ctx *ctx, const float *dout, float *dsamp
   md_linear_backward(ctx, &u->time_l1, NULL, u->l1.g, u->tproj.v, B);
 
   size_t n_sample = (size_t)B * c->in_channels * H * W;
-  if (dsample) {
-    float scale = c->center_input_sample ? 2.0f : 1.0f;
-    for (size_t i = 0; i < n_sample; i++) dsample[i] += scale * u->sample.g[i];
-  }
+  if (dsample) kn_axpy(ctx, dsample, c->center_input_sample ? 2.0f : 1.0f, u->sample.g, n_sample);
   if (dencoder_hidden_states)
-    md_accumulate(dencoder_hidden_states, u->enc.g, (size_t)B * u->T * c->cross_attention_dim);
+    kn_axpy(ctx, dencoder_hidden_states, 1.0f, u->enc.g, (size_t)B * u->T * c->cross_attention_dim);
 }

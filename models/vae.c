@@ -334,6 +334,11 @@ int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err) {
   int n = c->n_blocks, f = 1 << (n - 1), L = c->latent_channels;
   if (B <= 0 || H <= 0 || W <= 0 || H % f != 0 || W % f != 0)
     return dpo_fail(err, DPO_ERR_USAGE, "vae plan: %dx%d images must be divisible by %d", H, W, f);
+  /* The encoder's padding and posterior are host loops still: the VAE runs
+   * on a CPU context (callers on another backend keep one for it). */
+  if (ctx->backend != KN_BACKEND_CPU)
+    return dpo_fail(err, DPO_ERR_USAGE, "vae plan: the VAE runs on the CPU backend only (not %s)",
+                    kn_backend_name(ctx->backend));
   md_plan_free(&v->plan);
   v->planned = 0;
   md_plan *p = &v->plan;
@@ -379,7 +384,7 @@ int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err) {
   md_plan_tensor(p, &v->dec_act, (size_t)B * boc[0] * H * W);
   md_plan_tensor(p, &v->dec_out, (size_t)B * c->out_channels * H * W);
   md_conv_plan(p, &v->dec_conv_out, H, W);
-  if (md_plan_alloc(p, err) != DPO_OK) return DPO_ERR_DATA;
+  if (md_plan_alloc(p, ctx, err) != DPO_OK) return DPO_ERR_DATA;
   if (kn_ctx_reserve(ctx, p->scratch_bytes, err) != DPO_OK) return DPO_ERR_DATA;
   v->planned = 1;
   return DPO_OK;
@@ -393,9 +398,9 @@ static const float *mid_forward(kn_ctx *ctx, vae_mid *m, const float *x) {
   if (m->has_attn) {
     /* Attention over the H*W positions as tokens of C channels, one head. */
     md_norm_forward(ctx, &m->attn_norm, x);
-    md_transpose_forward(m->tokens.v, m->attn_norm.out.v, m->B, m->C, m->HW);
+    kn_transpose_forward(ctx, m->tokens.v, m->attn_norm.out.v, m->B, m->C, m->HW);
     md_attention_forward(ctx, &m->attn, m->tokens.v, m->tokens.v);
-    md_transpose_forward(m->back.v, m->attn.out.v, m->B, m->HW, m->C);
+    kn_transpose_forward(ctx, m->back.v, m->attn.out.v, m->B, m->HW, m->C);
     kn_add_forward(ctx, m->attn_out.v, m->back.v, x, (size_t)m->B * m->C * m->HW);
     x = m->attn_out.v;
   }

@@ -54,8 +54,11 @@ const char *test_path(const char *name) {
 }
 
 const char *test_source_path(const char *relative) {
+  /* $DPO_SOURCE_DIR, when set, wins over the build's path: a test binary
+   * carried to another machine (tests/device/run.sh) finds the tree there. */
+  const char *root = getenv("DPO_SOURCE_DIR");
   char *out = path_buf[path_next++ % 8];
-  snprintf(out, sizeof path_buf[0], "%s/%s", DPO_SOURCE_DIR, relative);
+  snprintf(out, sizeof path_buf[0], "%s/%s", root && *root ? root : DPO_SOURCE_DIR, relative);
   return out;
 }
 

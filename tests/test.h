@@ -13,7 +13,7 @@ int test_finish(void);
 const char *test_tmpdir(void);
 /* Joins the temp dir and a name into a static-lifetime buffer owned by the runner. */
 const char *test_path(const char *name);
-/* Absolute path of a file in the source tree. */
+/* Absolute path of a file in the source tree ($DPO_SOURCE_DIR when set). */
 const char *test_source_path(const char *relative);
 int test_write_file(const char *path, const void *data, size_t n);
 

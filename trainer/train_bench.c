@@ -12,8 +12,10 @@ static int compare_doubles(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, int text_len, int threads,
-                         int repeat, double *pairs_per_s, double *step_s, dpo_error *err) {
+int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_options *o, dpo_bench_train_result *res,
+                         dpo_error *err) {
+  int batch = o->batch, latent_hw = o->latent_hw, text_len = o->text_len, repeat = o->repeat;
+  memset(res, 0, sizeof *res);
   if (batch < 1 || latent_hw < 1 || text_len < 1 || repeat < 1 || repeat > 1000)
     return dpo_fail(err, DPO_ERR_USAGE, "bench train: batch, size, text length and repeat (<= 1000) must be positive");
   dpo_unet *policy = NULL, *reference = NULL;
@@ -27,8 +29,10 @@ int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, in
   if ((rc = dpo_unet_create(unet_config, &reference, err)) != DPO_OK) goto done;
   dpo_unet_init_random(policy, 1);
   dpo_unet_init_random(reference, 1);
-  if ((rc = kn_ctx_init(&ctx, threads, err)) != DPO_OK) goto done;
+  dpo_unet_set_checkpointing(policy, o->checkpointing);
+  if ((rc = kn_ctx_init_backend(&ctx, o->backend, o->threads, err)) != DPO_OK) goto done;
   ctx_ok = 1;
+  kn_ctx_set_tf32(&ctx, o->tf32);
   dpo_scheduler_config sc;
   dpo_scheduler_config_default(&sc, DPO_SCHED_DDPM);
   sc.beta_start = 0.00085;
@@ -57,12 +61,14 @@ int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, in
     dpo_loss_stats stats;
     dpo_unet_zero_grads(policy);
     rc = dpo_train_step_run(&step, x0_w, x0_l, text, noise, t, NULL, 0, 5000, 1.0, NULL, &stats, err);
+    if (rc == DPO_OK) rc = kn_ctx_check(&ctx, err); /* the device's backward may still run */
     if (rc != DPO_OK) goto done;
     if (r >= 0) times[r] = dpo_now_seconds() - start;
   }
   qsort(times, (size_t)repeat, sizeof *times, compare_doubles);
-  *step_s = times[repeat / 2];
-  *pairs_per_s = batch / *step_s;
+  res->step_s = times[repeat / 2];
+  res->pairs_per_s = batch / res->step_s;
+  res->device_bytes = kn_ctx_device_memory(&ctx);
 done:
   if (step_ok) dpo_train_step_free(&step);
   if (ctx_ok) kn_ctx_free(&ctx);

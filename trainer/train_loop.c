@@ -69,6 +69,12 @@ static int validate(const dpo_train_options *o, dpo_error *err) {
   if (!(o->proportion_empty_prompts >= 0 && o->proportion_empty_prompts <= 1))
     return dpo_fail(err, DPO_ERR_USAGE, "--proportion-empty-prompts must be in [0, 1]");
   if (o->weight_decay >= 0 && !isfinite(o->weight_decay)) return dpo_fail(err, DPO_ERR_USAGE, "--weight-decay must be finite");
+  if (o->backend != KN_BACKEND_CPU && o->train_text_encoder)
+    return dpo_fail(err, DPO_ERR_USAGE, "--train-text-encoder does not run on %s yet; use --backend cpu",
+                    kn_backend_name(o->backend));
+  if (o->backend != KN_BACKEND_CPU && o->validate && o->validate_every > 0)
+    return dpo_fail(err, DPO_ERR_USAGE, "validation during training does not run on %s yet; use --backend cpu",
+                    kn_backend_name(o->backend));
   return DPO_OK;
 }
 
@@ -78,8 +84,14 @@ typedef struct {
   dpo_pairs pairs;
   dpo_pipeline pipe;
   dpo_unet *reference;
-  kn_ctx ctx;
+  kn_ctx ctx;             /* the UNets' (o->backend) */
   int ctx_ok;
+  kn_ctx host_ctx;        /* the cache's (VAE, text encoder) when ctx is a device's */
+  int host_ctx_ok;
+  /* On a device: the optimizer's params point at host copies (values and
+   * gradients); these are the device tensors they mirror. */
+  float **dev_data, **dev_grad;
+  float *host_values, *host_grads;
   train_data data;
   dpo_train_step step;
   dpo_optimizer opt;
@@ -108,6 +120,11 @@ static void run_free(run *r) {
   free(r->params);
   dpo_train_step_free(&r->step);
   train_data_free(&r->data);
+  free(r->dev_data);
+  free(r->dev_grad);
+  free(r->host_values);
+  free(r->host_grads);
+  if (r->host_ctx_ok) kn_ctx_free(&r->host_ctx);
   if (r->ctx_ok) kn_ctx_free(&r->ctx);
   dpo_unet_free(r->reference);
   dpo_pipeline_free(&r->pipe);
@@ -149,6 +166,46 @@ static int add_params(run *r, const char *prefix, int n, void (*get)(const void 
 }
 
 static void unet_param_get(const void *m, int i, dpo_param *p) { dpo_unet_param((const dpo_unet *)m, i, p); }
+
+/* On a device: points the optimizer's params at host copies of the UNet's
+ * values (downloaded now) and gradients, remembering the device tensors. */
+static int mirror_params_on_host(run *r, dpo_error *err) {
+  size_t total = 0;
+  for (int i = 0; i < r->n_params; i++) total += (size_t)dpo_optim_param_numel(&r->params[i]);
+  size_t n_params = r->n_params > 0 ? (size_t)r->n_params : 1;
+  r->dev_data = calloc(n_params, sizeof *r->dev_data);
+  r->dev_grad = calloc(n_params, sizeof *r->dev_grad);
+  r->host_values = malloc((total ? total : 1) * sizeof(float));
+  r->host_grads = calloc(total ? total : 1, sizeof(float));
+  if (!r->dev_data || !r->dev_grad || !r->host_values || !r->host_grads)
+    return dpo_fail(err, DPO_ERR_DATA, "out of memory for host copies of %zu parameters", total);
+  size_t at = 0;
+  for (int i = 0; i < r->n_params; i++) {
+    dpo_optim_param *q = &r->params[i];
+    size_t n = (size_t)dpo_optim_param_numel(q);
+    r->dev_data[i] = q->data;
+    r->dev_grad[i] = q->grad;
+    q->data = r->host_values + at;
+    q->grad = r->host_grads + at;
+    kn_download(&r->ctx, q->data, r->dev_data[i], n * sizeof(float));
+    at += n;
+  }
+  return kn_ctx_check(&r->ctx, err);
+}
+
+static int gradients_to_host(run *r, dpo_error *err) {
+  for (int i = 0; i < r->n_params; i++)
+    kn_download(&r->ctx, r->params[i].grad, r->dev_grad[i],
+                (size_t)dpo_optim_param_numel(&r->params[i]) * sizeof(float));
+  return kn_ctx_check(&r->ctx, err);
+}
+
+static int values_to_device(run *r, dpo_error *err) {
+  for (int i = 0; i < r->n_params; i++)
+    kn_upload(&r->ctx, r->dev_data[i], r->params[i].data,
+              (size_t)dpo_optim_param_numel(&r->params[i]) * sizeof(float));
+  return kn_ctx_check(&r->ctx, err);
+}
 static void clip_param_get(const void *m, int i, dpo_param *p) { dpo_clip_param((const dpo_clip *)m, i, p); }
 
 /* The inputs of micro-batch m of step s into the batch buffers. */
@@ -366,9 +423,17 @@ static int train_steps(run *r, dpo_train_result *res, int *stopped, dpo_error *e
       stats_add(&sum, &st, &n_strict);
     }
     stats_finish(&sum, n_strict);
+    if (r->dev_grad) {
+      int rc = gradients_to_host(r, err);
+      if (rc != DPO_OK) return rc;
+    }
     double norm = dpo_clip_grad_norm(r->params, r->n_params, o->max_grad_norm);
     double lr = dpo_lr_at(&r->lr, s);
     dpo_optim_step(&r->opt, lr);
+    if (r->dev_data) {
+      int rc = values_to_device(r, err);
+      if (rc != DPO_OK) return rc;
+    }
     r->step_done = s + 1;
     steps_this_run++;
     double t1 = now_s();
@@ -423,9 +488,15 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
     rc = dpo_unet_load(path, &r->reference, err);
     if (rc != DPO_OK) return rc;
   }
-  if ((rc = kn_ctx_init(&r->ctx, o->threads, err)) != DPO_OK) return rc;
+  if ((rc = kn_ctx_init_backend(&r->ctx, o->backend, o->threads, err)) != DPO_OK) return rc;
   r->ctx_ok = 1;
-  rc = train_data_init(&r->data, &r->pairs, &r->pipe, &r->ctx, o->resolution, o->hflip, o->random_crop,
+  kn_ctx *data_ctx = &r->ctx;
+  if (o->backend != KN_BACKEND_CPU) {
+    if ((rc = kn_ctx_init(&r->host_ctx, o->threads, err)) != DPO_OK) return rc;
+    r->host_ctx_ok = 1;
+    data_ctx = &r->host_ctx;
+  }
+  rc = train_data_init(&r->data, &r->pairs, &r->pipe, data_ctx, o->resolution, o->hflip, o->random_crop,
                        o->train_text_encoder, o->seed, err);
   if (rc != DPO_OK) return rc;
   r->data.key_dir = o->base_dir;   /* a resumed run reuses the base run's cache */
@@ -447,6 +518,7 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   }
 
   int B = o->batch_size, hw = r->data.x0_hw;
+  dpo_unet_set_checkpointing(r->pipe.unet, o->gradient_checkpointing);
   rc = dpo_train_step_init(&r->step, r->pipe.unet, r->reference, &r->pipe.scheduler, &r->ctx, B, hw, hw, r->data.T,
                            err);
   if (rc != DPO_OK) return rc;
@@ -471,6 +543,7 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   rc = add_params(r, "unet", dpo_unet_n_params(r->pipe.unet), unet_param_get, r->pipe.unet, err);
   if (rc == DPO_OK && o->train_text_encoder)
     rc = add_params(r, "text_encoder", dpo_clip_n_params(r->pipe.text_encoder), clip_param_get, r->pipe.text_encoder, err);
+  if (rc == DPO_OK && o->backend != KN_BACKEND_CPU) rc = mirror_params_on_host(r, err);
   if (rc != DPO_OK) return rc;
   dpo_optim_config oc;
   dpo_optim_config_default(&oc, o->optimizer);

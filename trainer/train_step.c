@@ -15,6 +15,13 @@
 #include "trainer/trainer.h"
 
 void dpo_train_step_free(dpo_train_step *s) {
+  kn_backend backend = s->ctx ? s->ctx->backend : KN_BACKEND_CPU;
+  kn_free(backend, s->dev_sample);
+  kn_free(backend, s->dev_text2);
+  kn_free(backend, s->dev_timesteps);
+  kn_free(backend, s->dev_dpred);
+  kn_free(backend, s->dev_dtext2);
+  free(s->host_pred);
   dpo_scheduler_free(&s->sched);
   free(s->sample);
   free(s->target);
@@ -60,8 +67,18 @@ int dpo_train_step_init(dpo_train_step *s, dpo_unet *policy, dpo_unet *reference
   s->mse_model = malloc((size_t)2 * B * sizeof(float));
   s->mse_ref = malloc((size_t)2 * B * sizeof(float));
   s->grad_mse = malloc((size_t)2 * B * sizeof(float));
+  int staged_ok = 1;
+  if (ctx->backend != KN_BACKEND_CPU) {
+    s->dev_sample = kn_malloc(ctx, n * sizeof(float));
+    s->dev_dpred = kn_malloc(ctx, n * sizeof(float));
+    s->dev_text2 = kn_malloc(ctx, nt * sizeof(float));
+    s->dev_dtext2 = kn_malloc(ctx, nt * sizeof(float));
+    s->dev_timesteps = kn_malloc(ctx, (size_t)2 * B * sizeof(float));
+    s->host_pred = malloc(n * sizeof(float));
+    staged_ok = s->dev_sample && s->dev_dpred && s->dev_text2 && s->dev_dtext2 && s->dev_timesteps && s->host_pred;
+  }
   if (!s->sample || !s->target || !s->dpred || !s->text2 || !s->dtext2 || !s->timesteps || !s->mse_model ||
-      !s->mse_ref || !s->grad_mse) {
+      !s->mse_ref || !s->grad_mse || !staged_ok) {
     dpo_train_step_free(s);
     return dpo_fail(err, DPO_ERR_DATA, "train step: out of memory for batch %d at %dx%d", B, H, W);
   }
@@ -69,6 +86,22 @@ int dpo_train_step_init(dpo_train_step *s, dpo_unet *policy, dpo_unet *reference
   if (rc == DPO_OK && reference) rc = dpo_unet_plan(reference, ctx, 2 * B, H, W, T, 0, err);
   if (rc != DPO_OK) dpo_train_step_free(s);
   return rc;
+}
+
+/* The UNet's view of a host buffer: the buffer itself on the CPU, its
+ * device copy (uploaded now) on a device context. */
+static const float *staged(dpo_train_step *s, float *device, const float *host, size_t n) {
+  if (!device) return host;
+  kn_upload(s->ctx, device, host, n * sizeof(float));
+  return device;
+}
+
+/* The host's view of a UNet output: the output itself on the CPU, a
+ * download into host_pred on a device context. */
+static const float *on_host(dpo_train_step *s, const float *out, size_t n) {
+  if (!s->host_pred) return out;
+  kn_download(s->ctx, s->host_pred, out, n * sizeof(float));
+  return s->host_pred;
 }
 
 /* Per-sample mean squared error over one sample's elements, summed in double. */
@@ -109,13 +142,19 @@ int dpo_train_step_run(dpo_train_step *s, const float *x0_w, const float *x0_l, 
     memcpy(s->text2 + (size_t)i * per_text, text + (size_t)pair * per_text, per_text * sizeof(float));
   }
 
+  size_t n_all = (size_t)B2 * per;
+  const float *sample = staged(s, s->dev_sample, s->sample, n_all);
+  const float *timesteps = staged(s, s->dev_timesteps, s->timesteps, (size_t)B2);
+  const float *text2 = staged(s, s->dev_text2, s->text2, (size_t)B2 * per_text);
   if (!sft) {
-    const float *ref = dpo_unet_forward(s->reference, s->ctx, s->sample, s->timesteps, s->text2);
+    const float *ref = dpo_unet_forward(s->reference, s->ctx, sample, timesteps, text2);
     if (!ref) return dpo_fail(err, DPO_ERR_USAGE, "train step: reference UNet has no plan");
-    per_sample_mse(ref, s->target, B2, per, s->mse_ref);
+    per_sample_mse(on_host(s, ref, n_all), s->target, B2, per, s->mse_ref);
   }
-  const float *pred = dpo_unet_forward(s->policy, s->ctx, s->sample, s->timesteps, s->text2);
+  const float *pred = dpo_unet_forward(s->policy, s->ctx, sample, timesteps, text2);
   if (!pred) return dpo_fail(err, DPO_ERR_USAGE, "train step: policy UNet has no plan");
+  pred = on_host(s, pred, n_all);
+  if (kn_ctx_check(s->ctx, err) != DPO_OK) return DPO_ERR_DATA;
   per_sample_mse(pred, s->target, B2, per, s->mse_model);
 
   int rc = sft ? dpo_loss_sft(s->mse_model, s->mse_model + B, label, B, s->grad_mse, s->grad_mse + B, stats, err)
@@ -129,8 +168,21 @@ int dpo_train_step_run(dpo_train_step *s, const float *x0_w, const float *x0_l, 
     float *d = s->dpred + (size_t)i * per;
     for (size_t j = 0; j < per; j++) d[j] = g * (p[j] - tg[j]);
   }
-  if (dtext) memset(s->dtext2, 0, (size_t)B2 * per_text * sizeof(float));
-  dpo_unet_backward(s->policy, s->ctx, s->dpred, NULL, dtext ? s->dtext2 : NULL);
+  if (s->dev_dtext2) {
+    /* On a device: gradients into the device buffer, then to the host. */
+    if (dtext) kn_zero(s->ctx, s->dev_dtext2, (size_t)B2 * per_text * sizeof(float));
+    dpo_unet_backward(s->policy, s->ctx, staged(s, s->dev_dpred, s->dpred, n_all), NULL,
+                      dtext ? s->dev_dtext2 : NULL);
+    /* Without dtext the backward stays queued: the caller's kn_ctx_check (or
+     * its next download) waits for it and reports a device failure. */
+    if (dtext) {
+      kn_download(s->ctx, s->dtext2, s->dev_dtext2, (size_t)B2 * per_text * sizeof(float));
+      if (kn_ctx_check(s->ctx, err) != DPO_OK) return DPO_ERR_DATA;
+    }
+  } else {
+    if (dtext) memset(s->dtext2, 0, (size_t)B2 * per_text * sizeof(float));
+    dpo_unet_backward(s->policy, s->ctx, s->dpred, NULL, dtext ? s->dtext2 : NULL);
+  }
   if (dtext) {
     for (int i = 0; i < B2; i++) {
       float *d = dtext + (size_t)(i % B) * per_text;

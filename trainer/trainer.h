@@ -587,13 +587,22 @@ typedef struct {
   float *dtext2;             /* [2B, T, D] */
   float *timesteps;          /* [2B] */
   float *mse_model, *mse_ref, *grad_mse;   /* [2B] */
+  /* On a device context (ctx->backend CUDA): the UNet inputs staged in
+   * device memory and a host copy of each prediction, which the loss reads
+   * on the host (2B floats of MSE: one small download per forward). All
+   * NULL on the CPU, where the host buffers above go to the UNet directly. */
+  float *dev_sample, *dev_text2, *dev_timesteps, *dev_dpred, *dev_dtext2;
+  float *host_pred;          /* [2B, C, H, W] */
 } dpo_train_step;
 
 int dpo_train_step_init(dpo_train_step *s, dpo_unet *policy, dpo_unet *reference,
                         const dpo_scheduler_config *sched, kn_ctx *ctx, int B, int H, int W, int T,
                         dpo_error *err);
 /* x0_w, x0_l, noise: [B, C, H, W]; text: [B, T, D]; t: [B] in [0, T_train);
- * label: [B] (NULL: all 1). sft selects the SFT loss (beta unused). */
+ * label: [B] (NULL: all 1). sft selects the SFT loss (beta unused). All are
+ * host memory on every backend. On a device context the policy's backward
+ * may still be running on return (unless dtext is given): kn_ctx_check on
+ * the context waits for it and reports a device failure. */
 int dpo_train_step_run(dpo_train_step *s, const float *x0_w, const float *x0_l, const float *text,
                        const float *noise, const int *t, const float *label, int sft, double beta,
                        double grad_scale, float *dtext, dpo_loss_stats *stats, dpo_error *err);
@@ -659,7 +668,16 @@ typedef struct {
   int keep_checkpoints;       /* < 1: keep all */
   const char *resume;         /* NULL, "latest" or a checkpoint folder */
   int train_text_encoder;
+  int gradient_checkpointing; /* the policy UNet's (dpo_unet_set_checkpointing) */
   int threads;
+  /* Where the UNets run (default the CPU). On CUDA the policy and the
+   * frozen reference (float32, no gradients) compute on the device; the
+   * latent/text cache (VAE, text encoder) stays on the CPU, and the optimizer
+   * and gradient clipping run on the host over copies of the gradients (the
+   * CPU's exact arithmetic, at the cost of a gradient download and a
+   * parameter upload per step). --train-text-encoder and validation are not
+   * available on CUDA yet (usage errors). */
+  kn_backend backend;
   int64_t stop_after;         /* > 0: stop (as if killed) after this many steps of this run, no final save */
   FILE *progress;             /* TTY line per step; NULL: none */
   FILE *info;                 /* sentences (effective lr, convention); NULL: none */
@@ -697,7 +715,22 @@ int dpo_train_eval_accuracy(const char *policy_dir, const char *reference_dir, c
 
 /* dpo bench train: pairs/s of one DPO step (policy forward + backward on
  * winner and loser, reference forward on both) for a UNet config. */
-int dpo_bench_train_step(const json_t *unet_config, int batch, int latent_hw, int text_len, int threads,
-                         int repeat, double *pairs_per_s, double *step_s, dpo_error *err);
+typedef struct {
+  int batch;                  /* pairs */
+  int latent_hw, text_len;
+  int threads;
+  kn_backend backend;         /* a CUDA step is timed to the end of its device work */
+  int checkpointing;          /* the policy's activation checkpointing */
+  int tf32;                   /* CUDA: TF32 GEMMs and convolutions (kn_ctx_set_tf32) */
+  int repeat;                 /* timed steps after one warm-up; the median is reported */
+} dpo_bench_train_options;
+
+typedef struct {
+  double pairs_per_s, step_s;
+  size_t device_bytes;        /* device memory in use after the last step (0 on the CPU) */
+} dpo_bench_train_result;
+
+int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_options *o, dpo_bench_train_result *res,
+                         dpo_error *err);
 
 #endif

@@ -91,7 +91,7 @@ static void activation_grad_range(kn_activation act, float *restrict dinp, const
 /* Work is split into fixed chunks so that each thread runs the vector loop. */
 #define ACT_CHUNK 4096
 
-void kn_activation_forward(kn_ctx *ctx, kn_activation act, float *out, const float *inp, size_t n) {
+void kn_cpu_activation_forward(kn_ctx *ctx, kn_activation act, float *out, const float *inp, size_t n) {
   long long n_chunks = (long long)((n + ACT_CHUNK - 1) / ACT_CHUNK);
 #pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long c = 0; c < n_chunks; c++) {
@@ -100,8 +100,8 @@ void kn_activation_forward(kn_ctx *ctx, kn_activation act, float *out, const flo
   }
 }
 
-void kn_activation_backward(kn_ctx *ctx, kn_activation act, float *dinp, const float *dout,
-                            const float *inp, size_t n) {
+void kn_cpu_activation_backward(kn_ctx *ctx, kn_activation act, float *dinp, const float *dout,
+                                const float *inp, size_t n) {
   long long n_chunks = (long long)((n + ACT_CHUNK - 1) / ACT_CHUNK);
 #pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long c = 0; c < n_chunks; c++) {
@@ -110,7 +110,7 @@ void kn_activation_backward(kn_ctx *ctx, kn_activation act, float *dinp, const f
   }
 }
 
-void kn_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D) {
+void kn_cpu_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D) {
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * D)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *hidden = inp + (size_t)n * 2 * D, *gate = hidden + D;
@@ -119,7 +119,7 @@ void kn_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D) {
   }
 }
 
-void kn_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, int N, int D) {
+void kn_cpu_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, int N, int D) {
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * D)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *hidden = inp + (size_t)n * 2 * D, *gate = hidden + D;
@@ -132,7 +132,7 @@ void kn_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float 
   }
 }
 
-void kn_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C) {
+void kn_cpu_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C) {
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
@@ -145,7 +145,7 @@ void kn_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C)
   }
 }
 
-void kn_softmax_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *out, int N, int C) {
+void kn_cpu_softmax_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *out, int N, int C) {
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *y = out + (size_t)n * C, *dy = dout + (size_t)n * C;

@@ -90,9 +90,9 @@ static void forward_block(float *S, float *m, float *l, float *out_blk, float *l
   }
 }
 
-void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, const float *k,
-                          const float *v, int B, int H, int Nq, int Nk, int D, float scale,
-                          int causal) {
+void kn_cpu_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int H, int Nq, int Nk, int D, float scale,
+                              int causal) {
   int HD = H * D;
   int n_blocks = (Nq + Q_BLOCK - 1) / Q_BLOCK;
   int n_tasks = B * H * n_blocks;
@@ -154,10 +154,10 @@ static void backward_head(float *work, float *dq_head, float *dk_head, float *dv
   }
 }
 
-void kn_attention_backward(kn_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
-                           const float *q, const float *k, const float *v, const float *out,
-                           const float *lse, int B, int H, int Nq, int Nk, int D, float scale,
-                           int causal) {
+void kn_cpu_attention_backward(kn_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int H, int Nq, int Nk, int D, float scale,
+                               int causal) {
   int HD = H * D;
   float *scratch = attention_scratch(ctx);
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * H * Nq * Nk * D)) schedule(static)

@@ -43,6 +43,10 @@ void kn_gemm(kn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K, float a
 }
 
 int kn_ctx_reserve(kn_ctx *ctx, size_t bytes, dpo_error *err) {
+  /* CUDA ops take their workspace from the device context, which sizes
+   * itself on the first step; a host scratch planned for the CPU kernels
+   * would only waste memory. */
+  if (ctx->backend == KN_BACKEND_CUDA) return DPO_OK;
   if (bytes <= ctx->scratch_bytes) return DPO_OK;
   size_t rounded = (bytes + KN_ALIGN - 1) / KN_ALIGN * KN_ALIGN;
   float *p = aligned_alloc(KN_ALIGN, rounded);
@@ -61,7 +65,4 @@ float *kn_ctx_scratch(kn_ctx *ctx, size_t bytes) {
   return ctx->scratch;
 }
 
-void kn_ctx_free(kn_ctx *ctx) {
-  free(ctx->scratch);
-  memset(ctx, 0, sizeof *ctx);
-}
+/* kn_ctx_free is in kernels/backend.c (it also closes a CUDA device). */

@@ -105,9 +105,9 @@ static void col2im_add(kn_ctx *ctx, float *img, const float *col, int C, int H, 
   }
 }
 
-void kn_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
-                       const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
-                       int pad) {
+void kn_cpu_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
+                           const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
+                           int pad) {
   int Ho = kn_conv2d_out_size(H, K, stride, pad), Wo = kn_conv2d_out_size(W, K, stride, pad);
   int HWo = Ho * Wo, CKK = C * K * K;
   int pointwise = is_pointwise(K, stride, pad);
@@ -133,9 +133,9 @@ void kn_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *w
   }
 }
 
-void kn_conv2d_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int B, int C, int H, int W, int OC,
-                        int K, int stride, int pad) {
+void kn_cpu_conv2d_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int B, int C, int H, int W, int OC,
+                            int K, int stride, int pad) {
   int Ho = kn_conv2d_out_size(H, K, stride, pad), Wo = kn_conv2d_out_size(W, K, stride, pad);
   int HWo = Ho * Wo, CKK = C * K * K;
   int pointwise = is_pointwise(K, stride, pad);

@@ -13,6 +13,91 @@
 
 #include "kernels/kernels.h"
 
+/* The CPU implementations of the ops of kernels.h: kn_<op> in dispatch.c
+ * calls kn_cpu_<op> when the context's backend is the CPU. */
+void kn_cpu_linear_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int IC, int OC);
+void kn_cpu_linear_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                            const float *dout, const float *inp, const float *weight, int N, int IC,
+                            int OC);
+void kn_cpu_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
+                           const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
+                           int pad);
+void kn_cpu_conv2d_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias,
+                            const float *dout, const float *inp, const float *weight, int B, int C,
+                            int H, int W, int OC, int K, int stride, int pad);
+void kn_cpu_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                               const float *gamma, const float *beta, int B, int C, int HW, int G,
+                               float eps);
+void kn_cpu_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
+                                const float *dout, const float *inp, const float *mean,
+                                const float *rstd, const float *gamma, int B, int C, int HW, int G);
+void kn_cpu_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                               const float *gamma, const float *beta, int N, int C, float eps);
+void kn_cpu_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
+                                const float *dout, const float *inp, const float *mean,
+                                const float *rstd, const float *gamma, int N, int C);
+void kn_cpu_activation_forward(kn_ctx *ctx, kn_activation act, float *out, const float *inp,
+                               size_t n);
+void kn_cpu_activation_backward(kn_ctx *ctx, kn_activation act, float *dinp, const float *dout,
+                                const float *inp, size_t n);
+void kn_cpu_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D);
+void kn_cpu_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, int N,
+                           int D);
+void kn_cpu_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C);
+void kn_cpu_softmax_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *out, int N,
+                             int C);
+void kn_cpu_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int H, int Nq, int Nk, int D, float scale,
+                              int causal);
+void kn_cpu_attention_backward(kn_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
+                               const float *q, const float *k, const float *v, const float *out,
+                               const float *lse, int B, int H, int Nq, int Nk, int D, float scale,
+                               int causal);
+void kn_cpu_upsample2x_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int H,
+                               int W);
+void kn_cpu_upsample2x_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int H,
+                                int W);
+void kn_cpu_add_forward(kn_ctx *ctx, float *out, const float *a, const float *b, size_t n);
+void kn_cpu_add_backward(kn_ctx *ctx, float *da, float *db, const float *dout, size_t n);
+void kn_cpu_concat_forward(kn_ctx *ctx, float *out, const float *a, const float *b, int outer,
+                           int Ca, int Cb, int inner);
+void kn_cpu_concat_backward(kn_ctx *ctx, float *da, float *db, const float *dout, int outer, int Ca,
+                            int Cb, int inner);
+void kn_cpu_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int outer, int Ca,
+                          int Cb, int inner);
+void kn_cpu_split_backward(kn_ctx *ctx, float *dinp, const float *da, const float *db, int outer,
+                           int Ca, int Cb, int inner);
+void kn_cpu_transpose_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int A);
+void kn_cpu_transpose_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int A);
+void kn_cpu_add_channel_forward(kn_ctx *ctx, float *x, const float *v, int B, int C, int HW);
+void kn_cpu_add_channel_backward(kn_ctx *ctx, float *dv, const float *dx, int B, int C, int HW);
+void kn_cpu_axpy(kn_ctx *ctx, float *dst, float alpha, const float *src, size_t n);
+void kn_cpu_affine_forward(kn_ctx *ctx, float *out, const float *inp, float a, float b, size_t n);
+void kn_cpu_timestep_embedding_forward(kn_ctx *ctx, float *out, const float *timesteps, int B,
+                                       int dim, int flip_sin_to_cos, float downscale_freq_shift,
+                                       float scale, float max_period);
+void kn_cpu_timestep_embedding_backward(kn_ctx *ctx, float *dtimesteps, const float *dout,
+                                        const float *timesteps, int B, int dim, int flip_sin_to_cos,
+                                        float downscale_freq_shift, float scale, float max_period);
+void kn_cpu_embedding_forward(kn_ctx *ctx, float *out, const int32_t *ids, const float *wte,
+                              const float *wpe, int B, int T, int C);
+void kn_cpu_embedding_backward(kn_ctx *ctx, float *dwte, float *dwpe, const float *dout,
+                               const int32_t *ids, int B, int T, int C);
+void kn_cpu_mse_per_sample_forward(kn_ctx *ctx, float *loss, const float *pred, const float *target,
+                                   int B, size_t n);
+void kn_cpu_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, const float *dloss,
+                                    const float *pred, const float *target, int B, size_t n);
+void kn_cpu_sum_forward(kn_ctx *ctx, float *out, const float *inp, size_t n);
+void kn_cpu_sum_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n);
+void kn_cpu_mean_forward(kn_ctx *ctx, float *out, const float *inp, size_t n);
+void kn_cpu_mean_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n);
+void kn_cpu_scale_forward(kn_ctx *ctx, float *out, const float *inp, float scale, size_t n);
+void kn_cpu_scale_backward(kn_ctx *ctx, float *dinp, const float *dout, float scale, size_t n);
+void kn_cpu_logsigmoid_forward(kn_ctx *ctx, float *out, const float *inp, size_t n);
+void kn_cpu_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp,
+                                size_t n);
+
 /* Threads for an OpenMP region: the context's count, never 0. */
 static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ctx->n_threads : 1; }
 

@@ -9,9 +9,9 @@ static float timestep_freq(int i, int half, float shift, float max_period) {
   return expf(exponent);
 }
 
-void kn_timestep_embedding_forward(kn_ctx *ctx, float *out, const float *timesteps, int B, int dim,
-                                   int flip_sin_to_cos, float downscale_freq_shift, float scale,
-                                   float max_period) {
+void kn_cpu_timestep_embedding_forward(kn_ctx *ctx, float *out, const float *timesteps, int B, int dim,
+                                       int flip_sin_to_cos, float downscale_freq_shift, float scale,
+                                       float max_period) {
   int half = dim / 2;
   int sin_at = flip_sin_to_cos ? half : 0, cos_at = flip_sin_to_cos ? 0 : half;
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * dim * 16)) schedule(static)
@@ -26,9 +26,9 @@ void kn_timestep_embedding_forward(kn_ctx *ctx, float *out, const float *timeste
   }
 }
 
-void kn_timestep_embedding_backward(kn_ctx *ctx, float *dtimesteps, const float *dout,
-                                    const float *timesteps, int B, int dim, int flip_sin_to_cos,
-                                    float downscale_freq_shift, float scale, float max_period) {
+void kn_cpu_timestep_embedding_backward(kn_ctx *ctx, float *dtimesteps, const float *dout,
+                                        const float *timesteps, int B, int dim, int flip_sin_to_cos,
+                                        float downscale_freq_shift, float scale, float max_period) {
   int half = dim / 2;
   int sin_at = flip_sin_to_cos ? half : 0, cos_at = flip_sin_to_cos ? 0 : half;
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * dim * 16)) schedule(static)
@@ -44,8 +44,8 @@ void kn_timestep_embedding_backward(kn_ctx *ctx, float *dtimesteps, const float 
   }
 }
 
-void kn_embedding_forward(kn_ctx *ctx, float *out, const int32_t *ids, const float *wte,
-                          const float *wpe, int B, int T, int C) {
+void kn_cpu_embedding_forward(kn_ctx *ctx, float *out, const int32_t *ids, const float *wte,
+                              const float *wpe, int B, int T, int C) {
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * T * C)) schedule(static)
   for (int bt = 0; bt < B * T; bt++) {
     const float *tok = wte + (size_t)ids[bt] * C;
@@ -58,8 +58,8 @@ void kn_embedding_forward(kn_ctx *ctx, float *out, const int32_t *ids, const flo
 /* A token id may repeat, so rows of dwte are shared between positions: each
  * thread owns a block of channels and walks the tokens in order, which keeps
  * the sums race-free and in a fixed order. */
-void kn_embedding_backward(kn_ctx *ctx, float *dwte, float *dwpe, const float *dout,
-                           const int32_t *ids, int B, int T, int C) {
+void kn_cpu_embedding_backward(kn_ctx *ctx, float *dwte, float *dwpe, const float *dout,
+                               const int32_t *ids, int B, int T, int C) {
   const int block = 64;
   int n_blocks = (C + block - 1) / block;
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * T * C)) schedule(static)

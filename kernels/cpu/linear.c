@@ -1,8 +1,8 @@
 /* Linear layer: one sgemm forward, two backward (PyTorch's weight layout). */
 #include "kernels/cpu/cpu.h"
 
-void kn_linear_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
-                       const float *bias, int N, int IC, int OC) {
+void kn_cpu_linear_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
+                           const float *bias, int N, int IC, int OC) {
   kn_gemm(ctx, 0, 1, N, OC, IC, 1.0f, inp, IC, weight, IC, 0.0f, out, OC);
   if (!bias) return;
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * OC)) schedule(static)
@@ -29,8 +29,8 @@ static void bias_grad_rows(kn_ctx *ctx, float *dbias, const float *dout, int N, 
   }
 }
 
-void kn_linear_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
-                        const float *inp, const float *weight, int N, int IC, int OC) {
+void kn_cpu_linear_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC) {
   if (dinp) kn_gemm(ctx, 0, 0, N, IC, OC, 1.0f, dout, OC, weight, IC, 1.0f, dinp, IC);
   if (dweight) kn_gemm(ctx, 1, 0, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
   if (dbias) bias_grad_rows(ctx, dbias, dout, N, OC);

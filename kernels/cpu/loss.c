@@ -31,14 +31,14 @@ static double chunked_sum(kn_ctx *ctx, const float *a, const float *b, size_t n)
   return total;
 }
 
-void kn_mse_per_sample_forward(kn_ctx *ctx, float *loss, const float *pred, const float *target,
-                               int B, size_t n) {
+void kn_cpu_mse_per_sample_forward(kn_ctx *ctx, float *loss, const float *pred, const float *target,
+                                   int B, size_t n) {
   for (int b = 0; b < B; b++)
     loss[b] = (float)(chunked_sum(ctx, pred + (size_t)b * n, target + (size_t)b * n, n) / (double)n);
 }
 
-void kn_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, const float *dloss,
-                                const float *pred, const float *target, int B, size_t n) {
+void kn_cpu_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, const float *dloss,
+                                    const float *pred, const float *target, int B, size_t n) {
   for (int b = 0; b < B; b++) {
     float g = 2.0f * dloss[b] / (float)n;
     const float *p = pred + (size_t)b * n, *t = target + (size_t)b * n;
@@ -53,7 +53,7 @@ void kn_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, const
   }
 }
 
-void kn_sum_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
+void kn_cpu_sum_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
   *out = (float)chunked_sum(ctx, inp, NULL, n);
 }
 
@@ -63,32 +63,32 @@ static void broadcast_add(kn_ctx *ctx, float *dinp, float g, size_t n) {
   for (long long i = 0; i < count; i++) dinp[i] += g;
 }
 
-void kn_sum_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) {
+void kn_cpu_sum_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) {
   broadcast_add(ctx, dinp, *dout, n);
 }
 
-void kn_mean_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
+void kn_cpu_mean_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
   *out = (float)(chunked_sum(ctx, inp, NULL, n) / (double)n);
 }
 
-void kn_mean_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) {
+void kn_cpu_mean_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) {
   broadcast_add(ctx, dinp, *dout / (float)n, n);
 }
 
-void kn_scale_forward(kn_ctx *ctx, float *out, const float *inp, float scale, size_t n) {
+void kn_cpu_scale_forward(kn_ctx *ctx, float *out, const float *inp, float scale, size_t n) {
   long long count = (long long)n;
 #pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) out[i] = scale * inp[i];
 }
 
-void kn_scale_backward(kn_ctx *ctx, float *dinp, const float *dout, float scale, size_t n) {
+void kn_cpu_scale_backward(kn_ctx *ctx, float *dinp, const float *dout, float scale, size_t n) {
   long long count = (long long)n;
 #pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) dinp[i] += scale * dout[i];
 }
 
 /* log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)): no overflow either way. */
-void kn_logsigmoid_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
+void kn_cpu_logsigmoid_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
   (void)ctx;
   for (size_t i = 0; i < n; i++) {
     float x = inp[i];
@@ -97,7 +97,7 @@ void kn_logsigmoid_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) 
 }
 
 /* d/dx log sigmoid(x) = sigmoid(-x) = 1 - sigmoid(x). */
-void kn_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, size_t n) {
+void kn_cpu_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, size_t n) {
   (void)ctx;
   for (size_t i = 0; i < n; i++) {
     float x = inp[i];

@@ -20,9 +20,9 @@ static void moments(const float *x, size_t n, float eps, float *mean_out, float 
   *rstd_out = (float)(1.0 / sqrt(var + (double)eps));
 }
 
-void kn_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
-                           const float *gamma, const float *beta, int B, int C, int HW, int G,
-                           float eps) {
+void kn_cpu_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                               const float *gamma, const float *beta, int B, int C, int HW, int G,
+                               float eps) {
   int cpg = C / G;
   size_t group_size = (size_t)cpg * HW;
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
@@ -53,9 +53,9 @@ void kn_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, co
  * owns that group's channels of dgamma and dbeta and adds the images into
  * them in order. dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),
  * dxhat = dy gamma. */
-void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
-                            const float *dout, const float *inp, const float *mean,
-                            const float *rstd, const float *gamma, int B, int C, int HW, int G) {
+void kn_cpu_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
+                                const float *dout, const float *inp, const float *mean,
+                                const float *rstd, const float *gamma, int B, int C, int HW, int G) {
   int cpg = C / G;
   size_t group_size = (size_t)cpg * HW;
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * HW)) schedule(static)
@@ -93,8 +93,8 @@ void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbet
   }
 }
 
-void kn_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
-                           const float *gamma, const float *beta, int N, int C, float eps) {
+void kn_cpu_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                               const float *gamma, const float *beta, int N, int C, float eps) {
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)N * C)) schedule(static)
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
@@ -147,9 +147,9 @@ static void layer_norm_row_dx(float *dx, const float *dy, const float *x, const 
   }
 }
 
-void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
-                            const float *dout, const float *inp, const float *mean,
-                            const float *rstd, const float *gamma, int N, int C) {
+void kn_cpu_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
+                                const float *dout, const float *inp, const float *mean,
+                                const float *rstd, const float *gamma, int N, int C) {
   int n_chunks = (N + LN_CHUNK_ROWS - 1) / LN_CHUNK_ROWS;
   int params = dgamma || dbeta;
   float *partial = params ? kn_ctx_scratch(ctx, kn_layer_norm_scratch_bytes(N, C)) : NULL;

@@ -1,7 +1,7 @@
 /* Ops that move values: nearest 2x upsample, residual add, concat and split. */
 #include "kernels/cpu/cpu.h"
 
-void kn_upsample2x_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int H, int W) {
+void kn_cpu_upsample2x_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int H, int W) {
   int W2 = 2 * W;
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * H * W)) schedule(static)
   for (int bc = 0; bc < B * C; bc++) {
@@ -15,7 +15,7 @@ void kn_upsample2x_forward(kn_ctx *ctx, float *out, const float *inp, int B, int
   }
 }
 
-void kn_upsample2x_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int H, int W) {
+void kn_cpu_upsample2x_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int H, int W) {
   int W2 = 2 * W;
 #pragma omp parallel for num_threads(kn_team(ctx, (size_t)B * C * H * W)) schedule(static)
   for (int bc = 0; bc < B * C; bc++) {
@@ -29,13 +29,13 @@ void kn_upsample2x_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, 
   }
 }
 
-void kn_add_forward(kn_ctx *ctx, float *out, const float *a, const float *b, size_t n) {
+void kn_cpu_add_forward(kn_ctx *ctx, float *out, const float *a, const float *b, size_t n) {
   long long count = (long long)n;
 #pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) out[i] = a[i] + b[i];
 }
 
-void kn_add_backward(kn_ctx *ctx, float *da, float *db, const float *dout, size_t n) {
+void kn_cpu_add_backward(kn_ctx *ctx, float *da, float *db, const float *dout, size_t n) {
   long long count = (long long)n;
 #pragma omp parallel for num_threads(kn_team(ctx, n)) schedule(static)
   for (long long i = 0; i < count; i++) {
@@ -53,8 +53,8 @@ static void move_slab(float *dst, const float *src, size_t n, int accumulate) {
   for (size_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
-void kn_concat_forward(kn_ctx *ctx, float *out, const float *a, const float *b, int outer, int Ca,
-                       int Cb, int inner) {
+void kn_cpu_concat_forward(kn_ctx *ctx, float *out, const float *a, const float *b, int outer, int Ca,
+                           int Cb, int inner) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner;
 #pragma omp parallel for num_threads(kn_team(ctx, (na + nb) * (size_t)outer)) schedule(static)
   for (int o = 0; o < outer; o++) {
@@ -64,8 +64,8 @@ void kn_concat_forward(kn_ctx *ctx, float *out, const float *a, const float *b, 
   }
 }
 
-void kn_concat_backward(kn_ctx *ctx, float *da, float *db, const float *dout, int outer, int Ca,
-                        int Cb, int inner) {
+void kn_cpu_concat_backward(kn_ctx *ctx, float *da, float *db, const float *dout, int outer, int Ca,
+                            int Cb, int inner) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner;
 #pragma omp parallel for num_threads(kn_team(ctx, (na + nb) * (size_t)outer)) schedule(static)
   for (int o = 0; o < outer; o++) {
@@ -75,8 +75,8 @@ void kn_concat_backward(kn_ctx *ctx, float *da, float *db, const float *dout, in
   }
 }
 
-void kn_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int outer, int Ca, int Cb,
-                      int inner) {
+void kn_cpu_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int outer, int Ca, int Cb,
+                          int inner) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner;
 #pragma omp parallel for num_threads(kn_team(ctx, (na + nb) * (size_t)outer)) schedule(static)
   for (int o = 0; o < outer; o++) {
@@ -86,8 +86,8 @@ void kn_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int out
   }
 }
 
-void kn_split_backward(kn_ctx *ctx, float *dinp, const float *da, const float *db, int outer,
-                       int Ca, int Cb, int inner) {
+void kn_cpu_split_backward(kn_ctx *ctx, float *dinp, const float *da, const float *db, int outer,
+                           int Ca, int Cb, int inner) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner;
 #pragma omp parallel for num_threads(kn_team(ctx, (na + nb) * (size_t)outer)) schedule(static)
   for (int o = 0; o < outer; o++) {

@@ -142,6 +142,10 @@ void kn_cuda_zero(kn_cuda_ctx *ctx, void *p, size_t bytes) {
   kn_cuda_ok(ctx, cudaMemsetAsync(p, 0, bytes, kn_stream(ctx)), "zero");
 }
 
+void kn_cuda_copy(kn_cuda_ctx *ctx, void *dst, const void *src, size_t bytes) {
+  kn_cuda_ok(ctx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, kn_stream(ctx)), "copy");
+}
+
 size_t kn_cuda_memory_used(void) {
   size_t free_bytes = 0, total = 0;
   if (cudaMemGetInfo(&free_bytes, &total) != cudaSuccess) return 0;

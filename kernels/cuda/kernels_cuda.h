@@ -24,14 +24,13 @@
  * failure is recorded in the context (sticky) and reported by
  * kn_cuda_ctx_check, which synchronises; a step calls it once, at its end.
  *
- * How dispatch will be joined (not done here: kernels.h belongs to the CPU
- * core's branch). kernels.h gains KN_BACKEND_CUDA and a `void *device`
- * member in kn_ctx pointing at a kn_cuda_ctx; each kn_<op> begins with
- *   if (ctx->backend == KN_BACKEND_CUDA) { kn_cuda_<op>(ctx->device, ...); return; }
- * (one line per op in a kernels/dispatch.c, compiled only with DPO_HAVE_CUDA,
- * the CPU definitions renamed kn_cpu_<op>). Models and trainer then stay
- * backend-neutral: they allocate through the arena of the context's backend.
- * Until then callers (tests/device) call kn_cuda_* directly. */
+ * Dispatch: kernels.h's kn_ctx carries a kn_cuda_ctx in `device` when its
+ * backend is KN_BACKEND_CUDA (kn_ctx_init_backend), and each kn_<op> of
+ * kernels/dispatch.c calls kn_cuda_<op> with it (compiled only with
+ * DPO_HAVE_CUDA); the CPU definitions are kn_cpu_<op>. Models and trainer
+ * stay backend-neutral: they allocate through kn_malloc / kn_arena_init_on
+ * and cross to the host with kn_upload / kn_download. The bf16 calls are
+ * not reached through the dispatch yet: models hold float32 tensors. */
 #ifndef DPO_KERNELS_CUDA_H
 #define DPO_KERNELS_CUDA_H
 
@@ -82,6 +81,8 @@ void kn_cuda_upload(kn_cuda_ctx *ctx, void *dst, const void *src, size_t bytes);
 void kn_cuda_download(kn_cuda_ctx *ctx, void *dst, const void *src, size_t bytes);
 /* Device-side zeroing (asynchronous), for gradients before a step. */
 void kn_cuda_zero(kn_cuda_ctx *ctx, void *p, size_t bytes);
+/* Device-to-device copy (asynchronous, on the stream). */
+void kn_cuda_copy(kn_cuda_ctx *ctx, void *dst, const void *src, size_t bytes);
 /* Bytes of device memory in use (cudaMemGetInfo total - free) and the
  * allocator's high-water mark of this process (kn_cuda_malloc only). */
 size_t kn_cuda_memory_used(void);
@@ -223,6 +224,19 @@ void kn_cuda_split_forward(kn_cuda_ctx *ctx, float *a, float *b, const float *in
                            int Ca, int Cb, int inner);
 void kn_cuda_split_backward(kn_cuda_ctx *ctx, float *dinp, const float *da, const float *db,
                             int outer, int Ca, int Cb, int inner);
+
+/* Layout helpers of the models (kernels.h: kn_transpose_*, kn_add_channel_*,
+ * kn_axpy, kn_affine_forward). add_channel backward sums each row in double
+ * in a fixed order, as the CPU does. */
+void kn_cuda_transpose_forward(kn_cuda_ctx *ctx, float *out, const float *inp, int B, int C, int A);
+void kn_cuda_transpose_backward(kn_cuda_ctx *ctx, float *dinp, const float *dout, int B, int C,
+                                int A);
+void kn_cuda_add_channel_forward(kn_cuda_ctx *ctx, float *x, const float *v, int B, int C, int HW);
+void kn_cuda_add_channel_backward(kn_cuda_ctx *ctx, float *dv, const float *dx, int B, int C,
+                                  int HW);
+void kn_cuda_axpy(kn_cuda_ctx *ctx, float *dst, float alpha, const float *src, size_t n);
+void kn_cuda_affine_forward(kn_cuda_ctx *ctx, float *out, const float *inp, float a, float b,
+                            size_t n);
 
 /* ---------------------------------------------------------- embeddings */
 

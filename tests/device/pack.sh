@@ -21,14 +21,14 @@ mkdir -p "$BUNDLE/bin" "$BUNDLE/lib" "$BUNDLE/whl"
 
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDPO_CUDA=ON -DDPO_NATIVE=OFF \
   -DCMAKE_CUDA_ARCHITECTURES="80;90" >/dev/null
-cmake --build "$BUILD" -j "$JOBS" --target dpo test_cuda_ops bench_cuda_ops
+cmake --build "$BUILD" -j "$JOBS" --target dpo test_cuda_ops test_cuda_models bench_cuda_ops
 
 # Shared libraries: everything ldd resolves except the C/C++ runtime (newer
 # on the GPU image) and the CUDA libraries (the image has its own, through
 # PyTorch's nvidia-* packages; the driver provides libcuda). libcudart
 # (small) travels: it must be the 13.x the code was built with.
 skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|libpthread\.|librt\.|libstdc\+\+|libgcc_s|libcuda\.|libcublas|libcudnn|libnvrtc|libnvJitLink)'
-for bin in "$BUILD/dpo" "$BUILD/tests/test_cuda_ops" "$BUILD/tests/bench_cuda_ops"; do
+for bin in "$BUILD/dpo" "$BUILD/tests/test_cuda_ops" "$BUILD/tests/test_cuda_models" "$BUILD/tests/bench_cuda_ops"; do
   cp "$bin" "$BUNDLE/bin/"
   ldd "$bin" | awk '/=> \// {print $1, $3}' | while read -r name path; do
     if ! [[ $name =~ $skip ]]; then cp -L "$path" "$BUNDLE/lib/$name"; fi

@@ -58,7 +58,9 @@ EOF
 hashes() { python3 -c 'import json,sys; [print(json.loads(l)["file"], json.loads(l)["sha256"]) for l in open(sys.argv[1]+"/manifest.jsonl")]' "$1" | sort; }
 
 printf 'a red circle\na blue square\ntwo green cats\na yellow star\nthe sea\n' > p.txt
-common=(--prompts p.txt --steps 3 --guidance 4 --images-per-prompt 2 --seed 5 --threads 1)
+# --backend cpu: the byte-identical images whatever the batch size checked
+# below are the CPU backend's guarantee (on a GPU, auto would pick CUDA).
+common=(--prompts p.txt --steps 3 --guidance 4 --images-per-prompt 2 --seed 5 --threads 1 --backend cpu)
 
 # Two models, same prompts and seed: a study pairs them.
 "$dpo" -q generate --model "$sd" --out runA "${common[@]}" --batch-size 3 || { echo "FAIL: generate A"; exit 1; }

@@ -111,9 +111,9 @@ static void check_sigkill_resume(const char *base, const char *pairs) {
   waitpid(child, &status, 0);
   CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
   CHECK(!exists(join(killed, "model_index.json")));   /* it died before the end */
-  /* The resumed run goes through the binary too: under ASan, this test
-   * process (whose heap earlier runs have used) and a fresh one were seen to
-   * train to different bytes, a finding noted on the trainer's issue. */
+  /* The resumed run goes through the binary too, so that both runs of the
+   * comparison come from the same executable (test_train_fresh_process
+   * checks that this process and the binary train to the same bytes). */
   child = start_cli_run(base, pairs, killed, "latest");
   CHECK(child > 0);
   if (child <= 0) return;

@@ -1,0 +1,494 @@
+/* The entry points of kernels.h: each kn_<op> runs kn_cpu_<op> (kernels/cpu)
+ * or, for a CUDA context in a build with DPO_HAVE_CUDA, kn_cuda_<op>
+ * (kernels/cuda, on device memory, asynchronous on the context's stream).
+ * Nothing else happens here, so the CPU path computes exactly what it did
+ * before the backends were joined. */
+#include "kernels/cpu/cpu.h"
+#ifdef DPO_HAVE_CUDA
+#include "kernels/cuda/kernels_cuda.h"
+#endif
+
+void kn_linear_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
+                       const float *bias, int N, int IC, int OC) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_linear_forward(ctx->device, out, inp, weight, bias, N, IC, OC);
+    return;
+  }
+#endif
+  kn_cpu_linear_forward(ctx, out, inp, weight, bias, N, IC, OC);
+}
+
+void kn_linear_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int IC, int OC) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_linear_backward(ctx->device, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+    return;
+  }
+#endif
+  kn_cpu_linear_backward(ctx, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+}
+
+void kn_conv2d_forward(kn_ctx *ctx, float *out, const float *inp, const float *weight,
+                       const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
+                       int pad) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_conv2d_forward(ctx->device, out, inp, weight, bias, B, C, H, W, OC, K, stride, pad);
+    return;
+  }
+#endif
+  kn_cpu_conv2d_forward(ctx, out, inp, weight, bias, B, C, H, W, OC, K, stride, pad);
+}
+
+void kn_conv2d_backward(kn_ctx *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int B, int C, int H, int W, int OC,
+                        int K, int stride, int pad) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_conv2d_backward(ctx->device, dinp, dweight, dbias, dout, inp, weight, B, C, H, W, OC, K,
+                            stride, pad);
+    return;
+  }
+#endif
+  kn_cpu_conv2d_backward(ctx, dinp, dweight, dbias, dout, inp, weight, B, C, H, W, OC, K, stride,
+                         pad);
+}
+
+void kn_group_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                           const float *gamma, const float *beta, int B, int C, int HW, int G,
+                           float eps) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_group_norm_forward(ctx->device, out, mean, rstd, inp, gamma, beta, B, C, HW, G, eps);
+    return;
+  }
+#endif
+  kn_cpu_group_norm_forward(ctx, out, mean, rstd, inp, gamma, beta, B, C, HW, G, eps);
+}
+
+void kn_group_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
+                            const float *dout, const float *inp, const float *mean,
+                            const float *rstd, const float *gamma, int B, int C, int HW, int G) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_group_norm_backward(ctx->device, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, B,
+                                C, HW, G);
+    return;
+  }
+#endif
+  kn_cpu_group_norm_backward(ctx, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, B, C, HW, G);
+}
+
+void kn_layer_norm_forward(kn_ctx *ctx, float *out, float *mean, float *rstd, const float *inp,
+                           const float *gamma, const float *beta, int N, int C, float eps) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_layer_norm_forward(ctx->device, out, mean, rstd, inp, gamma, beta, N, C, eps);
+    return;
+  }
+#endif
+  kn_cpu_layer_norm_forward(ctx, out, mean, rstd, inp, gamma, beta, N, C, eps);
+}
+
+void kn_layer_norm_backward(kn_ctx *ctx, float *dinp, float *dgamma, float *dbeta,
+                            const float *dout, const float *inp, const float *mean,
+                            const float *rstd, const float *gamma, int N, int C) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_layer_norm_backward(ctx->device, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, N,
+                                C);
+    return;
+  }
+#endif
+  kn_cpu_layer_norm_backward(ctx, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, N, C);
+}
+
+void kn_activation_forward(kn_ctx *ctx, kn_activation act, float *out, const float *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_activation_forward(ctx->device, act, out, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_activation_forward(ctx, act, out, inp, n);
+}
+
+void kn_activation_backward(kn_ctx *ctx, kn_activation act, float *dinp, const float *dout,
+                            const float *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_activation_backward(ctx->device, act, dinp, dout, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_activation_backward(ctx, act, dinp, dout, inp, n);
+}
+
+void kn_geglu_forward(kn_ctx *ctx, float *out, const float *inp, int N, int D) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_geglu_forward(ctx->device, out, inp, N, D);
+    return;
+  }
+#endif
+  kn_cpu_geglu_forward(ctx, out, inp, N, D);
+}
+
+void kn_geglu_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, int N,
+                       int D) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_geglu_backward(ctx->device, dinp, dout, inp, N, D);
+    return;
+  }
+#endif
+  kn_cpu_geglu_backward(ctx, dinp, dout, inp, N, D);
+}
+
+void kn_softmax_forward(kn_ctx *ctx, float *out, const float *inp, int N, int C) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_softmax_forward(ctx->device, out, inp, N, C);
+    return;
+  }
+#endif
+  kn_cpu_softmax_forward(ctx, out, inp, N, C);
+}
+
+void kn_softmax_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *out, int N,
+                         int C) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_softmax_backward(ctx->device, dinp, dout, out, N, C);
+    return;
+  }
+#endif
+  kn_cpu_softmax_backward(ctx, dinp, dout, out, N, C);
+}
+
+void kn_attention_forward(kn_ctx *ctx, float *out, float *lse, const float *q, const float *k,
+                          const float *v, int B, int H, int Nq, int Nk, int D, float scale,
+                          int causal) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_attention_forward(ctx->device, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
+    return;
+  }
+#endif
+  kn_cpu_attention_forward(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
+}
+
+void kn_attention_backward(kn_ctx *ctx, float *dq, float *dk, float *dv, const float *dout,
+                           const float *q, const float *k, const float *v, const float *out,
+                           const float *lse, int B, int H, int Nq, int Nk, int D, float scale,
+                           int causal) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_attention_backward(ctx->device, dq, dk, dv, dout, q, k, v, out, lse, B, H, Nq, Nk, D,
+                               scale, causal);
+    return;
+  }
+#endif
+  kn_cpu_attention_backward(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, H, Nq, Nk, D, scale,
+                            causal);
+}
+
+void kn_upsample2x_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int H, int W) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_upsample2x_forward(ctx->device, out, inp, B, C, H, W);
+    return;
+  }
+#endif
+  kn_cpu_upsample2x_forward(ctx, out, inp, B, C, H, W);
+}
+
+void kn_upsample2x_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int H,
+                            int W) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_upsample2x_backward(ctx->device, dinp, dout, B, C, H, W);
+    return;
+  }
+#endif
+  kn_cpu_upsample2x_backward(ctx, dinp, dout, B, C, H, W);
+}
+
+void kn_add_forward(kn_ctx *ctx, float *out, const float *a, const float *b, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_add_forward(ctx->device, out, a, b, n);
+    return;
+  }
+#endif
+  kn_cpu_add_forward(ctx, out, a, b, n);
+}
+
+void kn_add_backward(kn_ctx *ctx, float *da, float *db, const float *dout, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_add_backward(ctx->device, da, db, dout, n);
+    return;
+  }
+#endif
+  kn_cpu_add_backward(ctx, da, db, dout, n);
+}
+
+void kn_concat_forward(kn_ctx *ctx, float *out, const float *a, const float *b, int outer, int Ca,
+                       int Cb, int inner) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_concat_forward(ctx->device, out, a, b, outer, Ca, Cb, inner);
+    return;
+  }
+#endif
+  kn_cpu_concat_forward(ctx, out, a, b, outer, Ca, Cb, inner);
+}
+
+void kn_concat_backward(kn_ctx *ctx, float *da, float *db, const float *dout, int outer, int Ca,
+                        int Cb, int inner) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_concat_backward(ctx->device, da, db, dout, outer, Ca, Cb, inner);
+    return;
+  }
+#endif
+  kn_cpu_concat_backward(ctx, da, db, dout, outer, Ca, Cb, inner);
+}
+
+void kn_split_forward(kn_ctx *ctx, float *a, float *b, const float *inp, int outer, int Ca, int Cb,
+                      int inner) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_split_forward(ctx->device, a, b, inp, outer, Ca, Cb, inner);
+    return;
+  }
+#endif
+  kn_cpu_split_forward(ctx, a, b, inp, outer, Ca, Cb, inner);
+}
+
+void kn_split_backward(kn_ctx *ctx, float *dinp, const float *da, const float *db, int outer,
+                       int Ca, int Cb, int inner) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_split_backward(ctx->device, dinp, da, db, outer, Ca, Cb, inner);
+    return;
+  }
+#endif
+  kn_cpu_split_backward(ctx, dinp, da, db, outer, Ca, Cb, inner);
+}
+
+void kn_transpose_forward(kn_ctx *ctx, float *out, const float *inp, int B, int C, int A) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_transpose_forward(ctx->device, out, inp, B, C, A);
+    return;
+  }
+#endif
+  kn_cpu_transpose_forward(ctx, out, inp, B, C, A);
+}
+
+void kn_transpose_backward(kn_ctx *ctx, float *dinp, const float *dout, int B, int C, int A) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_transpose_backward(ctx->device, dinp, dout, B, C, A);
+    return;
+  }
+#endif
+  kn_cpu_transpose_backward(ctx, dinp, dout, B, C, A);
+}
+
+void kn_add_channel_forward(kn_ctx *ctx, float *x, const float *v, int B, int C, int HW) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_add_channel_forward(ctx->device, x, v, B, C, HW);
+    return;
+  }
+#endif
+  kn_cpu_add_channel_forward(ctx, x, v, B, C, HW);
+}
+
+void kn_add_channel_backward(kn_ctx *ctx, float *dv, const float *dx, int B, int C, int HW) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_add_channel_backward(ctx->device, dv, dx, B, C, HW);
+    return;
+  }
+#endif
+  kn_cpu_add_channel_backward(ctx, dv, dx, B, C, HW);
+}
+
+void kn_axpy(kn_ctx *ctx, float *dst, float alpha, const float *src, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_axpy(ctx->device, dst, alpha, src, n);
+    return;
+  }
+#endif
+  kn_cpu_axpy(ctx, dst, alpha, src, n);
+}
+
+void kn_affine_forward(kn_ctx *ctx, float *out, const float *inp, float a, float b, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_affine_forward(ctx->device, out, inp, a, b, n);
+    return;
+  }
+#endif
+  kn_cpu_affine_forward(ctx, out, inp, a, b, n);
+}
+
+void kn_timestep_embedding_forward(kn_ctx *ctx, float *out, const float *timesteps, int B, int dim,
+                                   int flip_sin_to_cos, float downscale_freq_shift, float scale,
+                                   float max_period) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_timestep_embedding_forward(ctx->device, out, timesteps, B, dim, flip_sin_to_cos,
+                                       downscale_freq_shift, scale, max_period);
+    return;
+  }
+#endif
+  kn_cpu_timestep_embedding_forward(ctx, out, timesteps, B, dim, flip_sin_to_cos,
+                                    downscale_freq_shift, scale, max_period);
+}
+
+void kn_timestep_embedding_backward(kn_ctx *ctx, float *dtimesteps, const float *dout,
+                                    const float *timesteps, int B, int dim, int flip_sin_to_cos,
+                                    float downscale_freq_shift, float scale, float max_period) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_timestep_embedding_backward(ctx->device, dtimesteps, dout, timesteps, B, dim,
+                                        flip_sin_to_cos, downscale_freq_shift, scale, max_period);
+    return;
+  }
+#endif
+  kn_cpu_timestep_embedding_backward(ctx, dtimesteps, dout, timesteps, B, dim, flip_sin_to_cos,
+                                     downscale_freq_shift, scale, max_period);
+}
+
+void kn_embedding_forward(kn_ctx *ctx, float *out, const int32_t *ids, const float *wte,
+                          const float *wpe, int B, int T, int C) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_embedding_forward(ctx->device, out, ids, wte, wpe, B, T, C);
+    return;
+  }
+#endif
+  kn_cpu_embedding_forward(ctx, out, ids, wte, wpe, B, T, C);
+}
+
+void kn_embedding_backward(kn_ctx *ctx, float *dwte, float *dwpe, const float *dout,
+                           const int32_t *ids, int B, int T, int C) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_embedding_backward(ctx->device, dwte, dwpe, dout, ids, B, T, C);
+    return;
+  }
+#endif
+  kn_cpu_embedding_backward(ctx, dwte, dwpe, dout, ids, B, T, C);
+}
+
+void kn_mse_per_sample_forward(kn_ctx *ctx, float *loss, const float *pred, const float *target,
+                               int B, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_mse_per_sample_forward(ctx->device, loss, pred, target, B, n);
+    return;
+  }
+#endif
+  kn_cpu_mse_per_sample_forward(ctx, loss, pred, target, B, n);
+}
+
+void kn_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, const float *dloss,
+                                const float *pred, const float *target, int B, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_mse_per_sample_backward(ctx->device, dpred, dtarget, dloss, pred, target, B, n);
+    return;
+  }
+#endif
+  kn_cpu_mse_per_sample_backward(ctx, dpred, dtarget, dloss, pred, target, B, n);
+}
+
+void kn_sum_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_sum_forward(ctx->device, out, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_sum_forward(ctx, out, inp, n);
+}
+
+void kn_sum_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_sum_backward(ctx->device, dinp, dout, n);
+    return;
+  }
+#endif
+  kn_cpu_sum_backward(ctx, dinp, dout, n);
+}
+
+void kn_mean_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_mean_forward(ctx->device, out, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_mean_forward(ctx, out, inp, n);
+}
+
+void kn_mean_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_mean_backward(ctx->device, dinp, dout, n);
+    return;
+  }
+#endif
+  kn_cpu_mean_backward(ctx, dinp, dout, n);
+}
+
+void kn_scale_forward(kn_ctx *ctx, float *out, const float *inp, float scale, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_scale_forward(ctx->device, out, inp, scale, n);
+    return;
+  }
+#endif
+  kn_cpu_scale_forward(ctx, out, inp, scale, n);
+}
+
+void kn_scale_backward(kn_ctx *ctx, float *dinp, const float *dout, float scale, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_scale_backward(ctx->device, dinp, dout, scale, n);
+    return;
+  }
+#endif
+  kn_cpu_scale_backward(ctx, dinp, dout, scale, n);
+}
+
+void kn_logsigmoid_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_logsigmoid_forward(ctx->device, out, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_logsigmoid_forward(ctx, out, inp, n);
+}
+
+void kn_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp,
+                            size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_logsigmoid_backward(ctx->device, dinp, dout, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_logsigmoid_backward(ctx, dinp, dout, inp, n);
+}

@@ -1,0 +1,750 @@
+/* The models and the DPO step on the CUDA backend through the kernels'
+ * dispatch (kn_ctx_init_backend), against the same calls on the CPU:
+ *   1. the layout ops the models need (transpose, per-channel add, axpy,
+ *      affine) through kn_<op>, on both backends;
+ *   2. a tiny UNet (the block structure of SD1.5 at widths 32/64) forward
+ *      and backward: output, input gradients, every parameter gradient;
+ *   3. the tiny CLIP text encoder of tests/fixtures forward and backward;
+ *   4. a tiny Diffusion-DPO step (dpo_train_step_run: reference forward,
+ *      policy forward + backward, loss on the host) with the text gradient;
+ *   5. txt2img on the tiny latent pipeline of tests/fixtures (text encoder
+ *      and UNet on the device, VAE on the CPU), 4 steps with guidance: the
+ *      final latents against the CPU sampler's;
+ *   6. reward-acc's pair pass (eval_reward_pair) on the tiny pipeline, both
+ *      models' MSE differences on the device against the CPU's;
+ *   7. dpo train (dpo_train: latent cache, DPO steps, AdamW, checkpoints)
+ *      on the tiny fixture pipeline of tests/train_fixture.h, 3 steps with
+ *      --backend cuda against --backend cpu: the logged losses and the
+ *      weight updates;
+ *   8. the SD1.5 UNet (random weights) forward + backward at batch 4 (the
+ *      PyTorch baseline's 2 pairs), 64x64 latents, 77 tokens, float32, on the
+ *      device alone: time and memory, a check that the output and the last
+ *      gradient are finite; then the same with activation checkpointing,
+ *      whose gradient must equal the plain one bit for bit.
+ * Written without a GPU at hand: none of this has run on a device yet; the
+ * first run of tests/device/run.sh is its first execution.
+ *
+ * Needs a GPU: without one it says so and exits 77 (ctest: skipped, never
+ * passed); label `device`, which the default suite leaves out. On a machine
+ * with a GPU any difference beyond the tolerances is a failure (exit 1).
+ *
+ * Tolerances: the error is max |gpu - cpu| / max(max |cpu|, 1e-6) over a
+ * tensor, i.e. relative to its scale. Both backends compute in float32 (TF32
+ * off); they differ in summation orders (cuBLAS/cuDNN vs OpenBLAS, Winograd
+ * data gradients on the CPU, flash-attention tiles), about 1e-6 per op,
+ * growing through a deep network.
+ *   TOL_LAYOUT 1e-6  the layout ops (the same arithmetic in the same order)
+ *   TOL_OUT    1e-4  a model's forward output
+ *   TOL_GRAD   1e-3  input gradients and all parameter gradients together
+ *   TOL_PARAM  1e-2  each parameter's gradient on its own (small tensors such
+ *                    as a bias near zero amplify relative differences)
+ *   TOL_LOSS   1e-4  the DPO step's loss statistics (relative)
+ *   TOL_SAMPLE 1e-3  final latents after 4 guided sampler steps; reward-acc's
+ *                    MSE differences (relative to the largest)
+ *   TOL_TRAIN  1e-2  dpo train: each logged loss (relative, floored at 1e-3), and the mean
+ *                    |update_gpu - update_cpu| over the mean |update_cpu| of
+ *                    the UNet's weights after 3 AdamW steps (a mean, since
+ *                    Adam's first steps are about lr * sign(g): an element
+ *                    whose gradient is zero to rounding may flip alone)
+ * --cpu-as-device runs all of it with a second CPU context standing in for
+ * the device: that checks this test itself (its set-up, comparisons and
+ * fixtures; every difference is then zero or a rounding), not CUDA. The
+ * default suite runs it so (unit.test_cuda_models_cpu, without SD1.5).
+ *
+ * Usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N] [--cpu-as-device] */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval/eval.h"
+#include "kernels/kernels.h"
+#include "models/models.h"
+#include "tests/test.h"
+#include "tests/train_fixture.h"
+#include "trainer/trainer.h"
+
+#define TOL_LAYOUT 1e-6
+#define TOL_OUT 1e-4
+#define TOL_GRAD 1e-3
+#define TOL_PARAM 1e-2
+#define TOL_LOSS 1e-4
+#define TOL_SAMPLE 1e-3
+#define TOL_TRAIN 1e-2
+
+static kn_ctx cpu, gpu;
+static uint64_t next_stream = 1;
+static int n_checked;
+
+/* The tiny UNet of `dpo bench train`: SD1.5's block types at widths 32/64. */
+static const char *const tiny_unet_config =
+    "{\"attention_head_dim\": 2, \"block_out_channels\": [32, 64], \"cross_attention_dim\": 32,"
+    " \"down_block_types\": [\"CrossAttnDownBlock2D\", \"DownBlock2D\"], \"layers_per_block\": 1,"
+    " \"norm_num_groups\": 8, \"sample_size\": 32, \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\"]}";
+
+static const char *const sd15_unet_config =
+    "{\"act_fn\": \"silu\", \"attention_head_dim\": 8, \"block_out_channels\": [320, 640, 1280, 1280],"
+    " \"center_input_sample\": false, \"cross_attention_dim\": 768,"
+    " \"down_block_types\": [\"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\", \"DownBlock2D\"],"
+    " \"downsample_padding\": 1, \"flip_sin_to_cos\": true, \"freq_shift\": 0, \"in_channels\": 4,"
+    " \"layers_per_block\": 2, \"mid_block_scale_factor\": 1, \"norm_eps\": 1e-05, \"norm_num_groups\": 32,"
+    " \"out_channels\": 4, \"sample_size\": 64,"
+    " \"up_block_types\": [\"UpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"]}";
+
+/* ------------------------------------------------------------ helpers */
+
+static float *host_random(size_t n, float scale) {
+  float *x = malloc(sizeof(float) * (n ? n : 1));
+  dpo_rng_normal_fill(4242, next_stream++, 0, x, n);
+  for (size_t i = 0; i < n; i++) x[i] *= scale;
+  return x;
+}
+
+static float *device_copy(const void *x, size_t bytes) {
+  float *d = kn_malloc(&gpu, bytes ? bytes : 1);
+  if (d && bytes) kn_upload(&gpu, d, x, bytes);
+  return d;
+}
+
+static float *device_download(const float *d, size_t n) {
+  float *h = malloc(sizeof(float) * (n ? n : 1));
+  kn_download(&gpu, h, d, sizeof(float) * n);
+  return h;
+}
+
+/* Relative error of got against want (see the header); NaN gives infinity. */
+static double rel_error(const float *want, const float *got, size_t n, size_t *worst) {
+  double max_ref = 0.0, max_diff = 0.0;
+  *worst = 0;
+  for (size_t i = 0; i < n; i++) {
+    double r = fabs((double)want[i]);
+    if (r > max_ref) max_ref = r;
+    double d = fabs((double)got[i] - (double)want[i]);
+    if (!(d <= max_diff)) {
+      max_diff = isnan(d) ? INFINITY : d;
+      *worst = i;
+    }
+  }
+  return max_diff / (max_ref > 1e-6 ? max_ref : 1e-6);
+}
+
+/* Compares host values (the CPU's) with host values from the device. */
+static void compare_host(const char *what, const float *want, const float *got, size_t n, double tol) {
+  size_t worst;
+  double rel = rel_error(want, got, n, &worst);
+  int ok = rel <= tol;
+  printf("  %-40s n=%-9zu rel.err=%-10.3g tol=%-7.0e %s\n", what, n, rel, tol, ok ? "ok" : "FAIL");
+  if (!ok)
+    test_fail(__FILE__, __LINE__, "%s: element %zu cpu %.9g gpu %.9g (rel.err %.3g > %.0e)", what, worst,
+              (double)want[worst], (double)got[worst], rel, tol);
+  n_checked++;
+}
+
+/* Compares host values with device values. */
+static void compare(const char *what, const float *want, const float *device, size_t n, double tol) {
+  dpo_error err = {0};
+  float *got = device_download(device, n);
+  if (kn_ctx_check(&gpu, &err) != DPO_OK) test_fail(__FILE__, __LINE__, "%s: %s", what, err.msg);
+  else compare_host(what, want, got, n, tol);
+  free(got);
+}
+
+static int all_finite(const float *x, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(x[i])) return 0;
+  return 1;
+}
+
+/* --------------------------------------------------------- layout ops */
+
+static void test_layout_ops(void) {
+  printf("layout ops through kn_<op>\n");
+  int B = 2, C = 12, A = 37;
+  size_t n = (size_t)B * C * A;
+  float *x = host_random(n, 1.0f), *v = host_random((size_t)B * C, 1.0f), *g = host_random(n, 1.0f);
+  float *dx = device_copy(x, n * sizeof(float)), *dv = device_copy(v, (size_t)B * C * sizeof(float));
+  float *dg = device_copy(g, n * sizeof(float));
+  float *out = calloc(n, sizeof(float)), *dout = kn_malloc(&gpu, n * sizeof(float));
+
+  kn_transpose_forward(&cpu, out, x, B, C, A);
+  kn_transpose_forward(&gpu, dout, dx, B, C, A);
+  compare("transpose forward", out, dout, n, TOL_LAYOUT);
+  kn_transpose_backward(&cpu, g, out, B, C, A); /* g += transpose back */
+  kn_transpose_backward(&gpu, dg, dout, B, C, A);
+  compare("transpose backward (accumulates)", g, dg, n, TOL_LAYOUT);
+
+  kn_add_channel_forward(&cpu, x, v, B, C, A);
+  kn_add_channel_forward(&gpu, dx, dv, B, C, A);
+  compare("add_channel forward", x, dx, n, TOL_LAYOUT);
+  kn_add_channel_backward(&cpu, v, g, B, C, A);
+  kn_add_channel_backward(&gpu, dv, dg, B, C, A);
+  compare("add_channel backward", v, dv, (size_t)B * C, TOL_LAYOUT);
+
+  kn_axpy(&cpu, x, 2.0f, g, n);
+  kn_axpy(&gpu, dx, 2.0f, dg, n);
+  compare("axpy", x, dx, n, TOL_LAYOUT);
+  kn_affine_forward(&cpu, out, x, 2.0f, -1.0f, n);
+  kn_affine_forward(&gpu, dout, dx, 2.0f, -1.0f, n);
+  compare("affine", out, dout, n, TOL_LAYOUT);
+
+  free(x), free(v), free(g), free(out);
+  kn_free(gpu.backend, dx), kn_free(gpu.backend, dv);
+  kn_free(gpu.backend, dg), kn_free(gpu.backend, dout);
+}
+
+/* ------------------------------------------------------------- models */
+
+/* Every parameter gradient of a model: device against CPU, each on its own
+ * (TOL_PARAM) and all together (TOL_GRAD). get(i) views parameter i. */
+typedef void (*param_getter)(const void *model, int i, dpo_param *out);
+
+static void compare_param_grads(const char *what, const void *cpu_model, const void *gpu_model, int n_params,
+                                param_getter get) {
+  size_t total = 0;
+  for (int i = 0; i < n_params; i++) {
+    dpo_param p;
+    get(cpu_model, i, &p);
+    total += p.numel;
+  }
+  float *want = malloc(total * sizeof(float)), *got = malloc(total * sizeof(float));
+  size_t at = 0;
+  int n_bad = 0;
+  for (int i = 0; i < n_params; i++) {
+    dpo_param pc, pg;
+    get(cpu_model, i, &pc);
+    get(gpu_model, i, &pg);
+    memcpy(want + at, pc.grad, pc.numel * sizeof(float));
+    kn_download(&gpu, got + at, pg.grad, pg.numel * sizeof(float));
+    size_t worst;
+    double rel = rel_error(want + at, got + at, pc.numel, &worst);
+    if (!(rel <= TOL_PARAM)) {
+      if (n_bad++ < 10)
+        test_fail(__FILE__, __LINE__, "%s: gradient of %s: element %zu cpu %.9g gpu %.9g (rel.err %.3g > %.0e)",
+                  what, pc.name, worst, (double)want[at + worst], (double)got[at + worst], rel, TOL_PARAM);
+    }
+    at += pc.numel;
+  }
+  printf("  %-40s %d parameters, %d beyond %.0e on their own\n", what, n_params, n_bad, TOL_PARAM);
+  compare_host(what, want, got, total, TOL_GRAD);
+  free(want);
+  free(got);
+}
+
+static void unet_param_get(const void *m, int i, dpo_param *out) { dpo_unet_param((const dpo_unet *)m, i, out); }
+static void clip_param_get(const void *m, int i, dpo_param *out) { dpo_clip_param((const dpo_clip *)m, i, out); }
+
+static dpo_unet *tiny_unet(uint64_t seed) {
+  json_t *cfg = json_loads(tiny_unet_config, 0, NULL);
+  dpo_unet *u = NULL;
+  dpo_error err = {0};
+  if (!cfg || dpo_unet_create(cfg, &u, &err) != DPO_OK) test_fail(__FILE__, __LINE__, "tiny unet: %s", err.msg);
+  json_decref(cfg);
+  if (u) dpo_unet_init_random(u, seed);
+  return u;
+}
+
+static void test_unet(void) {
+  printf("tiny UNet forward + backward\n");
+  int B = 2, H = 16, W = 16, T = 8, D = 32, C = 4;
+  size_t ns = (size_t)B * C * H * W, ne = (size_t)B * T * D;
+  dpo_unet *uc = tiny_unet(3), *ug = tiny_unet(3);
+  if (!uc || !ug) return;
+  dpo_error err = {0};
+  CHECK_INT(dpo_unet_plan(uc, &cpu, B, H, W, T, 1, &err), DPO_OK);
+  CHECK_INT(dpo_unet_plan(ug, &gpu, B, H, W, T, 1, &err), DPO_OK);
+  if (err.code) {
+    fprintf(stderr, "plan: %s\n", err.msg);
+    return;
+  }
+  float *sample = host_random(ns, 1.0f), *enc = host_random(ne, 1.0f), *dout = host_random(ns, 0.1f);
+  float t[2] = {999.0f, 17.0f};
+  float *dsample = calloc(ns, sizeof(float)), *denc = calloc(ne, sizeof(float));
+  float *g_sample = device_copy(sample, ns * sizeof(float)), *g_enc = device_copy(enc, ne * sizeof(float));
+  float *g_t = device_copy(t, sizeof t), *g_dout = device_copy(dout, ns * sizeof(float));
+  float *g_dsample = kn_malloc(&gpu, ns * sizeof(float)), *g_denc = kn_malloc(&gpu, ne * sizeof(float));
+
+  dpo_unet_zero_grads(uc);
+  dpo_unet_zero_grads(ug);
+  const float *oc = dpo_unet_forward(uc, &cpu, sample, t, enc);
+  const float *og = dpo_unet_forward(ug, &gpu, g_sample, g_t, g_enc);
+  compare("unet output", oc, og, ns, TOL_OUT);
+  dpo_unet_backward(uc, &cpu, dout, dsample, denc);
+  dpo_unet_backward(ug, &gpu, g_dout, g_dsample, g_denc);
+  compare("unet d sample", dsample, g_dsample, ns, TOL_GRAD);
+  compare("unet d encoder_hidden_states", denc, g_denc, ne, TOL_GRAD);
+  compare_param_grads("unet parameter gradients", uc, ug, dpo_unet_n_params(uc), unet_param_get);
+
+  /* A second forward on the device reuses the plan and gives the same output
+   * bit for bit (the backend is deterministic: no atomics). */
+  float *first = device_download(og, ns);
+  og = dpo_unet_forward(ug, &gpu, g_sample, g_t, g_enc);
+  float *second = device_download(og, ns);
+  CHECK(memcmp(first, second, ns * sizeof(float)) == 0);
+
+  /* Save fetches the device values into the host block: change the first
+   * parameter on both sides (w += its gradient), save the device model and
+   * read it back. */
+  dpo_param a, b;
+  dpo_unet_param(uc, 0, &a);
+  dpo_unet_param(ug, 0, &b);
+  kn_axpy(&cpu, a.data, 1.0f, a.grad, a.numel);
+  kn_axpy(&gpu, b.data, 1.0f, b.grad, b.numel);
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/unet_from_device", test_tmpdir());
+  CHECK_INT(dpo_unet_save(ug, dir, &err), DPO_OK);
+  dpo_unet *back = NULL;
+  CHECK_INT(dpo_unet_load(dir, &back, &err), DPO_OK);
+  if (back) {
+    dpo_unet_param(back, 0, &b);
+    CHECK(a.numel == b.numel);
+    compare_host("unet saved from the device (w + dw)", a.data, b.data, a.numel, TOL_GRAD);
+    dpo_unet_free(back);
+  }
+  free(first), free(second), free(sample), free(enc), free(dout), free(dsample), free(denc);
+  kn_free(gpu.backend, g_sample), kn_free(gpu.backend, g_enc), kn_free(gpu.backend, g_t);
+  kn_free(gpu.backend, g_dout), kn_free(gpu.backend, g_dsample), kn_free(gpu.backend, g_denc);
+  dpo_unet_free(uc);
+  dpo_unet_free(ug);
+}
+
+static void test_clip(void) {
+  printf("tiny CLIP text encoder forward + backward\n");
+  dpo_error err = {0};
+  dpo_clip *mc = NULL, *mg = NULL;
+  char path[4200];
+  snprintf(path, sizeof path, "%s", test_source_path("tests/fixtures/pipelines/tiny_sd/text_encoder"));
+  if (dpo_clip_load(path, &mc, &err) != DPO_OK || dpo_clip_load(path, &mg, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "clip: %s", err.msg);
+    dpo_clip_free(mc);
+    return;
+  }
+  const dpo_clip_config *c = dpo_clip_get_config(mc);
+  int B = 2, T = c->max_position_embeddings, Dm = c->hidden_size;
+  size_t rows = (size_t)B * T, nh = rows * Dm;
+  CHECK_INT(dpo_clip_plan(mc, &cpu, B, T, 0, 1, &err), DPO_OK);
+  CHECK_INT(dpo_clip_plan(mg, &gpu, B, T, 0, 1, &err), DPO_OK);
+  int32_t *ids = malloc(rows * sizeof *ids);
+  for (size_t i = 0; i < rows; i++) ids[i] = (int32_t)((i * 37 + 5) % (size_t)c->vocab_size);
+  const float *hc = NULL, *hg = NULL;
+  CHECK_INT(dpo_clip_forward(mc, &cpu, ids, &hc, &err), DPO_OK);
+  CHECK_INT(dpo_clip_forward(mg, &gpu, ids, &hg, &err), DPO_OK); /* ids are host memory on both */
+  if (hc && hg) compare("clip last_hidden_state", hc, hg, nh, TOL_OUT);
+  float *dh = host_random(nh, 0.1f), *g_dh = device_copy(dh, nh * sizeof(float));
+  dpo_clip_zero_grads(mc);
+  dpo_clip_zero_grads(mg);
+  dpo_clip_backward(mc, &cpu, dh);
+  dpo_clip_backward(mg, &gpu, g_dh);
+  compare_param_grads("clip parameter gradients", mc, mg, dpo_clip_n_params(mc), clip_param_get);
+  free(ids), free(dh);
+  kn_free(gpu.backend, g_dh);
+  dpo_clip_free(mc);
+  dpo_clip_free(mg);
+}
+
+/* ----------------------------------------------------------- DPO step */
+
+static void compare_stat(const char *what, double want, double got) {
+  double rel = fabs(got - want) / (fabs(want) > 1e-6 ? fabs(want) : 1e-6);
+  int ok = rel <= TOL_LOSS;
+  printf("  dpo loss %-31s cpu %-14.8g gpu %-14.8g rel.err=%-10.3g %s\n", what, want, got, rel, ok ? "ok" : "FAIL");
+  if (!ok) test_fail(__FILE__, __LINE__, "dpo step %s: cpu %.9g gpu %.9g", what, want, got);
+  n_checked++;
+}
+
+static void test_dpo_step(void) {
+  printf("tiny Diffusion-DPO step (reference forward, policy forward + backward)\n");
+  int B = 2, HW = 16, T = 8;
+  dpo_unet *pc = tiny_unet(5), *rc = tiny_unet(6), *pg = tiny_unet(5), *rg = tiny_unet(6);
+  if (!pc || !rc || !pg || !rg) return;
+  dpo_scheduler_config sc;
+  dpo_scheduler_config_default(&sc, DPO_SCHED_DDPM);
+  sc.beta_start = 0.00085;
+  sc.beta_end = 0.012;
+  snprintf(sc.beta_schedule, sizeof sc.beta_schedule, "scaled_linear");
+  dpo_train_step sc_cpu, sc_gpu;
+  dpo_error err = {0};
+  CHECK_INT(dpo_train_step_init(&sc_cpu, pc, rc, &sc, &cpu, B, HW, HW, T, &err), DPO_OK);
+  CHECK_INT(dpo_train_step_init(&sc_gpu, pg, rg, &sc, &gpu, B, HW, HW, T, &err), DPO_OK);
+  if (err.code) {
+    fprintf(stderr, "step init: %s\n", err.msg);
+    return;
+  }
+  size_t per = (size_t)sc_cpu.C * HW * HW, per_text = (size_t)T * sc_cpu.D;
+  float *x0_w = host_random(B * per, 1.0f), *x0_l = host_random(B * per, 1.0f);
+  float *noise = host_random(B * per, 1.0f), *text = host_random(B * per_text, 1.0f);
+  float *dtext_c = calloc(B * per_text, sizeof(float)), *dtext_g = calloc(B * per_text, sizeof(float));
+  int t[2] = {500, 40};
+  dpo_loss_stats stc, stg;
+  dpo_unet_zero_grads(pc);
+  dpo_unet_zero_grads(pg);
+  CHECK_INT(dpo_train_step_run(&sc_cpu, x0_w, x0_l, text, noise, t, NULL, 0, 5000, 1.0, dtext_c, &stc, &err), DPO_OK);
+  CHECK_INT(dpo_train_step_run(&sc_gpu, x0_w, x0_l, text, noise, t, NULL, 0, 5000, 1.0, dtext_g, &stg, &err), DPO_OK);
+  CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
+  compare_stat("loss", stc.loss, stg.loss);
+  compare_stat("model mse w", stc.model_mse_w, stg.model_mse_w);
+  compare_stat("model mse l", stc.model_mse_l, stg.model_mse_l);
+  compare_stat("ref mse w", stc.ref_mse_w, stg.ref_mse_w);
+  compare_stat("ref mse l", stc.ref_mse_l, stg.ref_mse_l);
+  CHECK(stc.implicit_acc == stg.implicit_acc);
+  compare_host("dpo step d text", dtext_c, dtext_g, B * per_text, TOL_GRAD);
+  compare_param_grads("dpo step policy gradients", pc, pg, dpo_unet_n_params(pc), unet_param_get);
+  dpo_train_step_free(&sc_cpu);
+  dpo_train_step_free(&sc_gpu);
+  free(x0_w), free(x0_l), free(noise), free(text), free(dtext_c), free(dtext_g);
+  dpo_unet_free(pc), dpo_unet_free(rc), dpo_unet_free(pg), dpo_unet_free(rg);
+}
+
+/* ------------------------------------------------------------ sampling */
+
+static void test_sampling(void) {
+  printf("txt2img on the tiny latent pipeline (text encoder + UNet on the device)\n");
+  dpo_error err = {0};
+  char path[4200];
+  snprintf(path, sizeof path, "%s", test_source_path("tests/fixtures/pipelines/tiny_sd"));
+  dpo_pipeline pc, pg;
+  if (dpo_pipeline_load(path, &pc, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "pipeline: %s", err.msg);
+    return;
+  }
+  if (dpo_pipeline_load(path, &pg, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "pipeline: %s", err.msg);
+    dpo_pipeline_free(&pc);
+    return;
+  }
+  eval_sample_options opt;
+  eval_sample_options_default(&opt);
+  opt.steps = 4;
+  opt.guidance = 3.0f;
+  eval_sampler *sc = NULL, *sg = NULL;
+  CHECK_INT(eval_sampler_open(&sc, &pc, &opt, 2, 0, &err), DPO_OK);
+  opt.backend = gpu.backend;
+  CHECK_INT(eval_sampler_open(&sg, &pg, &opt, 2, 0, &err), DPO_OK);
+  if (sc && sg) {
+    size_t lat = eval_sampler_latent_numel(sc);
+    const char *prompts[2] = {"a red circle", "a blue square"};
+    float *noise = malloc(2 * lat * sizeof(float));
+    eval_initial_noise(11, "t:1", 0, noise, lat);
+    eval_initial_noise(11, "t:2", 0, noise + lat, lat);
+    float *lc = malloc(2 * lat * sizeof(float)), *lg = malloc(2 * lat * sizeof(float));
+    dpo_image ic[2], ig[2];
+    CHECK_INT(eval_txt2img(sc, prompts, 2, noise, lc, ic, &err), DPO_OK);
+    CHECK_INT(eval_txt2img(sg, prompts, 2, noise, lg, ig, &err), DPO_OK);
+    if (!err.code) {
+      compare_host("txt2img final latents", lc, lg, 2 * lat, TOL_SAMPLE);
+      for (int i = 0; i < 2; i++) {
+        dpo_image_free(&ic[i]);
+        dpo_image_free(&ig[i]);
+      }
+    } else {
+      fprintf(stderr, "txt2img: %s\n", err.msg);
+    }
+    free(noise), free(lc), free(lg);
+  }
+  eval_sampler_close(sc);
+  eval_sampler_close(sg);
+  dpo_pipeline_free(&pc);
+  dpo_pipeline_free(&pg);
+}
+
+static void test_reward(void) {
+  printf("reward-acc pair pass on the tiny latent pipeline\n");
+  dpo_error err = {0};
+  char path[4200];
+  snprintf(path, sizeof path, "%s", test_source_path("tests/fixtures/pipelines/tiny_sd"));
+  dpo_pipeline p[4];
+  int loaded = 0;
+  for (; loaded < 4; loaded++)
+    if (dpo_pipeline_load(path, &p[loaded], &err) != DPO_OK) break;
+  eval_reward *rc = NULL, *rg = NULL;
+  if (loaded == 4) {
+    CHECK_INT(eval_reward_open_on(&rc, &p[0], &p[1], 0, 0, KN_BACKEND_CPU, &err), DPO_OK);
+    CHECK_INT(eval_reward_open_on(&rg, &p[2], &p[3], 0, 0, gpu.backend, &err), DPO_OK);
+  } else {
+    test_fail(__FILE__, __LINE__, "pipeline: %s", err.msg);
+  }
+  if (rc && rg) {
+    dpo_image w, l;
+    CHECK_INT(dpo_image_alloc(&w, 40, 32, 3, &err), DPO_OK);
+    CHECK_INT(dpo_image_alloc(&l, 32, 40, 3, &err), DPO_OK);
+    for (size_t i = 0; i < 40u * 32u * 3u; i++) {
+      w.pixels[i] = (uint8_t)((i * 7) % 251);
+      l.pixels[i] = (uint8_t)((i * 13 + 50) % 253);
+    }
+    int n_t = 3, t[3];
+    size_t lat = eval_reward_latent_numel(rc);
+    float *noise = malloc(3 * lat * sizeof(float));
+    eval_reward_draw(rc, 7, 1, n_t, t, noise);
+    double md_c[3], rd_c[3], md_g[3], rd_g[3];
+    CHECK_INT(eval_reward_pair(rc, &w, &l, "a red circle", n_t, t, noise, md_c, rd_c, &err), DPO_OK);
+    CHECK_INT(eval_reward_pair(rg, &w, &l, "a red circle", n_t, t, noise, md_g, rd_g, &err), DPO_OK);
+    float want[6], got[6];
+    for (int k = 0; k < 3; k++) {
+      want[k] = (float)md_c[k], want[3 + k] = (float)rd_c[k];
+      got[k] = (float)md_g[k], got[3 + k] = (float)rd_g[k];
+    }
+    compare_host("reward-acc model_diff and ref_diff", want, got, 6, TOL_SAMPLE);
+    free(noise);
+    dpo_image_free(&w);
+    dpo_image_free(&l);
+  }
+  eval_reward_close(rc);
+  eval_reward_close(rg);
+  for (int i = 0; i < loaded; i++) dpo_pipeline_free(&p[i]);
+}
+
+/* ---------------------------------------------------------- dpo train */
+
+static void train_options(dpo_train_options *o, const char *base, const char *pairs, const char *out) {
+  dpo_train_options_default(o);
+  o->base_dir = base;
+  o->pairs_path = pairs;
+  o->out_dir = out;
+  o->resolution = 16;
+  o->lr = 1e-3;
+  o->warmup_steps = 1;
+  o->max_steps = 3;
+  o->batch_size = 2;
+  o->checkpoint_every = 2;
+  o->seed = 3;
+}
+
+/* The "loss" of each line of a train_log.jsonl (at most max). */
+static int read_losses(const char *path, double *loss, int max) {
+  FILE *f = fopen(path, "r");
+  if (!f) return 0;
+  char line[4096];
+  int n = 0;
+  while (n < max && fgets(line, sizeof line, f)) {
+    json_t *o = json_loads(line, 0, NULL);
+    if (o && json_is_number(json_object_get(o, "loss"))) loss[n++] = json_number_value(json_object_get(o, "loss"));
+    json_decref(o);
+  }
+  fclose(f);
+  return n;
+}
+
+static float *unet_weights(const char *dir, size_t *n) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/unet", dir);
+  dpo_unet *u = NULL;
+  dpo_error err = {0};
+  if (dpo_unet_load(path, &u, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s", err.msg);
+    return NULL;
+  }
+  *n = dpo_unet_param_count(u);
+  float *w = malloc(*n * sizeof(float));
+  size_t at = 0;
+  for (int i = 0; i < dpo_unet_n_params(u); i++) {
+    dpo_param p;
+    dpo_unet_param(u, i, &p);
+    memcpy(w + at, p.data, p.numel * sizeof(float));
+    at += p.numel;
+  }
+  dpo_unet_free(u);
+  return w;
+}
+
+static void test_train_loop(void) {
+  printf("dpo train, 3 steps on the tiny fixture pipeline: --backend cuda vs cpu\n");
+  char base[1024], data[1024], pairs[1100], out_cpu[1100], out_gpu[1100];
+  snprintf(base, sizeof base, "%s", test_path("train_base"));
+  snprintf(data, sizeof data, "%s", test_path("train_data"));
+  snprintf(pairs, sizeof pairs, "%s/pairs.jsonl", data);
+  snprintf(out_cpu, sizeof out_cpu, "%s", test_path("train_cpu"));
+  snprintf(out_gpu, sizeof out_gpu, "%s", test_path("train_gpu"));
+  CHECK_INT(tf_make_pipeline(base, 0, 1), 0);
+  CHECK_INT(tf_make_pairs(data, 4, 3, 60, 16), 0);
+  dpo_train_options o;
+  dpo_train_result res;
+  dpo_error err = {0};
+  train_options(&o, base, pairs, out_cpu);
+  CHECK_INT(dpo_train(&o, &res, &err), DPO_OK);
+  train_options(&o, base, pairs, out_gpu);
+  o.backend = gpu.backend;
+  if (dpo_train(&o, &res, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "dpo train --backend cuda: %s", err.msg);
+    return;
+  }
+  char log_cpu[1200], log_gpu[1200];
+  snprintf(log_cpu, sizeof log_cpu, "%s/train_log.jsonl", out_cpu);
+  snprintf(log_gpu, sizeof log_gpu, "%s/train_log.jsonl", out_gpu);
+  double lc[8], lg[8];
+  int nc = read_losses(log_cpu, lc, 8), ng = read_losses(log_gpu, lg, 8);
+  CHECK_INT(nc, 3);
+  CHECK_INT(ng, 3);
+  for (int i = 0; i < nc && i < ng; i++) {
+    /* Relative to the loss, floored at 1e-3: a nearly converged pair's loss
+     * (-log sigmoid of a large margin) carries beta times the MSE rounding. */
+    double rel = fabs(lg[i] - lc[i]) / (fabs(lc[i]) > 1e-3 ? fabs(lc[i]) : 1e-3);
+    int ok = rel <= TOL_TRAIN;
+    printf("  train loss step %d: cpu %.8g gpu %.8g rel.err=%.3g %s\n", i + 1, lc[i], lg[i], rel, ok ? "ok" : "FAIL");
+    if (!ok) test_fail(__FILE__, __LINE__, "train loss step %d: cpu %.9g gpu %.9g", i + 1, lc[i], lg[i]);
+  }
+  size_t n0 = 0, n1 = 0, n2 = 0;
+  float *w0 = unet_weights(base, &n0), *w1 = unet_weights(out_cpu, &n1), *w2 = unet_weights(out_gpu, &n2);
+  if (w0 && w1 && w2 && n0 == n1 && n0 == n2) {
+    double diff = 0, size = 0;
+    for (size_t i = 0; i < n0; i++) {
+      double u_cpu = (double)w1[i] - w0[i], u_gpu = (double)w2[i] - w0[i];
+      diff += fabs(u_gpu - u_cpu);
+      size += fabs(u_cpu);
+    }
+    double rel = diff / (size > 0 ? size : 1e-30);
+    int ok = size > 0 && rel <= TOL_TRAIN;
+    printf("  train weight updates: mean |gpu - cpu| / mean |cpu| = %.3g over %zu weights %s\n", rel, n0,
+           ok ? "ok" : "FAIL");
+    if (!ok) test_fail(__FILE__, __LINE__, "train weight updates differ: %.3g (size %.3g)", rel, size);
+    n_checked++;
+  }
+  free(w0), free(w1), free(w2);
+}
+
+/* --------------------------------------------------------------- SD1.5 */
+
+static int compare_doubles(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+typedef struct {
+  const float *sample, *t, *enc, *dout; /* device */
+  int B, HW, T;
+} sd15_inputs;
+
+/* Plans u for training (with or without checkpointing), runs a warm-up and
+ * `repeat` forward + backward passes, prints the medians and the device
+ * memory, and returns a host copy of the first parameter's gradient (the
+ * end of the backward pass), or NULL when the plan failed. */
+static float *sd15_passes(dpo_unet *u, const sd15_inputs *in, int checkpoint, size_t *n_grad) {
+  enum { repeat = 3 };
+  dpo_error err = {0};
+  double gib = 1024.0 * 1024.0 * 1024.0;
+  const char *label = checkpoint ? "sd15 checkpointed" : "sd15";
+  dpo_unet_set_checkpointing(u, checkpoint);
+  if (dpo_unet_plan(u, &gpu, in->B, in->HW, in->HW, in->T, 1, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "%s plan: %s", label, err.msg);
+    return NULL;
+  }
+  double fwd[repeat], bwd[repeat];
+  const float *out = NULL;
+  for (int r = -1; r < repeat; r++) {
+    dpo_unet_zero_grads(u);
+    double a = dpo_now_seconds();
+    out = dpo_unet_forward(u, &gpu, in->sample, in->t, in->enc);
+    CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
+    double b = dpo_now_seconds();
+    dpo_unet_backward(u, &gpu, in->dout, NULL, NULL);
+    CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
+    double c = dpo_now_seconds();
+    if (r >= 0) {
+      fwd[r] = b - a;
+      bwd[r] = c - b;
+    }
+  }
+  qsort(fwd, repeat, sizeof *fwd, compare_doubles);
+  qsort(bwd, repeat, sizeof *bwd, compare_doubles);
+  printf("  %s forward %.1f ms, backward %.1f ms (median of %d after a warm-up)\n", label,
+         1e3 * fwd[repeat / 2], 1e3 * bwd[repeat / 2], repeat);
+  printf("  %s memory: %.2f GiB in use on the device (cudaMemGetInfo: parameters, gradients, "
+         "activations, cuDNN/cuBLAS workspace); plan %.2f GiB of activations and their gradients\n",
+         label, (double)kn_ctx_device_memory(&gpu) / gib, (double)dpo_unet_plan_bytes(u) / gib);
+  size_t ns = (size_t)in->B * 4 * in->HW * in->HW;
+  float *host_out = out ? device_download(out, ns) : NULL;
+  CHECK(host_out && all_finite(host_out, ns));
+  free(host_out);
+  dpo_param p;
+  dpo_unet_param(u, 0, &p);
+  *n_grad = p.numel;
+  float *grad = device_download(p.grad, p.numel);
+  CHECK(all_finite(grad, p.numel));
+  double norm = 0;
+  for (size_t i = 0; i < p.numel; i++) norm += (double)grad[i] * grad[i];
+  printf("  %s |d %s| = %.4g (finite and non-zero expected)\n", label, p.name, sqrt(norm));
+  CHECK(norm > 0);
+  return grad;
+}
+
+/* B samples: 4 is the 2 pairs (winners and losers) of the PyTorch baseline's
+ * fwd+bwd (bench/torch_cuda_baseline.py --pairs 2), for a like comparison.
+ * Then the same with activation checkpointing, which must give the same
+ * gradient bit for bit (the recompute is the same arithmetic). */
+static void test_sd15(int B) {
+  int HW = 64, T = 77, D = 768, C = 4;
+  printf("SD1.5 UNet forward + backward on the device (batch %d, %dx%d latents, %d tokens, float32)\n", B, HW, HW, T);
+  json_t *cfg = json_loads(sd15_unet_config, 0, NULL);
+  dpo_unet *u = NULL;
+  dpo_error err = {0};
+  if (!cfg || dpo_unet_create(cfg, &u, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "sd15 unet: %s", err.msg);
+    json_decref(cfg);
+    return;
+  }
+  json_decref(cfg);
+  double t0 = dpo_now_seconds();
+  dpo_unet_init_random(u, 1);
+  printf("  random init on the host: %.1f s (%zu parameters); %.2f GiB in use on the device before\n",
+         dpo_now_seconds() - t0, dpo_unet_param_count(u), (double)kn_ctx_device_memory(&gpu) / (1 << 30));
+  size_t ns = (size_t)B * C * HW * HW, ne = (size_t)B * T * D;
+  float *sample = host_random(ns, 1.0f), *enc = host_random(ne, 1.0f), *dout = host_random(ns, 1e-3f);
+  float *t = malloc((size_t)B * sizeof(float));
+  for (int b = 0; b < B; b++) t[b] = (float)((999 - 250 * b) % 1000);
+  sd15_inputs in = {device_copy(sample, ns * sizeof(float)), device_copy(t, (size_t)B * sizeof(float)),
+                    device_copy(enc, ne * sizeof(float)), device_copy(dout, ns * sizeof(float)), B, HW, T};
+  size_t n_plain = 0, n_ckpt = 0;
+  float *plain = sd15_passes(u, &in, 0, &n_plain);
+  float *ckpt = sd15_passes(u, &in, 1, &n_ckpt);
+  if (plain && ckpt) {
+    int same = n_plain == n_ckpt && memcmp(plain, ckpt, n_plain * sizeof(float)) == 0;
+    printf("  sd15 checkpointed gradient equals the plain one bit for bit: %s\n", same ? "yes" : "NO");
+    CHECK(same);
+  }
+  free(plain), free(ckpt), free(sample), free(enc), free(dout), free(t);
+  kn_free(gpu.backend, (void *)in.sample), kn_free(gpu.backend, (void *)in.enc);
+  kn_free(gpu.backend, (void *)in.t), kn_free(gpu.backend, (void *)in.dout);
+  dpo_unet_free(u);
+}
+
+int main(int argc, char **argv) {
+  int sd15 = 1, small = 1, sd15_batch = 4, cpu_as_device = 0;
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--no-sd15")) sd15 = 0;
+    else if (!strcmp(argv[i], "--sd15-only")) small = 0;
+    else if (!strcmp(argv[i], "--cpu-as-device")) cpu_as_device = 1;
+    else if (!strcmp(argv[i], "--sd15-batch") && i + 1 < argc && atoi(argv[i + 1]) >= 1) sd15_batch = atoi(argv[++i]);
+    else {
+      fprintf(stderr, "usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N (default 4)] "
+                      "[--cpu-as-device]\n");
+      return 2;
+    }
+  }
+  if (!cpu_as_device && (!kn_have_cuda() || kn_cuda_visible_devices() < 1)) {
+    printf("test_cuda_models: no CUDA device visible; skipped (exit 77), nothing was compared\n");
+    return 77;
+  }
+  dpo_error err = {0};
+  kn_backend device = cpu_as_device ? KN_BACKEND_CPU : KN_BACKEND_CUDA;
+  if (kn_ctx_init(&cpu, 0, &err) != DPO_OK || kn_ctx_init_backend(&gpu, device, 0, &err) != DPO_OK) {
+    fprintf(stderr, "test_cuda_models: %s\n", err.msg);
+    return 1;
+  }
+  char name[256];
+  kn_ctx_describe(&gpu, name, sizeof name);
+  printf("device: %s%s\n", name,
+         cpu_as_device ? " (a CPU context stands in for the device: this checks the test, not CUDA)" : "");
+  if (small) {
+    test_layout_ops();
+    test_unet();
+    test_clip();
+    test_dpo_step();
+    test_sampling();
+    test_reward();
+    test_train_loop();
+  }
+  if (sd15) test_sd15(sd15_batch);
+  CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
+  printf("%d tensors compared\n", n_checked);
+  kn_ctx_free(&gpu);
+  kn_ctx_free(&cpu);
+  return test_finish();
+}
