@@ -370,8 +370,8 @@ static int stage_report(const demo_options *opt, dpo_error *err) {
   }
   const json_t *reward = json_object_get(summary, "implicit_reward");
   const json_t *align = json_object_get(summary, "judge_alignment");
-  printf("held-out result, tuned vs base (%s simulated raters, 5 votes a comparison):\n",
-         opt->quick ? "quick run," : "");
+  printf("held-out result, tuned vs base (%ssimulated raters, 5 votes a comparison):\n",
+         opt->quick ? "quick run, " : "");
   print_question("q3 (prompt alignment)", find_question(report, "q3"));
   print_question("q1 (overall preference)", find_question(report, "q1"));
   printf("  judge alignment: base %.3f, tuned %.3f\n", json_number_value(json_object_get(align, "base")),
