@@ -398,6 +398,23 @@ static int validate_and_replan(run *r, dpo_error *err) {
   return rc;
 }
 
+
+/* One step's progress: rewritten in place on a terminal; elsewhere (a log
+ * file, a pipe) a plain line every 5% of the steps and at the last, so that
+ * a log holds readable lines instead of one line of carriage returns. */
+static void write_progress(const dpo_train_options *o, const dpo_step_info *info, const dpo_loss_stats *sum) {
+  char line[512];
+  dpo_step_format(info, o->max_steps, sum, line, sizeof line);
+  if (isatty(fileno(o->progress))) {
+    fprintf(o->progress, "\r%s", line);
+  } else {
+    int64_t every = o->max_steps >= 20 ? o->max_steps / 20 : 1;
+    if (info->step % every != 0 && info->step != o->max_steps) return;
+    fprintf(o->progress, "%s\n", line);
+  }
+  fflush(o->progress);
+}
+
 static int train_steps(run *r, dpo_train_result *res, int *stopped, dpo_error *err) {
   const dpo_train_options *o = r->o;
   int B = o->batch_size;
@@ -446,12 +463,7 @@ static int train_steps(run *r, dpo_train_result *res, int *stopped, dpo_error *e
     info.eta_s = (t1 - t_start) / (double)(s + 1 - first) * (double)(o->max_steps - s - 1);
     int rc = dpo_train_log_write(&r->log, &info, &sum, err);
     if (rc != DPO_OK) return rc;
-    if (o->progress) {
-      char line[512];
-      dpo_step_format(&info, o->max_steps, &sum, line, sizeof line);
-      fprintf(o->progress, "\r%s", line);
-      fflush(o->progress);
-    }
+    if (o->progress) write_progress(o, &info, &sum);
     res->last = sum;
     res->steps_done = r->step_done;
     if (o->validate && o->validate_every > 0 && r->step_done % o->validate_every == 0) {
@@ -467,7 +479,7 @@ static int train_steps(run *r, dpo_train_result *res, int *stopped, dpo_error *e
       break;
     }
   }
-  if (o->progress) fputc('\n', o->progress);
+  if (o->progress && isatty(fileno(o->progress))) fputc('\n', o->progress);
   return DPO_OK;
 }
 
