@@ -313,67 +313,70 @@ static json_t *build_summary(const demo_options *opt, const json_t *report, cons
                    "training_log", "tuned/train_log.jsonl");
 }
 
+/* q: a question of summary.json. */
 static void print_question(const char *label, const json_t *q) {
   if (!q) return;
   const json_t *ci = json_object_get(q, "ci95_wilson");
   printf("  %s: tuned wins %.1f%% of %lld prompts (Wilson 95%% [%.1f%%, %.1f%%])\n", label,
-         100 * json_number_value(json_object_get(q, "win_rate_b")),
+         100 * json_number_value(json_object_get(q, "win_rate_tuned")),
          (long long)json_integer_value(json_object_get(q, "items")), 100 * json_number_value(json_array_get(ci, 0)),
          100 * json_number_value(json_array_get(ci, 1)));
 }
 
-static int stage_report(const demo_options *opt, dpo_error *err) {
-  char db_path[4096], dir[4096], path[4096], run_a[4096], run_b[4096];
+/* The report, the contact sheet and OUT/summary.json (the report's
+ * questions with the reward stage's accuracy and the runs' judge alignment). */
+static int write_report(const demo_options *opt, const char *dir, dpo_error *err) {
+  char db_path[4096], path[4096], run_a[4096], run_b[4096];
   snprintf(db_path, sizeof db_path, "%s/study.db", opt->out);
-  snprintf(dir, sizeof dir, "%s/report", opt->out);
   snprintf(run_a, sizeof run_a, "%s/runs/base", opt->out);
   snprintf(run_b, sizeof run_b, "%s/runs/tuned", opt->out);
-  int rc = DPO_OK;
-  if (!stage_done(opt->out, "report")) {
-    dpo_log_info("demo: stage 7/7 report: %s", dir);
-    const char *studies[1] = {"demo"};
-    report_options r = {.db_path = db_path, .studies = studies, .n_studies = 1, .out_dir = dir, .seed = opt->seed,
-                        .n_resamples = STATS_BOOTSTRAP_RESAMPLES};
-    report_summary rs;
-    rc = report_write(&r, &rs, err);
-    const char *runs[2] = {run_a, run_b};
-    int rows = 0;
-    snprintf(path, sizeof path, "%s/contact_sheet.png", dir);
-    if (!rc) rc = eval_grid(runs, 2, path, 96, 48, &rows, err);
-    if (!rc) dpo_log_info("demo: contact sheet of %d held-out prompts: %s", rows, path);
-    double align_base = 0, align_tuned = 0;
-    if (!rc) rc = run_mean_alignment(run_a, &align_base, err);
-    if (!rc) rc = run_mean_alignment(run_b, &align_tuned, err);
-    json_t *report = NULL, *reward = NULL;
-    snprintf(path, sizeof path, "%s/report.json", dir);
-    if (!rc && !(report = dpo_json_load_file(path, 64u << 20, err))) rc = DPO_ERR_DATA;
-    snprintf(path, sizeof path, "%s/stages/reward.json", opt->out);
-    if (!rc && !(reward = dpo_json_load_file(path, 1u << 20, err))) rc = DPO_ERR_DATA;
-    if (!rc) {
-      json_t *summary = build_summary(opt, report, reward, align_base, align_tuned);
-      snprintf(path, sizeof path, "%s/summary.json", opt->out);
-      rc = summary ? dpo_json_write_file(path, summary, err) : dpo_fail(err, DPO_ERR_DATA, "%s: out of memory", path);
-      json_decref(summary);
-    }
-    json_decref(report);
-    json_decref(reward);
-    if (!rc) rc = stage_finish(opt->out, "report", json_pack("{s:I}", "votes", (json_int_t)rs.n_votes), err);
-    if (rc) return rc;
+  dpo_log_info("demo: stage 7/7 report: %s", dir);
+  const char *studies[1] = {"demo"};
+  report_options r = {.db_path = db_path, .studies = studies, .n_studies = 1, .out_dir = dir, .seed = opt->seed,
+                      .n_resamples = STATS_BOOTSTRAP_RESAMPLES};
+  report_summary rs;
+  int rc = report_write(&r, &rs, err);
+  const char *runs[2] = {run_a, run_b};
+  int rows = 0;
+  snprintf(path, sizeof path, "%s/contact_sheet.png", dir);
+  if (!rc) rc = eval_grid(runs, 2, path, 96, 48, &rows, err);
+  if (!rc) dpo_log_info("demo: contact sheet of %d held-out prompts: %s", rows, path);
+  double align_base = 0, align_tuned = 0;
+  if (!rc) rc = run_mean_alignment(run_a, &align_base, err);
+  if (!rc) rc = run_mean_alignment(run_b, &align_tuned, err);
+  json_t *report = NULL, *reward = NULL;
+  snprintf(path, sizeof path, "%s/report.json", dir);
+  if (!rc && !(report = dpo_json_load_file(path, 64u << 20, err))) rc = DPO_ERR_DATA;
+  snprintf(path, sizeof path, "%s/stages/reward.json", opt->out);
+  if (!rc && !(reward = dpo_json_load_file(path, 1u << 20, err))) rc = DPO_ERR_DATA;
+  if (!rc) {
+    json_t *summary = build_summary(opt, report, reward, align_base, align_tuned);
+    snprintf(path, sizeof path, "%s/summary.json", opt->out);
+    rc = summary ? dpo_json_write_file(path, summary, err) : dpo_fail(err, DPO_ERR_DATA, "%s: out of memory", path);
+    json_decref(summary);
   }
+  json_decref(report);
+  json_decref(reward);
+  if (!rc) rc = stage_finish(opt->out, "report", json_pack("{s:I}", "votes", (json_int_t)rs.n_votes), err);
+  return rc;
+}
+
+/* Writes the report unless done, then prints the result from summary.json. */
+static int stage_report(const demo_options *opt, dpo_error *err) {
+  char dir[4096], path[4096];
+  snprintf(dir, sizeof dir, "%s/report", opt->out);
+  int rc = stage_done(opt->out, "report") ? DPO_OK : write_report(opt, dir, err);
+  if (rc) return rc;
   snprintf(path, sizeof path, "%s/summary.json", opt->out);
   json_t *summary = dpo_json_load_file(path, 1u << 20, err);
-  snprintf(path, sizeof path, "%s/report.json", dir);
-  json_t *report = summary ? dpo_json_load_file(path, 64u << 20, err) : NULL;
-  if (!report) {
-    json_decref(summary);
-    return DPO_ERR_DATA;
-  }
+  if (!summary) return DPO_ERR_DATA;
+  const json_t *qs = json_object_get(summary, "questions");
   const json_t *reward = json_object_get(summary, "implicit_reward");
   const json_t *align = json_object_get(summary, "judge_alignment");
   printf("held-out result, tuned vs base (%ssimulated raters, 5 votes a comparison):\n",
          opt->quick ? "quick run, " : "");
-  print_question("q3 (prompt alignment)", find_question(report, "q3"));
-  print_question("q1 (overall preference)", find_question(report, "q1"));
+  print_question("q3 (prompt alignment)", json_object_get(qs, "q3"));
+  print_question("q1 (overall preference)", json_object_get(qs, "q1"));
   printf("  judge alignment: base %.3f, tuned %.3f\n", json_number_value(json_object_get(align, "base")),
          json_number_value(json_object_get(align, "tuned")));
   printf("  implicit-reward accuracy: %.1f%% of %lld held-out judge-labelled pairs (Wilson 95%% [%.1f%%, %.1f%%])\n",
@@ -383,7 +386,6 @@ static int stage_report(const demo_options *opt, dpo_error *err) {
   printf("training log: %s/tuned/train_log.jsonl\n", opt->out);
   printf("contact sheet: %s/contact_sheet.png\n", dir);
   printf("report: %s/report.html\n", dir);
-  json_decref(report);
   json_decref(summary);
   return DPO_OK;
 }
