@@ -7,15 +7,16 @@
 
 void cmd_demo_help(FILE *out) {
   fprintf(out,
-          "usage: dpo demo [--out DIR] [--quick] [--seed S] [--base DIR] [--threads T]\n\n"
+          "usage: dpo demo [--out DIR] [--quick] [--seed S] [--base DIR] [--threads T] [--jobs N]\n\n"
           "Runs the whole loop on the shapes world, where a judge knows the truth:\n"
           "  1 base      loads the shipped base model (world/base/)\n"
-          "  2 pairs     AI-feedback pairs on train-split prompts: two base samples a\n"
-          "              prompt, the better aligned (by the judge) wins; ties left out\n"
+          "  2 pairs     AI-feedback pairs on train-split prompts: K base samples a\n"
+          "              prompt, the judge's best-aligned against its worst\n"
           "  3 train     Diffusion-DPO from the base on those pairs\n"
           "  4 generate  held-out prompts with base and tuned model, same seeds\n"
-          "  5 study     q1, q2, q3 with 5 simulated votes (noisy raters, some random)\n"
-          "  6 report    report.html/md/json, implicit-reward accuracy, contact sheet\n"
+          "  5 reward    implicit-reward accuracy on judge-labelled held-out pairs\n"
+          "  6 study     q1, q2, q3 with 5 simulated votes (noisy raters, some random)\n"
+          "  7 report    report.html/md/json, contact sheet, summary.json\n"
           "Every artifact goes into DIR; rerunning with the DIR of an interrupted or\n"
           "finished demo reuses the stages that are done.\n\n"
           "options:\n"
@@ -23,7 +24,9 @@ void cmd_demo_help(FILE *out) {
           "  --quick        fewer prompts and steps (the test suite's run)\n"
           "  --seed S       prompts, samples and training (default 0)\n"
           "  --base DIR     base pipeline (default: the shipped world/base)\n"
-          "  --threads T    CPU threads (default 1; 0: all cores)\n"
+          "  --threads T    CPU threads of each process (default 1; 0: all cores)\n"
+          "  --jobs N       sampling worker processes (default: one a core, at most 8;\n"
+          "                 the images do not depend on it)\n"
           "  -h, --help     this help\n\n"
           "settings (defaults: the full run, then --quick's):\n"
           "  --pair-prompts N       train prompts given a pair (%d, %d)\n"
@@ -67,6 +70,8 @@ int cmd_demo(int argc, char **argv) {
       if (cli_parse_u64("demo", a, v, &x) != EXIT_OK) return EXIT_USAGE;
       if (x > 1024) return cli_usage_error("demo", "--threads must be at most 1024");
       opt.threads = (int)x;
+    } else if (!strcmp(a, "--jobs")) {
+      if (cli_parse_int("demo", a, v, 1, 256, &opt.jobs) != EXIT_OK) return EXIT_USAGE;
     } else if (!strcmp(a, "--pair-prompts")) {
       if (cli_parse_int("demo", a, v, 2, 1000000, &opt.pair_prompts) != EXIT_OK) return EXIT_USAGE;
     } else if (!strcmp(a, "--images-per-prompt")) {

@@ -27,7 +27,7 @@ void cmd_pairs_help(FILE *out) {
           "                         its best-scoring image against its worst (one pair\n"
           "                         a prompt, none when they tie)\n"
           "  --seed S, --steps N, --guidance G, --sampler NAME, --negative-prompt TEXT,\n"
-          "  --resolution PX, --batch-size B, --limit N, --threads N\n"
+          "  --resolution PX, --batch-size B, --limit N, --threads N, --jobs N\n"
           "                         as for 'dpo generate'\n"
           "  --scorer http:URL      an HTTP scorer (see 'dpo score --help')\n"
           "  --relabel FILE         re-score an existing pairs file instead (the paper's\n"
@@ -91,6 +91,7 @@ int cmd_pairs(int argc, char **argv) {
       cfg.gen.seed = u;
     } else if (!strcmp(a, "--limit")) rc = cli_parse_int(cmd, a, v, 1, 1 << 30, &cfg.gen.limit);
     else if (!strcmp(a, "--threads")) rc = cli_parse_int(cmd, a, v, 1, 1024, &cfg.gen.threads);
+    else if (!strcmp(a, "--jobs")) rc = cli_parse_int(cmd, a, v, 1, EVAL_MAX_JOBS, &cfg.gen.jobs);
     else return cli_usage_error(cmd, "unknown option \"%s\"", a);
     if (rc) return rc;
   }

@@ -28,6 +28,12 @@ void cmd_train_help(FILE *out) {
           "                          -0.5*beta*(model_diff - ref_diff), loss =\n"
           "                          -logsigmoid(inside); beta B here is B/2 in diffusers'\n"
           "                          SD1.5 DPO script\n"
+          "  --sft-weight W          add W x the winner's MSE to the DPO loss (default 0:\n"
+          "                          Eq. 14 alone); it keeps the winners' likelihood\n"
+          "                          from falling with the losers'\n"
+          "  --timesteps LO:HI       draw training timesteps from [LO, HI) only (default:\n"
+          "                          all, as Eq. 14); a high range trains the steps that\n"
+          "                          decide an image's layout\n"
           "  --ties skip|half        drop label_0 = 0.5 pairs (default, as official) or\n"
           "                          train them with a soft label 0.5\n"
           "  --model-filter S        keep pairs whose two generators contain S\n"
@@ -204,8 +210,15 @@ int cmd_train(int argc, char **argv) {
     else if (strcmp(a, "--warmup-frac") == 0) rc = cli_parse_double("train", a, v, &o.warmup_frac);
     else if (strcmp(a, "--weight-decay") == 0) rc = cli_parse_double("train", a, v, &o.weight_decay);
     else if (strcmp(a, "--max-grad-norm") == 0) rc = cli_parse_double("train", a, v, &o.max_grad_norm);
+    else if (strcmp(a, "--sft-weight") == 0) rc = cli_parse_double("train", a, v, &o.sft_weight);
     else if (strcmp(a, "--proportion-empty-prompts") == 0) rc = cli_parse_double("train", a, v, &o.proportion_empty_prompts);
-    else if (strcmp(a, "--warmup-steps") == 0) rc = parse_int(a, v, INT64_MAX / 2, &o.warmup_steps);
+    else if (strcmp(a, "--timesteps") == 0) {
+      int lo, hi, used = 0;
+      if (sscanf(v, "%d:%d%n", &lo, &hi, &used) != 2 || v[used] != '\0' || lo < 0 || hi <= lo)
+        return cli_usage_error("train", "--timesteps: expected LO:HI with 0 <= LO < HI, got \"%s\"", v);
+      o.timestep_min = lo;
+      o.timestep_max = hi;
+    } else if (strcmp(a, "--warmup-steps") == 0) rc = parse_int(a, v, INT64_MAX / 2, &o.warmup_steps);
     else if (strcmp(a, "--max-steps") == 0) rc = parse_int(a, v, INT64_MAX / 2, &o.max_steps);
     else if (strcmp(a, "--checkpoint-every") == 0) rc = parse_int(a, v, INT64_MAX / 2, &o.checkpoint_every);
     else if (strcmp(a, "--stop-after") == 0) rc = parse_int(a, v, INT64_MAX / 2, &o.stop_after);

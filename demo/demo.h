@@ -130,6 +130,7 @@ typedef struct {
   int quick;
   uint64_t seed;
   int threads;
+  int jobs;                 /* sampling worker processes (eval_generate_config.jobs); <= 0: one a core, at most 8 */
   /* 0 (or 0.0): the DEMO_* default of the mode (full or quick). */
   int pair_prompts, images_per_prompt, dpo_steps, heldout, reward_prompts, sample_steps;
   double beta, lr;

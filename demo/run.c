@@ -45,6 +45,10 @@ void demo_options_resolve(demo_options *opt) {
   if (opt->sample_steps <= 0) opt->sample_steps = DEMO_SAMPLE_STEPS;
   if (!(opt->beta > 0)) opt->beta = DEMO_DPO_BETA;
   if (!(opt->lr > 0)) opt->lr = DEMO_DPO_LR;
+  if (opt->jobs <= 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    opt->jobs = cores < 1 ? 1 : cores > 8 ? 8 : (int)cores;
+  }
 }
 
 static int stage_done(const char *out, const char *name) {
@@ -80,6 +84,7 @@ static void demo_generate_config(const demo_options *opt, const char *model, con
   g->batch_size = 16;
   g->seed = opt->seed;
   g->threads = opt->threads;
+  g->jobs = opt->jobs;
 }
 
 /* K samples of each of n prompts of `split` into DIR/run, judged on

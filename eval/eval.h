@@ -201,7 +201,15 @@ typedef struct {
   int shard_index, shard_count;   /* prompt k is this shard's when k % count == index */
   int threads;                /* 0: OpenMP's default */
   int quiet;                  /* no progress bar */
+  /* > 1: that many worker processes (fork), worker i making shard i of
+   * jobs, each with `threads` threads; the progress bar is worker 0's. On
+   * small models separate processes use cores far better than OpenMP
+   * threads inside one sampler (per-layer work is too small to share).
+   * Needs shard_count 1. */
+  int jobs;
 } eval_generate_config;
+
+#define EVAL_MAX_JOBS 256
 
 typedef struct {
   int planned;                /* images of this shard */

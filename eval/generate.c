@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "eval/eval.h"
@@ -351,7 +352,7 @@ static int run_batches(run_state *r, dpo_pipeline *pipe, const work_item *todo, 
   return rc;
 }
 
-int eval_generate(const eval_generate_config *cfg, eval_generate_stats *stats, dpo_error *err) {
+static int generate_in_process(const eval_generate_config *cfg, eval_generate_stats *stats, dpo_error *err) {
   memset(stats, 0, sizeof *stats);
   int rc = check_config(cfg, err);
   if (rc) return rc;
@@ -413,4 +414,97 @@ int eval_generate(const eval_generate_config *cfg, eval_generate_stats *stats, d
   dpo_pipeline_free(&pipe);
   eval_prompt_list_free(&r.list);
   return rc;
+}
+
+/* ------------------------------------------------------- worker processes */
+
+/* Worker i of a parallel run: shard i of jobs, its stats sent up the pipe.
+ * It never returns; its exit status is 0 on success. */
+static void run_worker(const eval_generate_config *cfg, int i, int jobs, int stats_fd) {
+  eval_generate_config c = *cfg;
+  c.jobs = 1;
+  c.shard_index = i;
+  c.shard_count = jobs;
+  c.quiet = cfg->quiet || i != 0;
+  eval_generate_stats st;
+  dpo_error err = {0};
+  int rc = generate_in_process(&c, &st, &err);
+  if (rc) fprintf(stderr, "generate worker %d of %d: %s\n", i + 1, jobs, err.msg);
+  if (rc == DPO_OK && write(stats_fd, &st, sizeof st) != (ssize_t)sizeof st) rc = DPO_ERR_DATA;
+  close(stats_fd);
+  fflush(NULL);
+  _exit(rc == DPO_OK ? 0 : 1);
+}
+
+/* Forks `jobs` workers, waits for all of them, and adds up their stats. A
+ * final pass in this process then checks that the run is complete (and
+ * repairs the manifest as any resume does); it loads the pipeline once more,
+ * which is cheap for the small models this is meant for. */
+static int generate_in_workers(const eval_generate_config *cfg, eval_generate_stats *stats, dpo_error *err) {
+  int jobs = cfg->jobs;
+  pid_t pids[EVAL_MAX_JOBS];
+  int fds[EVAL_MAX_JOBS];
+  int started = 0, rc = DPO_OK;
+  memset(stats, 0, sizeof *stats);
+  fflush(NULL);   /* buffered output would be written again by each child */
+  for (; started < jobs; started++) {
+    int p[2];
+    if (pipe(p) != 0) {
+      rc = dpo_fail(err, DPO_ERR_DATA, "%s: cannot create a pipe for generate workers: %s", cfg->out, strerror(errno));
+      break;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+      close(p[0]);
+      close(p[1]);
+      rc = dpo_fail(err, DPO_ERR_DATA, "%s: cannot start generate worker %d: %s", cfg->out, started + 1,
+                    strerror(errno));
+      break;
+    }
+    if (pid == 0) {
+      close(p[0]);
+      for (int k = 0; k < started; k++) close(fds[k]);
+      run_worker(cfg, started, jobs, p[1]);
+    }
+    close(p[1]);
+    pids[started] = pid;
+    fds[started] = p[0];
+  }
+  int failed = 0;
+  for (int k = 0; k < started; k++) {
+    eval_generate_stats st;
+    ssize_t got = read(fds[k], &st, sizeof st);
+    close(fds[k]);
+    int status = 0;
+    while (waitpid(pids[k], &status, 0) < 0 && errno == EINTR) {
+    }
+    if (got != (ssize_t)sizeof st || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      if (!failed) failed = k + 1;
+      continue;
+    }
+    stats->planned += st.planned;
+    stats->skipped += st.skipped;
+    stats->generated += st.generated;
+    stats->dropped_lines += st.dropped_lines;
+  }
+  if (rc) return rc;
+  if (failed)
+    return dpo_fail(err, DPO_ERR_DATA, "%s: generate worker %d of %d failed (its message is above); a rerun resumes",
+                    cfg->out, failed, jobs);
+  eval_generate_config check = *cfg;
+  check.jobs = 1;
+  check.quiet = 1;
+  eval_generate_stats final;
+  rc = generate_in_process(&check, &final, err);
+  stats->generated += final.generated;   /* 0 unless a file vanished meanwhile */
+  return rc;
+}
+
+int eval_generate(const eval_generate_config *cfg, eval_generate_stats *stats, dpo_error *err) {
+  if (cfg->jobs > 1 && cfg->shard_count <= 1) {
+    if (cfg->jobs > EVAL_MAX_JOBS)
+      return dpo_fail(err, DPO_ERR_USAGE, "generate: --jobs %d is more than %d", cfg->jobs, EVAL_MAX_JOBS);
+    return generate_in_workers(cfg, stats, err);
+  }
+  return generate_in_process(cfg, stats, err);
 }

@@ -68,6 +68,9 @@ static int validate(const dpo_train_options *o, dpo_error *err) {
   if (o->resolution < 8 || o->resolution > 4096) return dpo_fail(err, DPO_ERR_USAGE, "--resolution must be in 8..4096");
   if (!(o->proportion_empty_prompts >= 0 && o->proportion_empty_prompts <= 1))
     return dpo_fail(err, DPO_ERR_USAGE, "--proportion-empty-prompts must be in [0, 1]");
+  if (!(o->sft_weight >= 0 && isfinite(o->sft_weight))) return dpo_fail(err, DPO_ERR_USAGE, "--sft-weight must be >= 0");
+  if (o->timestep_min < 0 || o->timestep_max < 0 || (o->timestep_max > 0 && o->timestep_max <= o->timestep_min))
+    return dpo_fail(err, DPO_ERR_USAGE, "--timesteps LO:HI needs 0 <= LO < HI");
   if (o->weight_decay >= 0 && !isfinite(o->weight_decay)) return dpo_fail(err, DPO_ERR_USAGE, "--weight-decay must be finite");
   if (o->backend != KN_BACKEND_CPU && o->train_text_encoder)
     return dpo_fail(err, DPO_ERR_USAGE, "--train-text-encoder does not run on %s yet; use --backend cpu",
@@ -228,7 +231,8 @@ static int assemble_batch(run *r, int64_t s, int m, int train_te, dpo_error *err
       cu = 1.0 - dpo_rng_next_uniform(&rng);   /* uniform is (0, 1]: make it [0, 1) */
       cv = 1.0 - dpo_rng_next_uniform(&rng);
     }
-    r->t[b] = (int)dpo_rng_next_below(&rng, (uint32_t)r->step.sched.num_train_timesteps);
+    int t_lo = o->timestep_min, t_hi = o->timestep_max > 0 ? o->timestep_max : r->step.sched.num_train_timesteps;
+    r->t[b] = t_lo + (int)dpo_rng_next_below(&rng, (uint32_t)(t_hi - t_lo));
     r->label[b] = p->label;
     dpo_rng_normal_fill(o->seed, dpo_rng_stream_id("train-noise", (uint64_t)s, slot), 0, r->noise + (size_t)b * per, per);
     for (int side = 0; side < 2 && rc == DPO_OK; side++) {
@@ -534,6 +538,10 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   rc = dpo_train_step_init(&r->step, r->pipe.unet, r->reference, &r->pipe.scheduler, &r->ctx, B, hw, hw, r->data.T,
                            err);
   if (rc != DPO_OK) return rc;
+  r->step.sft_weight = o->sft ? 0.0 : o->sft_weight;
+  if (o->timestep_max > r->step.sched.num_train_timesteps)
+    return dpo_fail(err, DPO_ERR_USAGE, "--timesteps: HI %d is above the scheduler's %d training timesteps",
+                    o->timestep_max, r->step.sched.num_train_timesteps);
   size_t per = (size_t)r->data.C * hw * hw, per_text = (size_t)r->data.T * r->data.D;
   r->x0_w = malloc(sizeof(float) * B * per);
   r->x0_l = malloc(sizeof(float) * B * per);

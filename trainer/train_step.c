@@ -117,6 +117,21 @@ static void per_sample_mse(const float *pred, const float *target, int n_samples
   }
 }
 
+/* loss += w * mean_i(p_i mse_w[i] + (1 - p_i) mse_l[i]) (p the label: the
+ * preferred image's MSE), and its gradient into grad_mse ([2B], winners
+ * first). */
+static void add_sft_term(const float *mse_model, const float *label, int B, double w, float *grad_mse,
+                         dpo_loss_stats *stats) {
+  double term = 0;
+  for (int i = 0; i < B; i++) {
+    double p = label ? label[i] : 1.0;
+    term += p * mse_model[i] + (1.0 - p) * mse_model[B + i];
+    grad_mse[i] += (float)(w * p / B);
+    grad_mse[B + i] += (float)(w * (1.0 - p) / B);
+  }
+  if (stats) stats->loss += w * term / B;
+}
+
 int dpo_train_step_run(dpo_train_step *s, const float *x0_w, const float *x0_l, const float *text,
                        const float *noise, const int *t, const float *label, int sft, double beta,
                        double grad_scale, float *dtext, dpo_loss_stats *stats, dpo_error *err) {
@@ -161,6 +176,7 @@ int dpo_train_step_run(dpo_train_step *s, const float *x0_w, const float *x0_l, 
                : dpo_loss_dpo(s->mse_model, s->mse_model + B, s->mse_ref, s->mse_ref + B, label, B, beta, s->grad_mse,
                               s->grad_mse + B, stats, err);
   if (rc != DPO_OK) return rc;
+  if (!sft && s->sft_weight > 0) add_sft_term(s->mse_model, label, B, s->sft_weight, s->grad_mse, stats);
 
   for (int i = 0; i < B2; i++) {
     float g = (float)((double)s->grad_mse[i] * grad_scale * 2.0 / (double)per);

@@ -593,6 +593,11 @@ typedef struct {
    * NULL on the CPU, where the host buffers above go to the UNet directly. */
   float *dev_sample, *dev_text2, *dev_timesteps, *dev_dpred, *dev_dtext2;
   float *host_pred;          /* [2B, C, H, W] */
+  /* DPO only: weight of an added SFT term, sft_weight * mean over pairs of
+   * the winner's MSE (0 after init: the plain Eq. 14 loss). It anchors the
+   * policy to the winners, whose likelihood Diffusion-DPO alone lets fall
+   * together with the losers'. */
+  double sft_weight;
 } dpo_train_step;
 
 int dpo_train_step_init(dpo_train_step *s, dpo_unet *policy, dpo_unet *reference,
@@ -661,6 +666,11 @@ typedef struct {
   int random_crop;
   int hflip;
   double proportion_empty_prompts;
+  double sft_weight;          /* DPO + sft_weight x winner MSE (dpo_train_step.sft_weight); 0: Eq. 14 */
+  /* Training timesteps are drawn uniformly from [timestep_min, timestep_max)
+   * (Eq. 14 draws from all of them: 0 and 0 mean [0, num_train_timesteps)).
+   * A high range trains only where the layout of an image is decided. */
+  int timestep_min, timestep_max;
   dpo_ties_mode ties;
   const char *model_filter;
   uint64_t seed;

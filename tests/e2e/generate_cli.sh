@@ -91,6 +91,13 @@ wait $p0 || fail=1
 wait $p1 || fail=1
 equal "concurrent shards" "$(hashes together)" "$(hashes runA)"
 
+# Worker processes (--jobs): the same images as one process; not with --shard.
+"$dpo" -q generate --model "$sd" --out jobs "${common[@]}" --batch-size 3 --jobs 2 || fail=1
+equal "jobs lines" "$(check_manifest jobs)" 10
+equal "jobs = whole run" "$(hashes jobs)" "$(hashes runA)"
+"$dpo" -q generate --model "$sd" --out jobs2 "${common[@]}" --jobs 2 --shard 0/2 2>/dev/null
+equal "--jobs with --shard" "$?" 2
+
 # Every sampler runs, with a negative prompt.
 for s in ddim pndm euler dpmpp-2m; do
   "$dpo" -q generate --model "$sd" --prompts p.txt --limit 1 --steps 4 --sampler $s --negative-prompt ugly \

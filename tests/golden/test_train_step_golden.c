@@ -132,6 +132,50 @@ int main(void) {
   CHECK_INT(dpo_train_step_run(&step, x0_w, x0_l, text, noise, t, NULL, 1, 0, 0.5, NULL, &stats, &err), DPO_OK);
   CHECK_NEAR(p0.grad[0], 1.5 * first, 1e-5 * fabs(first) + 1e-12);
 
+  /* DPO with an SFT term: loss and every gradient are the DPO ones plus w
+   * times the SFT ones (labels all 1: the SFT loss is the winners' MSE). */
+  double w = 300.0;
+  size_t total = 0;
+  int n_params = dpo_unet_n_params(policy);
+  for (int i = 0; i < n_params; i++) {
+    dpo_param p;
+    dpo_unet_param(policy, i, &p);
+    total += p.numel;
+  }
+  float *g_dpo = malloc(total * sizeof(float)), *g_sft = malloc(total * sizeof(float));
+  double loss_dpo = 0, loss_sft = 0;
+  for (int pass = 0; pass < 3; pass++) {
+    dpo_unet_zero_grads(policy);
+    step.sft_weight = pass == 2 ? w : 0.0;
+    CHECK_INT(dpo_train_step_run(&step, x0_w, x0_l, text, noise, t, NULL, pass == 1, beta[0], 1.0, NULL, &stats, &err),
+              DPO_OK);
+    if (pass == 0) loss_dpo = stats.loss;
+    if (pass == 1) loss_sft = stats.loss;
+    size_t at = 0;
+    double worst = 0, largest = 0;
+    for (int i = 0; i < n_params; i++) {
+      dpo_param p;
+      dpo_unet_param(policy, i, &p);
+      for (size_t j = 0; j < p.numel; j++, at++) {
+        if (pass == 0) g_dpo[at] = p.grad[j];
+        if (pass == 1) g_sft[at] = p.grad[j];
+        if (pass == 2) {
+          double want = (double)g_dpo[at] + w * (double)g_sft[at];
+          worst = fmax(worst, fabs(p.grad[j] - want));
+          largest = fmax(largest, fabs(want));
+        }
+      }
+    }
+    if (pass == 2) {
+      CHECK_NEAR(stats.loss, loss_dpo + w * loss_sft, 1e-5 * fabs(loss_dpo + w * loss_sft));
+      CHECK(worst <= 1e-4 * largest);
+      printf("dpo + %g sft: loss %.6f, largest gradient error %.3g of %.3g\n", w, stats.loss, worst, largest);
+    }
+  }
+  step.sft_weight = 0.0;
+  free(g_dpo);
+  free(g_sft);
+
   dpo_train_step_free(&step);
   kn_ctx_free(&ctx);
   dpo_unet_free(policy);

@@ -53,6 +53,16 @@ int main(void) {
   snprintf(args, sizeof args, "--base %s --pairs %s/pairs.jsonl --out %s --beta -3 %s", base, data, out, common);
   CHECK_INT(dpo_train_cli(args), 2);
   CHECK_CONTAINS(output, "--beta");
+  snprintf(args, sizeof args, "--base %s --pairs %s/pairs.jsonl --out %s --timesteps 5:5 %s", base, data, out, common);
+  CHECK_INT(dpo_train_cli(args), 2);
+  CHECK_CONTAINS(output, "--timesteps");
+  snprintf(args, sizeof args, "--base %s --pairs %s/pairs.jsonl --out %s --timesteps 0:5000 %s", base, data, out, common);
+  CHECK_INT(dpo_train_cli(args), 2);
+  CHECK_CONTAINS(output, "training timesteps");
+  CHECK(!exists(out));
+  snprintf(args, sizeof args, "--base %s --pairs %s/pairs.jsonl --out %s --sft-weight -1 %s", base, data, out, common);
+  CHECK_INT(dpo_train_cli(args), 2);
+  CHECK_CONTAINS(output, "--sft-weight");
   snprintf(args, sizeof args, "--base %s --pairs %s/pairs.jsonl --out %s --resolution 15 --max-steps 1", base, data, out);
   CHECK_INT(dpo_train_cli(args), 2);
   CHECK_CONTAINS(output, "--resolution 15");
