@@ -492,3 +492,78 @@ void kn_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const f
 #endif
   kn_cpu_logsigmoid_backward(ctx, dinp, dout, inp, n);
 }
+
+void kn_dpo_loss(kn_ctx *ctx, float *loss, float *grad_model_w, float *grad_model_l, float *stats,
+                 const float *model_w, const float *model_l, const float *ref_w, const float *ref_l,
+                 const float *label, int n, double beta) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_dpo_loss(ctx->device, loss, grad_model_w, grad_model_l, stats, model_w, model_l, ref_w, ref_l,
+                     label, n, beta);
+    return;
+  }
+#endif
+  kn_cpu_dpo_loss(ctx, loss, grad_model_w, grad_model_l, stats, model_w, model_l, ref_w, ref_l, label, n,
+                  beta);
+}
+
+void kn_sum_squares(kn_ctx *ctx, float *out, const float *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_sum_squares(ctx->device, out, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_sum_squares(ctx, out, inp, n);
+}
+
+void kn_clip_coefficient(kn_ctx *ctx, float *out, const float *sum_squares, int n, double max_norm) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_clip_coefficient(ctx->device, out, sum_squares, n, max_norm);
+    return;
+  }
+#endif
+  kn_cpu_clip_coefficient(ctx, out, sum_squares, n, max_norm);
+}
+
+void kn_scale_by(kn_ctx *ctx, float *x, const float *factor, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_scale_by(ctx->device, x, factor, n);
+    return;
+  }
+#endif
+  kn_cpu_scale_by(ctx, x, factor, n);
+}
+
+void kn_adamw_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
+                     size_t n, int64_t step, double lr, double beta1, double beta2, double eps,
+                     double weight_decay) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    /* No bf16 copy: the models hold float32 parameters (kernels_cuda.h). */
+    kn_cuda_adamw_update(ctx->device, param, NULL, grad, exp_avg, exp_avg_sq, n, step, lr, beta1, beta2, eps,
+                         weight_decay);
+    return;
+  }
+#endif
+  kn_cpu_adamw_update(ctx, param, grad, exp_avg, exp_avg_sq, n, step, lr, beta1, beta2, eps, weight_decay);
+}
+
+void kn_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg,
+                         float *exp_avg_sq, float *exp_avg_sq_row, float *exp_avg_sq_col,
+                         int64_t outer, int64_t rows, int64_t cols, int64_t step, double lr,
+                         double eps1, double clip_threshold, double decay_rate, double beta1,
+                         double weight_decay) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_adafactor_update(ctx->device, param, NULL, grad, exp_avg, exp_avg_sq, exp_avg_sq_row,
+                             exp_avg_sq_col, outer, rows, cols, step, lr, eps1, clip_threshold, decay_rate,
+                             beta1, weight_decay);
+    return;
+  }
+#endif
+  kn_cpu_adafactor_update(ctx, param, grad, exp_avg, exp_avg_sq, exp_avg_sq_row, exp_avg_sq_col, outer, rows,
+                          cols, step, lr, eps1, clip_threshold, decay_rate, beta1, weight_decay);
+}

@@ -316,6 +316,58 @@ void kn_scale_backward(kn_ctx *ctx, float *dinp, const float *dout, float scale,
 void kn_logsigmoid_forward(kn_ctx *ctx, float *out, const float *inp, size_t n);
 void kn_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp, size_t n);
 
+/* ------------------------------------- training step: loss, clip, update */
+
+/* What a training step needs so that its loss, gradient clipping and
+ * optimizer stay in the backend's memory (trainer/train_step.c and
+ * trainer/optim.c on a device): the host then reads a few scalars per step,
+ * for the log, instead of every gradient. Each mirrors trainer code
+ * operation by operation; the CPU versions of the loss and the optimizers
+ * are that code's arithmetic in the same order, so that a CPU context
+ * running them gives the trainer's host results bit for bit; the clipping
+ * norm sums per tensor (as torch does), so it matches the host's to float
+ * rounding (tests/unit/test_kernels_train_ops.c). */
+
+/* The Diffusion-DPO loss of trainer/loss.c (dpo_loss_dpo) over n pairs, in
+ * double: loss[0] = the mean loss; grad_model_w/l[n] (may be NULL) =
+ * d loss / d model MSEs (OVERWRITTEN: they seed the backward pass); stats[4]
+ * (may be NULL) = implicit accuracy over strict pairs, mean reward_w,
+ * reward_l, margin. label may be NULL (all 1). Inputs are not checked (the
+ * trainer checks the MSEs it downloads for its log). */
+void kn_dpo_loss(kn_ctx *ctx, float *loss, float *grad_model_w, float *grad_model_l, float *stats,
+                 const float *model_w, const float *model_l, const float *ref_w, const float *ref_l,
+                 const float *label, int n, double beta);
+
+/* out[0] = sum of inp[i]^2 over n values, in double over a fixed partition,
+ * rounded once (a gradient's share of the clipping norm). */
+void kn_sum_squares(kn_ctx *ctx, float *out, const float *inp, size_t n);
+/* Gradient-norm clipping as torch.nn.utils.clip_grad_norm_ (and
+ * trainer/optim.c): from the n per-tensor sums of squares, in order in
+ * double, out[0] = the total norm and out[1] = the factor to scale every
+ * gradient by: (float)(max_norm / (norm + 1e-6)) when that is below 1 and
+ * max_norm > 0, else exactly 1. */
+void kn_clip_coefficient(kn_ctx *ctx, float *out, const float *sum_squares, int n, double max_norm);
+/* x[i] *= factor[0] over n values, factor a one-float tensor of ctx's memory
+ * (so the host never reads it); nothing is touched when it is exactly 1. */
+void kn_scale_by(kn_ctx *ctx, float *x, const float *factor, size_t n);
+
+/* One AdamW update of a parameter as trainer/optim.c (torch.optim.AdamW):
+ * step is the 1-based update count; scalars are computed in double. */
+void kn_adamw_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
+                     size_t n, int64_t step, double lr, double beta1, double beta2, double eps,
+                     double weight_decay);
+/* One Adafactor update as trainer/optim.c (transformers.Adafactor with an
+ * external lr). A parameter of 2+ dims is `outer` matrices of rows x cols
+ * with factored moments exp_avg_sq_row[outer, rows], exp_avg_sq_col[outer,
+ * cols] (exp_avg_sq NULL); any other is outer = rows = 1, cols = n with
+ * exp_avg_sq[n] (row and col NULL). exp_avg is read when beta1 > 0. Takes
+ * n + outer + 1 floats (and on a device 256 doubles) of scratch. */
+void kn_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg,
+                         float *exp_avg_sq, float *exp_avg_sq_row, float *exp_avg_sq_col,
+                         int64_t outer, int64_t rows, int64_t cols, int64_t step, double lr,
+                         double eps1, double clip_threshold, double decay_rate, double beta1,
+                         double weight_decay);
+
 /* ----------------------------------------------------------- benchmark */
 
 /* One timed op at one shape: the median and the minimum of `repeat` runs

@@ -60,29 +60,39 @@ static void factored_dims(const dpo_optim_param *p, int64_t *outer, int64_t *row
 
 /* ------------------------------------------------------------------ init */
 
-static float *alloc_zeros(int64_t n) { return calloc((size_t)(n > 0 ? n : 1), sizeof(float)); }
+/* Zeroed moments: host memory, or the memory of the optimizer's context. */
+static float *alloc_zeros(const dpo_optimizer *opt, int64_t n) {
+  size_t count = (size_t)(n > 0 ? n : 1);
+  if (opt->ctx) return kn_malloc(opt->ctx, count * sizeof(float));
+  return calloc(count, sizeof(float));
+}
+
+static void free_moment(const dpo_optimizer *opt, float *p) {
+  if (opt->ctx) kn_free(opt->backend, p);
+  else free(p);
+}
 
 static int alloc_slot(dpo_optimizer *opt, int i) {
   const dpo_optim_param *p = &opt->params[i];
   dpo_optim_slot *s = &opt->slots[i];
   int64_t numel = dpo_optim_param_numel(p);
   if (opt->cfg.kind == DPO_OPTIM_ADAMW) {
-    s->exp_avg = alloc_zeros(numel);
-    s->exp_avg_sq = alloc_zeros(numel);
+    s->exp_avg = alloc_zeros(opt, numel);
+    s->exp_avg_sq = alloc_zeros(opt, numel);
     return s->exp_avg && s->exp_avg_sq;
   }
   if (opt->cfg.adafactor_beta1 > 0) {
-    s->exp_avg = alloc_zeros(numel);
+    s->exp_avg = alloc_zeros(opt, numel);
     if (!s->exp_avg) return 0;
   }
   if (is_factored(opt, p)) {
     int64_t outer, rows, cols;
     factored_dims(p, &outer, &rows, &cols);
-    s->exp_avg_sq_row = alloc_zeros(outer * rows);
-    s->exp_avg_sq_col = alloc_zeros(outer * cols);
+    s->exp_avg_sq_row = alloc_zeros(opt, outer * rows);
+    s->exp_avg_sq_col = alloc_zeros(opt, outer * cols);
     return s->exp_avg_sq_row && s->exp_avg_sq_col;
   }
-  s->exp_avg_sq = alloc_zeros(numel);
+  s->exp_avg_sq = alloc_zeros(opt, numel);
   return s->exp_avg_sq != NULL;
 }
 
@@ -104,9 +114,11 @@ static int check_config(const dpo_optim_config *c, dpo_error *err) {
   return DPO_OK;
 }
 
-int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
-                   dpo_error *err) {
+static int optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
+                      kn_ctx *ctx, dpo_error *err) {
   memset(opt, 0, sizeof *opt);
+  opt->ctx = ctx;
+  opt->backend = ctx ? ctx->backend : KN_BACKEND_CPU;
   int rc = check_config(cfg, err);
   if (rc != DPO_OK) return rc;
   if (n < 1) return dpo_fail(err, DPO_ERR_USAGE, "optimizer: no parameters");
@@ -141,13 +153,26 @@ int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_op
   return DPO_OK;
 }
 
+int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
+                   dpo_error *err) {
+  return optim_init(opt, cfg, params, n, NULL, err);
+}
+
+int dpo_optim_init_on(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
+                      kn_ctx *ctx, dpo_error *err) {
+  int rc = optim_init(opt, cfg, params, n, ctx, err);
+  if (rc == DPO_OK) rc = kn_ctx_check(ctx, err);
+  if (rc != DPO_OK) dpo_optim_free(opt);
+  return rc;
+}
+
 void dpo_optim_free(dpo_optimizer *opt) {
   if (opt->slots) {
     for (int i = 0; i < opt->n_params; i++) {
-      free(opt->slots[i].exp_avg);
-      free(opt->slots[i].exp_avg_sq);
-      free(opt->slots[i].exp_avg_sq_row);
-      free(opt->slots[i].exp_avg_sq_col);
+      free_moment(opt, opt->slots[i].exp_avg);
+      free_moment(opt, opt->slots[i].exp_avg_sq);
+      free_moment(opt, opt->slots[i].exp_avg_sq_row);
+      free_moment(opt, opt->slots[i].exp_avg_sq_col);
     }
   }
   free(opt->slots);
@@ -260,8 +285,31 @@ static void adafactor_update(const dpo_optim_config *c, dpo_optim_param *p, dpo_
   for (int64_t i = 0; i < n; i++) p->data[i] += -u[i];
 }
 
+/* The update of one parameter through the kernels' ops, in the memory of
+ * the optimizer's context (asynchronous on a device). */
+static void update_on(dpo_optimizer *opt, int i, double lr) {
+  const dpo_optim_config *c = &opt->cfg;
+  dpo_optim_param *p = &opt->params[i];
+  dpo_optim_slot *s = &opt->slots[i];
+  int64_t n = dpo_optim_param_numel(p);
+  if (c->kind == DPO_OPTIM_ADAMW) {
+    kn_adamw_update(opt->ctx, p->data, p->grad, s->exp_avg, s->exp_avg_sq, (size_t)n, opt->step, lr, c->beta1,
+                    c->beta2, c->eps, c->weight_decay);
+    return;
+  }
+  int64_t outer = 1, rows = 1, cols = n;
+  if (is_factored(opt, p)) factored_dims(p, &outer, &rows, &cols);
+  kn_adafactor_update(opt->ctx, p->data, p->grad, s->exp_avg, s->exp_avg_sq, s->exp_avg_sq_row,
+                      s->exp_avg_sq_col, outer, rows, cols, opt->step, lr, c->eps1, c->clip_threshold,
+                      c->decay_rate, c->adafactor_beta1, c->weight_decay);
+}
+
 void dpo_optim_step(dpo_optimizer *opt, double lr) {
   opt->step++;
+  if (opt->ctx) {
+    for (int i = 0; i < opt->n_params; i++) update_on(opt, i, lr);
+    return;
+  }
   float *scratch = NULL;
   if (opt->cfg.kind == DPO_OPTIM_ADAFACTOR) {
     int64_t largest = 1;
@@ -301,6 +349,17 @@ double dpo_clip_grad_norm(dpo_optim_param *params, int n, double max_norm) {
     }
   }
   return norm;
+}
+
+int dpo_clip_grad_norm_on(kn_ctx *ctx, dpo_optim_param *params, int n, double max_norm, float *sum_squares,
+                          float *out) {
+  if (n < 1) return 0;
+  for (int i = 0; i < n; i++)
+    kn_sum_squares(ctx, sum_squares + i, params[i].grad, (size_t)dpo_optim_param_numel(&params[i]));
+  kn_clip_coefficient(ctx, out, sum_squares, n, max_norm);
+  if (max_norm <= 0) return n;
+  for (int i = 0; i < n; i++) kn_scale_by(ctx, params[i].grad, out + 1, (size_t)dpo_optim_param_numel(&params[i]));
+  return n;
 }
 
 /* ------------------------------------------------------------ save / load */
@@ -366,7 +425,34 @@ static int add_config_meta(dpo_st_writer *w, const dpo_optimizer *opt, dpo_error
   return rc;
 }
 
+static int64_t moment_numel(const moment *m) {
+  int64_t n = 1;
+  for (int d = 0; d < m->ndim; d++) n *= m->shape[d];
+  return n;
+}
+
+/* Floats of every moment together (the host copy a device state is saved from). */
+static size_t moments_total(const dpo_optimizer *opt) {
+  size_t total = 0;
+  for (int i = 0; i < opt->n_params; i++) {
+    moment m[4];
+    int k = slot_moments(opt, i, m);
+    for (int j = 0; j < k; j++) total += (size_t)moment_numel(&m[j]);
+  }
+  return total;
+}
+
 int dpo_optim_save(const dpo_optimizer *opt, const char *path, dpo_error *err) {
+  /* A device optimizer's moments are downloaded into one host block first:
+   * the writer borrows the data until it writes. */
+  float *host = NULL;
+  size_t at = 0;
+  if (opt->ctx) {
+    size_t total = moments_total(opt);
+    host = malloc((total ? total : 1) * sizeof(float));
+    if (!host) return dpo_fail(err, DPO_ERR_DATA, "%s: out of memory for a host copy of %zu floats of optimizer state",
+                               path, total);
+  }
   dpo_st_writer w;
   dpo_st_writer_init(&w);
   int rc = add_config_meta(&w, opt, err);
@@ -376,21 +462,40 @@ int dpo_optim_save(const dpo_optimizer *opt, const char *path, dpo_error *err) {
     for (int j = 0; j < k && rc == DPO_OK; j++) {
       char name[1024];
       snprintf(name, sizeof name, "%s%s", opt->params[i].name, m[j].suffix);
-      rc = dpo_st_writer_add(&w, name, DPO_DTYPE_F32, m[j].ndim, m[j].shape, m[j].data, err);
+      const float *data = m[j].data;
+      if (host) {
+        size_t count = (size_t)moment_numel(&m[j]);
+        kn_download(opt->ctx, host + at, m[j].data, count * sizeof(float));
+        data = host + at;
+        at += count;
+      }
+      rc = dpo_st_writer_add(&w, name, DPO_DTYPE_F32, m[j].ndim, m[j].shape, data, err);
     }
   }
+  if (rc == DPO_OK && opt->ctx) rc = kn_ctx_check(opt->ctx, err);
   if (rc == DPO_OK) rc = dpo_st_writer_write(&w, path, err);
   dpo_st_writer_free(&w);
+  free(host);
   return rc;
 }
 
-static int load_moment(const dpo_safetensors *st, const char *name, const moment *m, dpo_error *err) {
+/* Reads a moment into m->data, through a host copy when the optimizer's
+ * state lives in a device's memory. */
+static int load_moment(const dpo_optimizer *opt, const dpo_safetensors *st, const char *name, const moment *m,
+                       dpo_error *err) {
   const dpo_tensor_view *t = dpo_st_find(st, name);
   if (!t) return dpo_fail(err, DPO_ERR_DATA, "%s: tensor %s is missing", st->path, name);
   int same = t->dtype == DPO_DTYPE_F32 && t->ndim == m->ndim;
   for (int d = 0; same && d < m->ndim; d++) same = t->shape[d] == m->shape[d];
   if (!same) return dpo_fail(err, DPO_ERR_DATA, "%s: tensor %s has another dtype or shape than the parameter's state", st->path, name);
-  return dpo_st_to_f32(t, m->data, err);
+  if (!opt->ctx) return dpo_st_to_f32(t, m->data, err);
+  size_t count = (size_t)moment_numel(m);
+  float *host = malloc((count ? count : 1) * sizeof(float));
+  if (!host) return dpo_fail(err, DPO_ERR_DATA, "%s: out of memory reading %s", st->path, name);
+  int rc = dpo_st_to_f32(t, host, err);
+  if (rc == DPO_OK) kn_upload(opt->ctx, m->data, host, count * sizeof(float));
+  free(host);
+  return rc;
 }
 
 static int parse_step(const dpo_safetensors *st, int64_t *step, dpo_error *err) {
@@ -424,12 +529,13 @@ int dpo_optim_load(dpo_optimizer *opt, const char *path, dpo_error *err) {
     for (int j = 0; j < k && rc == DPO_OK; j++) {
       char name[1024];
       snprintf(name, sizeof name, "%s%s", opt->params[i].name, m[j].suffix);
-      rc = load_moment(&st, name, &m[j], err);
+      rc = load_moment(opt, &st, name, &m[j], err);
     }
   }
   if (rc == DPO_OK && st.n_tensors != expected)
     rc = dpo_fail(err, DPO_ERR_DATA, "%s: %d tensors, expected %d (the parameters differ from this run's)", path,
                   st.n_tensors, expected);
+  if (rc == DPO_OK && opt->ctx) rc = kn_ctx_check(opt->ctx, err);
   if (rc == DPO_OK) opt->step = step;
   dpo_st_close(&st);
   return rc;

@@ -9,6 +9,12 @@
  * Then clip the gradient norm, step the optimizer at the scheduled lr, log,
  * and checkpoint every checkpoint_every steps.
  *
+ * On a device (and on the CPU with resident_step) the step is resident
+ * (trainer.h, dpo_train_step): the loss gradient, clipping and optimizer
+ * run in the backend's memory, and the host reads one block of scalars per
+ * step (the norm and the micro-batches' MSEs) to compute what it logs. The
+ * CPU's default is the host step, the reference numerics.
+ *
  * Every random draw is Philox at (seed, a stream named by what it is for and
  * the step, micro-batch and slot), so a step's inputs are a pure function of
  * (seed, step, data cursor): resume needs only the step and the cursor, and
@@ -91,10 +97,14 @@ typedef struct {
   int ctx_ok;
   kn_ctx host_ctx;        /* the cache's (VAE, text encoder) when ctx is a device's */
   int host_ctx_ok;
-  /* On a device: the optimizer's params point at host copies (values and
-   * gradients); these are the device tensors they mirror. */
-  float **dev_data, **dev_grad;
-  float *host_values, *host_grads;
+  /* The resident step (a device, or resident_step on the CPU): the
+   * optimizer works on the UNet's own tensors in ctx's memory, and each
+   * step's logged scalars gather in dev_log: [0] the clipping norm, [1] its
+   * factor, then per micro-batch the MSEs of the policy [2B] and of the
+   * reference [2B]; host_log is its one download per step, log_label the
+   * micro-batches' labels. */
+  int resident;
+  float *dev_log, *dev_sum_squares, *host_log, *log_label;
   train_data data;
   dpo_train_step step;
   dpo_optimizer opt;
@@ -123,10 +133,12 @@ static void run_free(run *r) {
   free(r->params);
   dpo_train_step_free(&r->step);
   train_data_free(&r->data);
-  free(r->dev_data);
-  free(r->dev_grad);
-  free(r->host_values);
-  free(r->host_grads);
+  if (r->ctx_ok) {
+    kn_free(r->ctx.backend, r->dev_log);
+    kn_free(r->ctx.backend, r->dev_sum_squares);
+  }
+  free(r->host_log);
+  free(r->log_label);
   if (r->host_ctx_ok) kn_ctx_free(&r->host_ctx);
   if (r->ctx_ok) kn_ctx_free(&r->ctx);
   dpo_unet_free(r->reference);
@@ -170,45 +182,81 @@ static int add_params(run *r, const char *prefix, int n, void (*get)(const void 
 
 static void unet_param_get(const void *m, int i, dpo_param *p) { dpo_unet_param((const dpo_unet *)m, i, p); }
 
-/* On a device: points the optimizer's params at host copies of the UNet's
- * values (downloaded now) and gradients, remembering the device tensors. */
-static int mirror_params_on_host(run *r, dpo_error *err) {
-  size_t total = 0;
-  for (int i = 0; i < r->n_params; i++) total += (size_t)dpo_optim_param_numel(&r->params[i]);
-  size_t n_params = r->n_params > 0 ? (size_t)r->n_params : 1;
-  r->dev_data = calloc(n_params, sizeof *r->dev_data);
-  r->dev_grad = calloc(n_params, sizeof *r->dev_grad);
-  r->host_values = malloc((total ? total : 1) * sizeof(float));
-  r->host_grads = calloc(total ? total : 1, sizeof(float));
-  if (!r->dev_data || !r->dev_grad || !r->host_values || !r->host_grads)
-    return dpo_fail(err, DPO_ERR_DATA, "out of memory for host copies of %zu parameters", total);
-  size_t at = 0;
-  for (int i = 0; i < r->n_params; i++) {
-    dpo_optim_param *q = &r->params[i];
-    size_t n = (size_t)dpo_optim_param_numel(q);
-    r->dev_data[i] = q->data;
-    r->dev_grad[i] = q->grad;
-    q->data = r->host_values + at;
-    q->grad = r->host_grads + at;
-    kn_download(&r->ctx, q->data, r->dev_data[i], n * sizeof(float));
-    at += n;
+static void stats_add(dpo_loss_stats *sum, const dpo_loss_stats *s, int *n_strict_total) {
+  double w = s->n_pairs;
+  int strict = s->n_pairs - s->n_ties;
+  sum->n_pairs += s->n_pairs;
+  sum->n_ties += s->n_ties;
+  sum->loss += w * s->loss;
+  sum->model_mse_w += w * s->model_mse_w;
+  sum->model_mse_l += w * s->model_mse_l;
+  sum->ref_mse_w += w * s->ref_mse_w;
+  sum->ref_mse_l += w * s->ref_mse_l;
+  sum->reward_w += w * s->reward_w;
+  sum->reward_l += w * s->reward_l;
+  sum->reward_margin += w * s->reward_margin;
+  sum->implicit_acc += strict * s->implicit_acc;
+  *n_strict_total += strict;
+}
+
+static void stats_finish(dpo_loss_stats *s, int n_strict) {
+  double n = s->n_pairs > 0 ? s->n_pairs : 1;
+  s->loss /= n;
+  s->model_mse_w /= n;
+  s->model_mse_l /= n;
+  s->ref_mse_w /= n;
+  s->ref_mse_l /= n;
+  s->reward_w /= n;
+  s->reward_l /= n;
+  s->reward_margin /= n;
+  s->implicit_acc = n_strict > 0 ? s->implicit_acc / n_strict : 0;
+}
+
+/* The buffers of the resident step's log (see run). */
+static int alloc_step_log(run *r, dpo_error *err) {
+  const dpo_train_options *o = r->o;
+  size_t per_micro = (size_t)4 * o->batch_size, n = 2 + (size_t)o->grad_accum * per_micro;
+  r->dev_log = kn_malloc(&r->ctx, n * sizeof(float));
+  r->dev_sum_squares = kn_malloc(&r->ctx, (size_t)(r->n_params > 0 ? r->n_params : 1) * sizeof(float));
+  r->host_log = malloc(n * sizeof(float));
+  r->log_label = malloc((size_t)o->grad_accum * o->batch_size * sizeof(float));
+  if (!r->dev_log || !r->dev_sum_squares || !r->host_log || !r->log_label)
+    return dpo_fail(err, DPO_ERR_DATA, "out of memory for the step log (%zu floats)", n);
+  return kn_ctx_check(&r->ctx, err);
+}
+
+/* Resident step, after micro-batch m: its MSEs and labels aside for the log
+ * (a copy within the backend's memory: nothing waits). */
+static void keep_micro_batch(run *r, int m) {
+  int B = r->o->batch_size;
+  float *at = r->dev_log + 2 + (size_t)m * 4 * B;
+  kn_copy(&r->ctx, at, r->step.dev_mse_model, (size_t)2 * B * sizeof(float));
+  kn_copy(&r->ctx, at + 2 * B, r->step.dev_mse_ref, (size_t)2 * B * sizeof(float));
+  memcpy(r->log_label + (size_t)m * B, r->label, (size_t)B * sizeof(float));
+}
+
+/* Resident step, after the last micro-batch: clips on the backend, then the
+ * step's one download (norm and MSEs) and the loss statistics from it,
+ * computed by the host's loss code as the host step computes them. */
+static int clip_and_gather(run *r, dpo_loss_stats *sum, int *n_strict, double *norm, dpo_error *err) {
+  const dpo_train_options *o = r->o;
+  int B = o->batch_size;
+  size_t n = 2 + (size_t)o->grad_accum * 4 * B;
+  dpo_clip_grad_norm_on(&r->ctx, r->params, r->n_params, o->max_grad_norm, r->dev_sum_squares, r->dev_log);
+  kn_download(&r->ctx, r->host_log, r->dev_log, n * sizeof(float));
+  if (kn_ctx_check(&r->ctx, err) != DPO_OK) return DPO_ERR_DATA;
+  *norm = r->host_log[0];
+  for (int m = 0; m < o->grad_accum; m++) {
+    const float *mse = r->host_log + 2 + (size_t)m * 4 * B;
+    dpo_loss_stats st;
+    int rc = dpo_train_step_stats(mse, mse + 2 * B, r->log_label + (size_t)m * B, B, o->sft, o->beta,
+                                  r->step.sft_weight, &st, err);
+    if (rc != DPO_OK) return rc;
+    stats_add(sum, &st, n_strict);
   }
-  return kn_ctx_check(&r->ctx, err);
+  return DPO_OK;
 }
 
-static int gradients_to_host(run *r, dpo_error *err) {
-  for (int i = 0; i < r->n_params; i++)
-    kn_download(&r->ctx, r->params[i].grad, r->dev_grad[i],
-                (size_t)dpo_optim_param_numel(&r->params[i]) * sizeof(float));
-  return kn_ctx_check(&r->ctx, err);
-}
-
-static int values_to_device(run *r, dpo_error *err) {
-  for (int i = 0; i < r->n_params; i++)
-    kn_upload(&r->ctx, r->dev_data[i], r->params[i].data,
-              (size_t)dpo_optim_param_numel(&r->params[i]) * sizeof(float));
-  return kn_ctx_check(&r->ctx, err);
-}
 static void clip_param_get(const void *m, int i, dpo_param *p) { dpo_clip_param((const dpo_clip *)m, i, p); }
 
 /* The inputs of micro-batch m of step s into the batch buffers. */
@@ -253,36 +301,6 @@ static int assemble_batch(run *r, int64_t s, int m, int train_te, dpo_error *err
     if (rc == DPO_OK) memcpy(r->text, hidden, (size_t)B * per_text * sizeof(float));
   }
   return rc;
-}
-
-static void stats_add(dpo_loss_stats *sum, const dpo_loss_stats *s, int *n_strict_total) {
-  double w = s->n_pairs;
-  int strict = s->n_pairs - s->n_ties;
-  sum->n_pairs += s->n_pairs;
-  sum->n_ties += s->n_ties;
-  sum->loss += w * s->loss;
-  sum->model_mse_w += w * s->model_mse_w;
-  sum->model_mse_l += w * s->model_mse_l;
-  sum->ref_mse_w += w * s->ref_mse_w;
-  sum->ref_mse_l += w * s->ref_mse_l;
-  sum->reward_w += w * s->reward_w;
-  sum->reward_l += w * s->reward_l;
-  sum->reward_margin += w * s->reward_margin;
-  sum->implicit_acc += strict * s->implicit_acc;
-  *n_strict_total += strict;
-}
-
-static void stats_finish(dpo_loss_stats *s, int n_strict) {
-  double n = s->n_pairs > 0 ? s->n_pairs : 1;
-  s->loss /= n;
-  s->model_mse_w /= n;
-  s->model_mse_l /= n;
-  s->ref_mse_w /= n;
-  s->ref_mse_l /= n;
-  s->reward_w /= n;
-  s->reward_l /= n;
-  s->reward_margin /= n;
-  s->implicit_acc = n_strict > 0 ? s->implicit_acc / n_strict : 0;
 }
 
 static int save_checkpoint(run *r, int64_t step, dpo_error *err) {
@@ -437,24 +455,27 @@ static int train_steps(run *r, dpo_train_result *res, int *stopped, dpo_error *e
       if (rc != DPO_OK) return rc;
       if (o->train_text_encoder) memset(r->dtext, 0, (size_t)B * per_text * sizeof(float));
       dpo_loss_stats st;
+      /* Resident: no stats now (they would wait for the device); the MSEs
+       * are kept and the statistics made once, after the last micro-batch. */
       rc = dpo_train_step_run(&r->step, r->x0_w, r->x0_l, r->text, r->noise, r->t, r->label, o->sft, o->beta,
-                              1.0 / o->grad_accum, o->train_text_encoder ? r->dtext : NULL, &st, err);
+                              1.0 / o->grad_accum, o->train_text_encoder ? r->dtext : NULL,
+                              r->resident ? NULL : &st, err);
       if (rc != DPO_OK) return rc;
       if (o->train_text_encoder) dpo_clip_backward(r->pipe.text_encoder, &r->ctx, r->dtext);
-      stats_add(&sum, &st, &n_strict);
+      if (r->resident) keep_micro_batch(r, m);
+      else stats_add(&sum, &st, &n_strict);
+    }
+    double norm;
+    if (r->resident) {
+      int rc = clip_and_gather(r, &sum, &n_strict, &norm, err);
+      if (rc != DPO_OK) return rc;
+    } else {
+      norm = dpo_clip_grad_norm(r->params, r->n_params, o->max_grad_norm);
     }
     stats_finish(&sum, n_strict);
-    if (r->dev_grad) {
-      int rc = gradients_to_host(r, err);
-      if (rc != DPO_OK) return rc;
-    }
-    double norm = dpo_clip_grad_norm(r->params, r->n_params, o->max_grad_norm);
     double lr = dpo_lr_at(&r->lr, s);
+    /* Resident: queued on the backend; the next step's first upload waits for it. */
     dpo_optim_step(&r->opt, lr);
-    if (r->dev_data) {
-      int rc = values_to_device(r, err);
-      if (rc != DPO_OK) return rc;
-    }
     r->step_done = s + 1;
     steps_this_run++;
     double t1 = now_s();
@@ -542,6 +563,8 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   if (o->timestep_max > r->step.sched.num_train_timesteps)
     return dpo_fail(err, DPO_ERR_USAGE, "--timesteps: HI %d is above the scheduler's %d training timesteps",
                     o->timestep_max, r->step.sched.num_train_timesteps);
+  r->resident = o->backend != KN_BACKEND_CPU || o->resident_step;
+  if (r->resident && (rc = dpo_train_step_make_resident(&r->step, err)) != DPO_OK) return rc;
   size_t per = (size_t)r->data.C * hw * hw, per_text = (size_t)r->data.T * r->data.D;
   r->x0_w = malloc(sizeof(float) * B * per);
   r->x0_l = malloc(sizeof(float) * B * per);
@@ -563,12 +586,14 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   rc = add_params(r, "unet", dpo_unet_n_params(r->pipe.unet), unet_param_get, r->pipe.unet, err);
   if (rc == DPO_OK && o->train_text_encoder)
     rc = add_params(r, "text_encoder", dpo_clip_n_params(r->pipe.text_encoder), clip_param_get, r->pipe.text_encoder, err);
-  if (rc == DPO_OK && o->backend != KN_BACKEND_CPU) rc = mirror_params_on_host(r, err);
+  if (rc == DPO_OK && r->resident) rc = alloc_step_log(r, err);
   if (rc != DPO_OK) return rc;
   dpo_optim_config oc;
   dpo_optim_config_default(&oc, o->optimizer);
   if (o->weight_decay >= 0) oc.weight_decay = o->weight_decay;
-  if ((rc = dpo_optim_init(&r->opt, &oc, r->params, r->n_params, err)) != DPO_OK) return rc;
+  rc = r->resident ? dpo_optim_init_on(&r->opt, &oc, r->params, r->n_params, &r->ctx, err)
+                   : dpo_optim_init(&r->opt, &oc, r->params, r->n_params, err);
+  if (rc != DPO_OK) return rc;
 
   char sentence[512];
   res->effective_lr = dpo_effective_lr(o->lr, B, o->grad_accum, 1, o->scale_lr, sentence, sizeof sentence);

@@ -346,11 +346,25 @@ typedef struct {
   dpo_optim_slot *slots;
   int n_params;
   int64_t step;          /* updates done */
+  /* NULL: host memory and the loops of trainer/optim.c (the reference).
+   * Else (dpo_optim_init_on) parameters, gradients and moments are memory
+   * of ctx's backend and each update is kn_adamw_update /
+   * kn_adafactor_update on it: on a device nothing crosses to the host
+   * except when the state is saved or loaded. */
+  kn_ctx *ctx;
+  kn_backend backend;    /* ctx's, kept to free the moments after ctx is gone */
 } dpo_optimizer;
 
 int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
                    dpo_error *err);
-/* One update of every parameter from its gradient with learning rate lr. */
+/* The same over parameters and gradients in the memory of ctx's backend
+ * (e.g. a UNet's on the device); the moments are allocated there too. On a
+ * CPU context the kernels' ops compute what the host optimizer computes, bit
+ * for bit (tests/unit/test_kernels_train_ops.c). */
+int dpo_optim_init_on(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
+                      kn_ctx *ctx, dpo_error *err);
+/* One update of every parameter from its gradient with learning rate lr
+ * (with a context: queued on it, asynchronous on a device). */
 void dpo_optim_step(dpo_optimizer *opt, double lr);
 void dpo_optim_free(dpo_optimizer *opt);
 
@@ -365,6 +379,15 @@ int dpo_optim_load(dpo_optimizer *opt, const char *path, dpo_error *err);
  * when max_norm > 0 every gradient is scaled by min(1, max_norm / (norm +
  * 1e-6)). Returns the norm before clipping (may be inf or nan). */
 double dpo_clip_grad_norm(dpo_optim_param *params, int n, double max_norm);
+/* The same over gradients in the memory of ctx's backend, without reading
+ * them on the host: sum_squares[n] (ctx's memory) receives each gradient's
+ * sum of squares, out[2] (ctx's memory) the norm before clipping and the
+ * factor applied (1 when none), which the caller downloads with its other
+ * logged scalars. The norm sums per-tensor float sums in double (torch also
+ * sums per tensor), so it may differ from dpo_clip_grad_norm's in the last
+ * float bits. Returns n (the tensors queued). */
+int dpo_clip_grad_norm_on(kn_ctx *ctx, dpo_optim_param *params, int n, double max_norm, float *sum_squares,
+                          float *out);
 
 /* ============================================================ lr schedule
  *
@@ -587,31 +610,56 @@ typedef struct {
   float *dtext2;             /* [2B, T, D] */
   float *timesteps;          /* [2B] */
   float *mse_model, *mse_ref, *grad_mse;   /* [2B] */
-  /* On a device context (ctx->backend CUDA): the UNet inputs staged in
-   * device memory and a host copy of each prediction, which the loss reads
-   * on the host (2B floats of MSE: one small download per forward). All
-   * NULL on the CPU, where the host buffers above go to the UNet directly. */
-  float *dev_sample, *dev_text2, *dev_timesteps, *dev_dpred, *dev_dtext2;
-  float *host_pred;          /* [2B, C, H, W] */
+  /* The resident step (always on a device context; on the CPU only after
+   * dpo_train_step_make_resident): the host-made inputs are uploaded into
+   * these buffers of the context's backend, and the per-sample MSEs
+   * (kn_mse_per_sample_forward), the DPO loss gradient (kn_dpo_loss; SFT's
+   * label-only seeds come from the host), d pred (kn_mse_per_sample_backward)
+   * and the backward stay there: no prediction, MSE or gradient is read
+   * back. dev_mse_model and dev_mse_ref hold the last micro-batch's MSEs
+   * (winners first), which the training loop copies aside for its log and
+   * downloads once per step. All NULL for the host step, where the host
+   * buffers above go to the UNet directly. */
+  int resident;
+  float *dev_sample, *dev_target, *dev_dpred;     /* [2B, C, H, W] */
+  float *dev_text2, *dev_dtext2;                  /* [2B, T, D] */
+  float *dev_timesteps, *dev_mse_model, *dev_mse_ref, *dev_grad_mse, *dev_dloss;   /* [2B] */
+  float *dev_label;                               /* [B] */
+  float *dev_sft_seed;                            /* [2B] the sft_weight term's seeds */
+  float *dev_loss;                                /* [1] (kn_dpo_loss's mean loss; unread) */
   /* DPO only: weight of an added SFT term, sft_weight * mean over pairs of
    * the winner's MSE (0 after init: the plain Eq. 14 loss). It anchors the
    * policy to the winners, whose likelihood Diffusion-DPO alone lets fall
-   * together with the losers'. */
+   * together with the losers'. (Its seeds depend on the labels alone: the
+   * resident step takes them from the host, dev_sft_seed.) */
   double sft_weight;
 } dpo_train_step;
 
 int dpo_train_step_init(dpo_train_step *s, dpo_unet *policy, dpo_unet *reference,
                         const dpo_scheduler_config *sched, kn_ctx *ctx, int B, int H, int W, int T,
                         dpo_error *err);
+/* Switches a CPU step to the resident path (a device's is resident from
+ * init): the CPU-as-device harness runs the device's code path this way. */
+int dpo_train_step_make_resident(dpo_train_step *s, dpo_error *err);
 /* x0_w, x0_l, noise: [B, C, H, W]; text: [B, T, D]; t: [B] in [0, T_train);
  * label: [B] (NULL: all 1). sft selects the SFT loss (beta unused). All are
- * host memory on every backend. On a device context the policy's backward
- * may still be running on return (unless dtext is given): kn_ctx_check on
- * the context waits for it and reports a device failure. */
+ * host memory on every backend. stats may be NULL (not computed); for a
+ * resident step that is what keeps the host from waiting: given stats or
+ * dtext, it downloads and waits; else the policy's backward may still be
+ * running on return, and kn_ctx_check on the context (or the next download)
+ * waits for it and reports a device failure. A resident step checks a
+ * non-finite MSE only when stats are computed (dpo_train_step_stats). */
 int dpo_train_step_run(dpo_train_step *s, const float *x0_w, const float *x0_l, const float *text,
                        const float *noise, const int *t, const float *label, int sft, double beta,
                        double grad_scale, float *dtext, dpo_loss_stats *stats, dpo_error *err);
 void dpo_train_step_free(dpo_train_step *s);
+/* The loss statistics of a micro-batch from its per-sample MSEs (host
+ * memory, [2B] each, winners first; mse_ref unused for SFT), computed by
+ * dpo_loss_dpo / dpo_loss_sft (+ the sft_weight term) as the host step
+ * does: what a resident step's caller logs from its downloaded MSEs. Fails
+ * as those do (a non-finite MSE, a label outside [0, 1]). */
+int dpo_train_step_stats(const float *mse_model, const float *mse_ref, const float *label, int B, int sft,
+                         double beta, double sft_weight, dpo_loss_stats *stats, dpo_error *err);
 
 /* ==================================================== images and the cache
  *
@@ -681,13 +729,22 @@ typedef struct {
   int gradient_checkpointing; /* the policy UNet's (dpo_unet_set_checkpointing) */
   int threads;
   /* Where the UNets run (default the CPU). On CUDA the policy and the
-   * frozen reference (float32, no gradients) compute on the device; the
-   * latent/text cache (VAE, text encoder) stays on the CPU, and the optimizer
-   * and gradient clipping run on the host over copies of the gradients (the
-   * CPU's exact arithmetic, at the cost of a gradient download and a
-   * parameter upload per step). --train-text-encoder and validation are not
-   * available on CUDA yet (usage errors). */
+   * frozen reference (float32, no gradients) compute on the device, and so
+   * does the rest of the step: the per-sample MSEs, the DPO loss gradient,
+   * the gradient-norm clipping and the optimizer (parameters, gradients and
+   * moments stay in device memory). Per micro-batch the host uploads the
+   * inputs it made (noisy latents, targets, timesteps, text states, labels);
+   * per step it downloads one block of scalars for the log (the clipping
+   * norm and every micro-batch's MSEs, from which it computes the loss
+   * statistics as the CPU does). The latent/text cache (VAE, text encoder)
+   * stays on the CPU; checkpoints download the UNet and the optimizer state.
+   * --train-text-encoder and validation are not available on CUDA yet
+   * (usage errors). */
   kn_backend backend;
+  /* The device's step (above) on the CPU backend too: for tests that check
+   * that code path without a GPU (its results match the host step's to
+   * float rounding, not bit for bit). Ignored on a device. */
+  int resident_step;
   int64_t stop_after;         /* > 0: stop (as if killed) after this many steps of this run, no final save */
   FILE *progress;             /* TTY line per step; NULL: none */
   FILE *info;                 /* sentences (effective lr, convention); NULL: none */

@@ -98,6 +98,22 @@ void kn_cpu_logsigmoid_forward(kn_ctx *ctx, float *out, const float *inp, size_t
 void kn_cpu_logsigmoid_backward(kn_ctx *ctx, float *dinp, const float *dout, const float *inp,
                                 size_t n);
 
+void kn_cpu_dpo_loss(kn_ctx *ctx, float *loss, float *grad_model_w, float *grad_model_l,
+                     float *stats, const float *model_w, const float *model_l, const float *ref_w,
+                     const float *ref_l, const float *label, int n, double beta);
+void kn_cpu_sum_squares(kn_ctx *ctx, float *out, const float *inp, size_t n);
+void kn_cpu_clip_coefficient(kn_ctx *ctx, float *out, const float *sum_squares, int n,
+                             double max_norm);
+void kn_cpu_scale_by(kn_ctx *ctx, float *x, const float *factor, size_t n);
+void kn_cpu_adamw_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg,
+                         float *exp_avg_sq, size_t n, int64_t step, double lr, double beta1,
+                         double beta2, double eps, double weight_decay);
+void kn_cpu_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg,
+                             float *exp_avg_sq, float *exp_avg_sq_row, float *exp_avg_sq_col,
+                             int64_t outer, int64_t rows, int64_t cols, int64_t step, double lr,
+                             double eps1, double clip_threshold, double decay_rate, double beta1,
+                             double weight_decay);
+
 /* Threads for an OpenMP region: the context's count, never 0. */
 static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ctx->n_threads : 1; }
 

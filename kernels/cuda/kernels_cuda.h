@@ -30,7 +30,24 @@
  * DPO_HAVE_CUDA); the CPU definitions are kn_cpu_<op>. Models and trainer
  * stay backend-neutral: they allocate through kn_malloc / kn_arena_init_on
  * and cross to the host with kn_upload / kn_download. The bf16 calls are
- * not reached through the dispatch yet: models hold float32 tensors. */
+ * not reached through the dispatch yet: models hold float32 tensors (the
+ * optimizers are reached with param_bf16 NULL).
+ *
+ * What stays on the device in `dpo train --backend cuda` (issue 10: the
+ * whole step with no host synchronisation but the log's): the UNets'
+ * parameters, gradients and activations; per micro-batch the per-sample
+ * MSEs (kn_cuda_mse_per_sample_forward), the DPO loss gradient
+ * (kn_cuda_dpo_loss), d pred (kn_cuda_mse_per_sample_backward) and the
+ * backward; per step the gradient-norm clipping (kn_cuda_sum_squares,
+ * kn_cuda_clip_coefficient, kn_cuda_scale_by: the factor never visits the
+ * host) and the optimizer with its moments (kn_cuda_adamw_update,
+ * kn_cuda_adafactor_update). The host uploads each micro-batch's inputs
+ * (noisy latents, targets, timesteps, text states, labels: made on the host
+ * from the latent cache; kn_cuda_upload waits for the stream, so that is
+ * where a micro-batch meets the previous one), and downloads once per step
+ * the norm and the micro-batches' MSEs, from which it computes the logged
+ * loss statistics with trainer/loss.c. Checkpoints download the parameters
+ * and the optimizer state (trainer/optim.c). */
 #ifndef DPO_KERNELS_CUDA_H
 #define DPO_KERNELS_CUDA_H
 
@@ -278,7 +295,9 @@ void kn_cuda_logsigmoid_backward(kn_cuda_ctx *ctx, float *dinp, const float *dou
  * NULL) = d loss / d model MSEs (overwritten: they seed the backward pass),
  * stats[4] (may be NULL) = implicit accuracy over strict pairs, mean
  * reward_w, reward_l, margin. label may be NULL (all 1). No host sync: the
- * trainer reads loss and stats when it logs. */
+ * training step uses the gradients only (its log's statistics come from the
+ * MSEs, downloaded once per step); loss and stats are for callers that want
+ * them on the device. */
 void kn_cuda_dpo_loss(kn_cuda_ctx *ctx, float *loss, float *grad_model_w, float *grad_model_l,
                       float *stats, const float *model_w, const float *model_l,
                       const float *ref_w, const float *ref_l, const float *label, int n,
@@ -305,6 +324,16 @@ void kn_cuda_adafactor_update(kn_cuda_ctx *ctx, float *param, kn_bf16 *param_bf1
                               float *exp_avg_sq_col, int64_t outer, int64_t rows, int64_t cols,
                               int64_t step, double lr, double eps1, double clip_threshold,
                               double decay_rate, double beta1, double weight_decay);
+
+/* Gradient-norm clipping with the factor kept on the device (kernels.h:
+ * kn_sum_squares, kn_clip_coefficient, kn_scale_by): per-tensor sums of
+ * squares over a fixed grid of 256 partials (256 doubles of workspace)
+ * added in order; the norm and the factor from them in one thread, in
+ * order; the scaling reads the factor on the device. */
+void kn_cuda_sum_squares(kn_cuda_ctx *ctx, float *out, const float *inp, size_t n);
+void kn_cuda_clip_coefficient(kn_cuda_ctx *ctx, float *out, const float *sum_squares, int n,
+                              double max_norm);
+void kn_cuda_scale_by(kn_cuda_ctx *ctx, float *x, const float *factor, size_t n);
 
 /* ------------------------------------------------------ bf16 conversions */
 

@@ -175,3 +175,64 @@ void kn_cuda_adafactor_update(kn_cuda_ctx *ctx, float *param, kn_bf16 *param_bf1
       (float)(1.0 - beta1), weight_decay != 0, (float)(-weight_decay * lr));
   kn_cuda_launched(ctx, "adafactor");
 }
+
+/* ------------------------------------------------- gradient-norm clipping */
+
+/* Sums of squares for the clipping norm over the same fixed grid as
+ * Adafactor's RMS: partial[b] over block b's grid-stride share, then one
+ * thread adds the partials in order. No atomics: the result does not depend
+ * on scheduling. */
+#define SUM_SQUARES_PARTIALS 256
+
+__global__ void sum_squares_finish_kernel(float *out, const double *partial) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double s = 0.0;
+  for (int b = 0; b < SUM_SQUARES_PARTIALS; b++) s += partial[b];
+  out[0] = (float)s;
+}
+
+void kn_cuda_sum_squares(kn_cuda_ctx *ctx, float *out, const float *inp, size_t n) {
+  double *partial = (double *)kn_cuda_workspace(ctx, SUM_SQUARES_PARTIALS * sizeof(double));
+  if (!partial) return;
+  cudaStream_t s = kn_stream(ctx);
+  /* The Adafactor partials kernel is the same reduction (a grid of
+   * ADAFACTOR_PARTIALS blocks, which this grid equals). */
+  adafactor_square_partials_kernel<<<SUM_SQUARES_PARTIALS, 256, 0, s>>>(partial, inp, n);
+  sum_squares_finish_kernel<<<1, 32, 0, s>>>(out, partial);
+  kn_cuda_launched(ctx, "sum of squares");
+}
+
+/* out[0] = the norm from the per-tensor sums (in order, double), out[1] the
+ * clip factor, as trainer/optim.c's dpo_clip_grad_norm. */
+__global__ void clip_coefficient_kernel(float *out, const float *sum_squares, int n, double max_norm) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double total = 0.0;
+  for (int i = 0; i < n; i++) total += sum_squares[i];
+  double norm = sqrt(total);
+  out[0] = (float)norm;
+  out[1] = 1.0f;
+  if (max_norm > 0) {
+    double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) out[1] = (float)coef;
+  }
+}
+
+void kn_cuda_clip_coefficient(kn_cuda_ctx *ctx, float *out, const float *sum_squares, int n, double max_norm) {
+  clip_coefficient_kernel<<<1, 32, 0, kn_stream(ctx)>>>(out, sum_squares, n, max_norm);
+  kn_cuda_launched(ctx, "clip coefficient");
+}
+
+/* x *= factor[0]; every thread reads the factor and leaves when it is 1 (the
+ * common case of an unclipped step costs a launch, not a pass over memory). */
+__global__ void scale_by_kernel(float *x, const float *factor, size_t n) {
+  float c = factor[0];
+  if (c == 1.0f) return;
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    x[i] *= c;
+}
+
+void kn_cuda_scale_by(kn_cuda_ctx *ctx, float *x, const float *factor, size_t n) {
+  if (n == 0) return;
+  scale_by_kernel<<<kn_blocks(n, 256), 256, 0, kn_stream(ctx)>>>(x, factor, n);
+  kn_cuda_launched(ctx, "scale by");
+}

@@ -7,9 +7,12 @@
 #      stated in the test) and a tiny DPO step of its own;
 #   3. test_cuda_models: through the kernels' dispatch, CUDA vs CPU: the
 #      layout ops, a tiny UNet forward + backward (output, input and every
-#      parameter gradient), the tiny CLIP, a tiny dpo_train_step (loss and
-#      gradients), txt2img and reward-acc's pass on the tiny pipeline, 3 steps
-#      of dpo train --backend cuda vs cpu; then the SD1.5 UNet forward
+#      parameter gradient), the tiny CLIP, the training step's ops (sum of
+#      squares, clip factor, DPO loss, AdamW, Adafactor), a tiny
+#      dpo_train_step (loss and gradients), txt2img and reward-acc's pass on
+#      the tiny pipeline, 3 steps of dpo train --backend cuda vs cpu with the
+#      device-resident step (AdamW; Adafactor with 2 micro-batches, clipped;
+#      SFT: loss, grad norm, weights within 1e-2); then the SD1.5 UNet forward
 #      + backward at batch 4 (= the baseline's 2 pairs), 64x64, 77 tokens,
 #      float32: time and memory, plain and with activation checkpointing
 #      (whose gradient must be bitwise the same; tolerances in the test);
@@ -122,7 +125,7 @@ case $models_rc in
   *) note "test_cuda_models: FAILED (exit $models_rc); failures:"
      grep -E 'FAIL|error|cuda:' "$OUT/test_cuda_models.txt" | head -40 | tee -a "$SUMMARY" ;;
 esac
-grep -E '^  (dpo loss loss|train loss|train weight|sd15|random init)' "$OUT/test_cuda_models.txt" | sed 's/^ */  /' | tee -a "$SUMMARY"
+grep -E '^  (dpo loss loss|train |sd15|random init)' "$OUT/test_cuda_models.txt" | sed 's/^ */  /' | tee -a "$SUMMARY"
 
 # ------------------------------------------------- 4. dpo bench train on CUDA
 t=$(limit 120)

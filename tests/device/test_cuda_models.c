@@ -14,8 +14,14 @@
  *      models' MSE differences on the device against the CPU's;
  *   7. dpo train (dpo_train: latent cache, DPO steps, AdamW, checkpoints)
  *      on the tiny fixture pipeline of tests/train_fixture.h, 3 steps with
- *      --backend cuda against --backend cpu: the logged losses and the
- *      weight updates;
+ *      --backend cuda against --backend cpu: the logged losses, gradient
+ *      norms and the weight updates; then again with Adafactor, 2
+ *      micro-batches per step and a max_grad_norm small enough that every
+ *      step clips, and once with the SFT loss. On CUDA the whole step is
+ *      device-resident (MSEs, DPO loss gradient, clipping, optimizer; one
+ *      download of logged scalars per step), so this compares that path
+ *      with the CPU's host step. Before it, the step's ops through kn_<op>
+ *      (sum of squares, clip factor, scale-by, DPO loss, AdamW, Adafactor);
  *   8. the SD1.5 UNet (random weights) forward + backward at batch 4 (the
  *      PyTorch baseline's 2 pairs), 64x64 latents, 77 tokens, float32, on the
  *      device alone: time and memory, a check that the output and the last
@@ -41,14 +47,21 @@
  *   TOL_LOSS   1e-4  the DPO step's loss statistics (relative)
  *   TOL_SAMPLE 1e-3  final latents after 4 guided sampler steps; reward-acc's
  *                    MSE differences (relative to the largest)
- *   TOL_TRAIN  1e-2  dpo train: each logged loss (relative, floored at 1e-3), and the mean
+ *   TOL_STEP   1e-5  the step's ops: sum of squares over 1M values, the clip factor,
+ *                    the DPO loss and its gradient, one AdamW and one Adafactor
+ *                    update (the same float32 operations; sums in double in another
+ *                    order, sqrt/pow of the device's libm)
+ *   TOL_TRAIN  1e-2  dpo train: each logged loss and gradient norm (relative, the
+ *                    loss floored at 1e-3), and the mean
  *                    |update_gpu - update_cpu| over the mean |update_cpu| of
  *                    the UNet's weights after 3 AdamW steps (a mean, since
  *                    Adam's first steps are about lr * sign(g): an element
  *                    whose gradient is zero to rounding may flip alone)
  * --cpu-as-device runs all of it with a second CPU context standing in for
  * the device: that checks this test itself (its set-up, comparisons and
- * fixtures; every difference is then zero or a rounding), not CUDA. The
+ * fixtures; every difference is then zero or a rounding), not CUDA; the
+ * "device" DPO step and dpo train then take the resident path that CUDA
+ * takes (dpo_train_step_make_resident, resident_step), on the CPU. The
  * default suite runs it so (unit.test_cuda_models_cpu, without SD1.5).
  *
  * Usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N] [--cpu-as-device] */
@@ -70,6 +83,7 @@
 #define TOL_PARAM 1e-2
 #define TOL_LOSS 1e-4
 #define TOL_SAMPLE 1e-3
+#define TOL_STEP 1e-5
 #define TOL_TRAIN 1e-2
 
 static kn_ctx cpu, gpu;
@@ -190,6 +204,65 @@ static void test_layout_ops(void) {
   free(x), free(v), free(g), free(out);
   kn_free(gpu.backend, dx), kn_free(gpu.backend, dv);
   kn_free(gpu.backend, dg), kn_free(gpu.backend, dout);
+}
+
+/* ---------------------------------------------- training step ops */
+
+static void test_step_ops(void) {
+  printf("training step ops through kn_<op> (loss, clipping, optimizers)\n");
+  dpo_error err = {0};
+  /* Sum of squares over a large tensor, the clip factor from two of them,
+   * and the scaling by it (a factor read on the device). */
+  size_t n = 1u << 20;
+  float *x = host_random(n, 0.01f), *dx = device_copy(x, n * sizeof(float));
+  float sq[2], out[2], *dsq = kn_malloc(&gpu, 2 * sizeof(float)), *dout = kn_malloc(&gpu, 2 * sizeof(float));
+  kn_sum_squares(&cpu, sq, x, n);
+  kn_sum_squares(&gpu, dsq, dx, n);
+  kn_sum_squares(&cpu, sq + 1, x, n / 3);
+  kn_sum_squares(&gpu, dsq + 1, dx, n / 3);
+  compare("sum of squares", sq, dsq, 2, TOL_STEP);
+  kn_clip_coefficient(&cpu, out, sq, 2, 1.0);
+  kn_clip_coefficient(&gpu, dout, dsq, 2, 1.0);
+  compare("clip norm and factor", out, dout, 2, TOL_STEP);
+  kn_scale_by(&cpu, x, out + 1, n);
+  kn_scale_by(&gpu, dx, dout + 1, n);
+  compare("scale by the clip factor", x, dx, n, TOL_STEP);
+
+  /* The DPO loss of 6 pairs with ties, its gradient and statistics. */
+  enum { P = 6 };
+  float mse[4 * P], label[P] = {1, 0.5f, 1, 1, 0.5f, 1};
+  for (int i = 0; i < 4 * P; i++) mse[i] = 0.2f + 0.01f * sinf((float)i);
+  float *dmse = device_copy(mse, sizeof mse), *dlabel = device_copy(label, sizeof label);
+  float res[1 + 2 * P + 4], *dres = kn_malloc(&gpu, sizeof res);
+  kn_dpo_loss(&cpu, res, res + 1, res + 1 + P, res + 1 + 2 * P, mse, mse + P, mse + 2 * P, mse + 3 * P, label, P,
+              5000);
+  kn_dpo_loss(&gpu, dres, dres + 1, dres + 1 + P, dres + 1 + 2 * P, dmse, dmse + P, dmse + 2 * P, dmse + 3 * P,
+              dlabel, P, 5000);
+  compare("dpo loss, gradient, stats", res, dres, 1 + 2 * P + 4, TOL_STEP);
+
+  /* One AdamW and one Adafactor (factored [2, 48, 64]) update. */
+  size_t m = 2 * 48 * 64;
+  float *p = host_random(m, 1.0f), *g = host_random(m, 0.1f), *m1 = calloc(m, sizeof(float));
+  float *v = calloc(m, sizeof(float)), *row = calloc(2 * 48, sizeof(float)), *col = calloc(2 * 64, sizeof(float));
+  float *dp = device_copy(p, m * sizeof(float)), *dg = device_copy(g, m * sizeof(float));
+  float *dm1 = kn_malloc(&gpu, m * sizeof(float)), *dv = kn_malloc(&gpu, m * sizeof(float));
+  float *drow = kn_malloc(&gpu, 2 * 48 * sizeof(float)), *dcol = kn_malloc(&gpu, 2 * 64 * sizeof(float));
+  for (int step = 1; step <= 2; step++) {
+    kn_adamw_update(&cpu, p, g, m1, v, m, step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
+    kn_adamw_update(&gpu, dp, dg, dm1, dv, m, step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
+  }
+  compare("adamw, 2 updates", p, dp, m, TOL_STEP);
+  for (int step = 1; step <= 2; step++) {
+    kn_adafactor_update(&cpu, p, g, NULL, NULL, row, col, 2, 48, 64, step, 1e-3, 1e-30, 1.0, -0.8, 0.0, 0.0);
+    kn_adafactor_update(&gpu, dp, dg, NULL, NULL, drow, dcol, 2, 48, 64, step, 1e-3, 1e-30, 1.0, -0.8, 0.0, 0.0);
+  }
+  compare("adafactor (factored), 2 updates", p, dp, m, TOL_STEP);
+  compare("adafactor row moments", row, drow, 2 * 48, TOL_STEP);
+  if (kn_ctx_check(&gpu, &err) != DPO_OK) test_fail(__FILE__, __LINE__, "step ops: %s", err.msg);
+  free(x), free(p), free(g), free(m1), free(v), free(row), free(col);
+  kn_free(gpu.backend, dx), kn_free(gpu.backend, dsq), kn_free(gpu.backend, dout), kn_free(gpu.backend, dmse);
+  kn_free(gpu.backend, dlabel), kn_free(gpu.backend, dres), kn_free(gpu.backend, dp), kn_free(gpu.backend, dg);
+  kn_free(gpu.backend, dm1), kn_free(gpu.backend, dv), kn_free(gpu.backend, drow), kn_free(gpu.backend, dcol);
 }
 
 /* ------------------------------------------------------------- models */
@@ -365,6 +438,9 @@ static void test_dpo_step(void) {
   dpo_error err = {0};
   CHECK_INT(dpo_train_step_init(&sc_cpu, pc, rc, &sc, &cpu, B, HW, HW, T, &err), DPO_OK);
   CHECK_INT(dpo_train_step_init(&sc_gpu, pg, rg, &sc, &gpu, B, HW, HW, T, &err), DPO_OK);
+  /* The device's path (resident from init on CUDA; on the CPU stand-in, made so). */
+  CHECK_INT(dpo_train_step_make_resident(&sc_gpu, &err), DPO_OK);
+  CHECK(sc_gpu.resident);
   if (err.code) {
     fprintf(stderr, "step init: %s\n", err.msg);
     return;
@@ -508,19 +584,36 @@ static void train_options(dpo_train_options *o, const char *base, const char *pa
   o->seed = 3;
 }
 
-/* The "loss" of each line of a train_log.jsonl (at most max). */
-static int read_losses(const char *path, double *loss, int max) {
+/* The number `key` of each line of a train_log.jsonl (at most max). */
+static int read_log(const char *path, const char *key, double *values, int max) {
   FILE *f = fopen(path, "r");
   if (!f) return 0;
   char line[4096];
   int n = 0;
   while (n < max && fgets(line, sizeof line, f)) {
     json_t *o = json_loads(line, 0, NULL);
-    if (o && json_is_number(json_object_get(o, "loss"))) loss[n++] = json_number_value(json_object_get(o, "loss"));
+    if (o && json_is_number(json_object_get(o, key))) values[n++] = json_number_value(json_object_get(o, key));
     json_decref(o);
   }
   fclose(f);
   return n;
+}
+
+/* Each step's logged `key` of the two runs, relative to the CPU's value
+ * floored at `floor` (a nearly converged pair's loss, -log sigmoid of a
+ * large margin, carries beta times the MSE rounding). */
+static void compare_log(const char *run, const char *key, const char *log_cpu, const char *log_gpu, double floor) {
+  double vc[8], vg[8];
+  int nc = read_log(log_cpu, key, vc, 8), ng = read_log(log_gpu, key, vg, 8);
+  CHECK_INT(nc, 3);
+  CHECK_INT(ng, 3);
+  for (int i = 0; i < nc && i < ng; i++) {
+    double rel = fabs(vg[i] - vc[i]) / (fabs(vc[i]) > floor ? fabs(vc[i]) : floor);
+    int ok = rel <= TOL_TRAIN;
+    printf("  train %s %s step %d: cpu %.8g gpu %.8g rel.err=%.3g %s\n", run, key, i + 1, vc[i], vg[i], rel,
+           ok ? "ok" : "FAIL");
+    if (!ok) test_fail(__FILE__, __LINE__, "train %s %s step %d: cpu %.9g gpu %.9g", run, key, i + 1, vc[i], vg[i]);
+  }
 }
 
 static float *unet_weights(const char *dir, size_t *n) {
@@ -545,42 +638,40 @@ static float *unet_weights(const char *dir, size_t *n) {
   return w;
 }
 
-static void test_train_loop(void) {
-  printf("dpo train, 3 steps on the tiny fixture pipeline: --backend cuda vs cpu\n");
-  char base[1024], data[1024], pairs[1100], out_cpu[1100], out_gpu[1100];
-  snprintf(base, sizeof base, "%s", test_path("train_base"));
-  snprintf(data, sizeof data, "%s", test_path("train_data"));
-  snprintf(pairs, sizeof pairs, "%s/pairs.jsonl", data);
-  snprintf(out_cpu, sizeof out_cpu, "%s", test_path("train_cpu"));
-  snprintf(out_gpu, sizeof out_gpu, "%s", test_path("train_gpu"));
-  CHECK_INT(tf_make_pipeline(base, 0, 1), 0);
-  CHECK_INT(tf_make_pairs(data, 4, 3, 60, 16), 0);
+/* One dpo train comparison: 3 steps of --backend cpu and of the device
+ * (resident step) from the same base, pairs and options; the arguments are what
+ * this variant changes. */
+static void train_variant(const char *run, const char *base, const char *pairs, int optimizer, int grad_accum,
+                          double max_grad_norm, int sft) {
+  char out_cpu[1100], out_gpu[1100], name[64];
+  snprintf(name, sizeof name, "train_cpu_%s", run);
+  snprintf(out_cpu, sizeof out_cpu, "%s", test_path(name));
+  snprintf(name, sizeof name, "train_gpu_%s", run);
+  snprintf(out_gpu, sizeof out_gpu, "%s", test_path(name));
   dpo_train_options o;
   dpo_train_result res;
   dpo_error err = {0};
   train_options(&o, base, pairs, out_cpu);
-  CHECK_INT(dpo_train(&o, &res, &err), DPO_OK);
-  train_options(&o, base, pairs, out_gpu);
-  o.backend = gpu.backend;
+  o.optimizer = (dpo_optim_kind)optimizer;
+  o.grad_accum = grad_accum;
+  o.max_grad_norm = max_grad_norm;
+  o.sft = sft;
   if (dpo_train(&o, &res, &err) != DPO_OK) {
-    test_fail(__FILE__, __LINE__, "dpo train --backend cuda: %s", err.msg);
+    test_fail(__FILE__, __LINE__, "dpo train %s --backend cpu: %s", run, err.msg);
+    return;
+  }
+  o.out_dir = out_gpu;
+  o.backend = gpu.backend;
+  o.resident_step = 1; /* the CPU stand-in takes the device's path; a device always does */
+  if (dpo_train(&o, &res, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "dpo train %s --backend %s: %s", run, kn_backend_name(gpu.backend), err.msg);
     return;
   }
   char log_cpu[1200], log_gpu[1200];
   snprintf(log_cpu, sizeof log_cpu, "%s/train_log.jsonl", out_cpu);
   snprintf(log_gpu, sizeof log_gpu, "%s/train_log.jsonl", out_gpu);
-  double lc[8], lg[8];
-  int nc = read_losses(log_cpu, lc, 8), ng = read_losses(log_gpu, lg, 8);
-  CHECK_INT(nc, 3);
-  CHECK_INT(ng, 3);
-  for (int i = 0; i < nc && i < ng; i++) {
-    /* Relative to the loss, floored at 1e-3: a nearly converged pair's loss
-     * (-log sigmoid of a large margin) carries beta times the MSE rounding. */
-    double rel = fabs(lg[i] - lc[i]) / (fabs(lc[i]) > 1e-3 ? fabs(lc[i]) : 1e-3);
-    int ok = rel <= TOL_TRAIN;
-    printf("  train loss step %d: cpu %.8g gpu %.8g rel.err=%.3g %s\n", i + 1, lc[i], lg[i], rel, ok ? "ok" : "FAIL");
-    if (!ok) test_fail(__FILE__, __LINE__, "train loss step %d: cpu %.9g gpu %.9g", i + 1, lc[i], lg[i]);
-  }
+  compare_log(run, "loss", log_cpu, log_gpu, 1e-3);
+  compare_log(run, "grad_norm", log_cpu, log_gpu, 1e-12);
   size_t n0 = 0, n1 = 0, n2 = 0;
   float *w0 = unet_weights(base, &n0), *w1 = unet_weights(out_cpu, &n1), *w2 = unet_weights(out_gpu, &n2);
   if (w0 && w1 && w2 && n0 == n1 && n0 == n2) {
@@ -592,12 +683,29 @@ static void test_train_loop(void) {
     }
     double rel = diff / (size > 0 ? size : 1e-30);
     int ok = size > 0 && rel <= TOL_TRAIN;
-    printf("  train weight updates: mean |gpu - cpu| / mean |cpu| = %.3g over %zu weights %s\n", rel, n0,
+    printf("  train %s weight updates: mean |gpu - cpu| / mean |cpu| = %.3g over %zu weights %s\n", run, rel, n0,
            ok ? "ok" : "FAIL");
-    if (!ok) test_fail(__FILE__, __LINE__, "train weight updates differ: %.3g (size %.3g)", rel, size);
+    if (!ok) test_fail(__FILE__, __LINE__, "train %s weight updates differ: %.3g (size %.3g)", run, rel, size);
     n_checked++;
   }
   free(w0), free(w1), free(w2);
+}
+
+static void test_train_loop(void) {
+  printf("dpo train, 3 steps on the tiny fixture pipeline: --backend %s (resident step) vs cpu\n",
+         kn_backend_name(gpu.backend));
+  char base[1024], data[1024], pairs[1100];
+  snprintf(base, sizeof base, "%s", test_path("train_base"));
+  snprintf(data, sizeof data, "%s", test_path("train_data"));
+  snprintf(pairs, sizeof pairs, "%s/pairs.jsonl", data);
+  CHECK_INT(tf_make_pipeline(base, 0, 1), 0);
+  CHECK_INT(tf_make_pairs(data, 4, 3, 60, 16), 0);
+  /* AdamW, one micro-batch, the default max_grad_norm 1. */
+  train_variant("adamw", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 0);
+  /* Adafactor over 2 micro-batches, clipped at every step. */
+  train_variant("adafactor-accum2-clip", base, pairs, DPO_OPTIM_ADAFACTOR, 2, 1e-4, 0);
+  /* The SFT loss (seeds from the host, the rest resident). */
+  train_variant("sft", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 1);
 }
 
 /* --------------------------------------------------------------- SD1.5 */
@@ -734,6 +842,7 @@ int main(int argc, char **argv) {
          cpu_as_device ? " (a CPU context stands in for the device: this checks the test, not CUDA)" : "");
   if (small) {
     test_layout_ops();
+    test_step_ops();
     test_unet();
     test_clip();
     test_dpo_step();
