@@ -115,7 +115,7 @@ esac
 grep -E '^  dpo loss' "$OUT/test_cuda_ops.txt" | sed 's/^ */tiny DPO step: /' | tee -a "$SUMMARY"
 
 # ------------------------------------------------- 3. models through dispatch
-t=$(limit 150)
+t=$(limit 180)   # tiny models, 8 tiny dpo train runs (3 on the CPU), then SD1.5; not yet timed on a GPU
 DPO_SOURCE_DIR=$PWD timeout "$t" "$TESTS/test_cuda_models" >"$OUT/test_cuda_models.txt" 2>&1
 models_rc=$?
 case $models_rc in

@@ -17,10 +17,11 @@
  *      --backend cuda against --backend cpu: the logged losses, gradient
  *      norms and the weight updates; then again with Adafactor, 2
  *      micro-batches per step and a max_grad_norm small enough that every
- *      step clips, and once with the SFT loss. On CUDA the whole step is
- *      device-resident (MSEs, DPO loss gradient, clipping, optimizer; one
- *      download of logged scalars per step), so this compares that path
- *      with the CPU's host step. Before it, the step's ops through kn_<op>
+ *      step clips (stopped after step 2 and resumed from its checkpoint:
+ *      the same weights as uninterrupted), and once with the SFT loss. On
+ *      CUDA the whole step is device-resident (MSEs, DPO loss gradient,
+ *      clipping, optimizer; one download of logged scalars per step), so
+ *      this compares that path with the CPU's host step. Before it, the step's ops through kn_<op>
  *      (sum of squares, clip factor, scale-by, DPO loss, AdamW, Adafactor);
  *   8. the SD1.5 UNet (random weights) forward + backward at batch 4 (the
  *      PyTorch baseline's 2 pairs), 64x64 latents, 77 tokens, float32, on the
@@ -57,6 +58,11 @@
  *                    the UNet's weights after 3 AdamW steps (a mean, since
  *                    Adam's first steps are about lr * sign(g): an element
  *                    whose gradient is zero to rounding may flip alone)
+ *   TOL_RESUME 1e-6  dpo train on the device stopped after step 2 and resumed,
+ *                    against the uninterrupted run: max |diff| / max |w| of the
+ *                    weights (the kernels are deterministic, so bitwise is
+ *                    expected and printed; the tolerance leaves room for a
+ *                    cuDNN algorithm choice that differs between plans)
  * --cpu-as-device runs all of it with a second CPU context standing in for
  * the device: that checks this test itself (its set-up, comparisons and
  * fixtures; every difference is then zero or a rounding), not CUDA; the
@@ -85,6 +91,7 @@
 #define TOL_SAMPLE 1e-3
 #define TOL_STEP 1e-5
 #define TOL_TRAIN 1e-2
+#define TOL_RESUME 1e-6
 
 static kn_ctx cpu, gpu;
 static uint64_t next_stream = 1;
@@ -641,8 +648,50 @@ static float *unet_weights(const char *dir, size_t *n) {
 /* One dpo train comparison: 3 steps of --backend cpu and of the device
  * (resident step) from the same base, pairs and options; the arguments are what
  * this variant changes. */
+/* The device run stopped after step 2 (its checkpoint: the optimizer state
+ * downloaded) and resumed from it (uploaded) against the uninterrupted one:
+ * the same weights (deterministic kernels: bitwise expected; TOL_RESUME). */
+static void check_resume(const char *run, const dpo_train_options *base_options, const char *out_gpu) {
+  char out[1100], name[64];
+  snprintf(name, sizeof name, "train_resume_%s", run);
+  snprintf(out, sizeof out, "%s", test_path(name));
+  dpo_train_options o = *base_options;
+  dpo_train_result res;
+  dpo_error err = {0};
+  o.out_dir = out;
+  o.stop_after = 2;
+  if (dpo_train(&o, &res, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "dpo train %s, stopped: %s", run, err.msg);
+    return;
+  }
+  o.stop_after = 0;
+  o.resume = "latest";
+  if (dpo_train(&o, &res, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "dpo train %s, resumed: %s", run, err.msg);
+    return;
+  }
+  size_t n1 = 0, n2 = 0;
+  float *w1 = unet_weights(out_gpu, &n1), *w2 = unet_weights(out, &n2);
+  if (w1 && w2 && n1 == n2) {
+    int bitwise = memcmp(w1, w2, n1 * sizeof(float)) == 0;
+    double max_diff = 0, max_ref = 0;
+    for (size_t i = 0; i < n1; i++) {
+      double d = fabs((double)w2[i] - w1[i]);
+      if (!(d <= max_diff)) max_diff = isnan(d) ? INFINITY : d;
+      if (fabs((double)w1[i]) > max_ref) max_ref = fabs((double)w1[i]);
+    }
+    double rel = max_diff / (max_ref > 0 ? max_ref : 1e-30);
+    int ok = rel <= TOL_RESUME;
+    printf("  train %s resumed after step 2 vs uninterrupted: rel.err=%.3g%s %s\n", run, rel,
+           bitwise ? " (bitwise)" : "", ok ? "ok" : "FAIL");
+    if (!ok) test_fail(__FILE__, __LINE__, "train %s resumed weights differ: %.3g", run, rel);
+    n_checked++;
+  }
+  free(w1), free(w2);
+}
+
 static void train_variant(const char *run, const char *base, const char *pairs, int optimizer, int grad_accum,
-                          double max_grad_norm, int sft) {
+                          double max_grad_norm, int sft, int resume) {
   char out_cpu[1100], out_gpu[1100], name[64];
   snprintf(name, sizeof name, "train_cpu_%s", run);
   snprintf(out_cpu, sizeof out_cpu, "%s", test_path(name));
@@ -689,6 +738,7 @@ static void train_variant(const char *run, const char *base, const char *pairs, 
     n_checked++;
   }
   free(w0), free(w1), free(w2);
+  if (resume) check_resume(run, &o, out_gpu);
 }
 
 static void test_train_loop(void) {
@@ -701,11 +751,12 @@ static void test_train_loop(void) {
   CHECK_INT(tf_make_pipeline(base, 0, 1), 0);
   CHECK_INT(tf_make_pairs(data, 4, 3, 60, 16), 0);
   /* AdamW, one micro-batch, the default max_grad_norm 1. */
-  train_variant("adamw", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 0);
-  /* Adafactor over 2 micro-batches, clipped at every step. */
-  train_variant("adafactor-accum2-clip", base, pairs, DPO_OPTIM_ADAFACTOR, 2, 1e-4, 0);
+  train_variant("adamw", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 0, 0);
+  /* Adafactor over 2 micro-batches, clipped at every step; and stopped
+   * after step 2 and resumed (its factored state through a checkpoint). */
+  train_variant("adafactor-accum2-clip", base, pairs, DPO_OPTIM_ADAFACTOR, 2, 1e-4, 0, 1);
   /* The SFT loss (seeds from the host, the rest resident). */
-  train_variant("sft", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 1);
+  train_variant("sft", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 1, 0);
 }
 
 /* --------------------------------------------------------------- SD1.5 */
