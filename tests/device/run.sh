@@ -11,8 +11,9 @@
 #      squares, clip factor, DPO loss, AdamW, Adafactor), a tiny
 #      dpo_train_step (loss and gradients), txt2img and reward-acc's pass on
 #      the tiny pipeline, 3 steps of dpo train --backend cuda vs cpu with the
-#      device-resident step (AdamW; Adafactor with 2 micro-batches, clipped;
-#      SFT: loss, grad norm, weights within 1e-2); then the SD1.5 UNet forward
+#      device-resident step (AdamW; Adafactor with 2 micro-batches, clipped,
+#      --sft-weight, and a stop + resume; SFT: loss, grad norm, weights within
+#      1e-2); then the SD1.5 UNet forward
 #      + backward at batch 4 (= the baseline's 2 pairs), 64x64, 77 tokens,
 #      float32: time and memory, plain and with activation checkpointing
 #      (whose gradient must be bitwise the same; tolerances in the test);

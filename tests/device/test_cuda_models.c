@@ -16,8 +16,8 @@
  *      on the tiny fixture pipeline of tests/train_fixture.h, 3 steps with
  *      --backend cuda against --backend cpu: the logged losses, gradient
  *      norms and the weight updates; then again with Adafactor, 2
- *      micro-batches per step and a max_grad_norm small enough that every
- *      step clips (stopped after step 2 and resumed from its checkpoint:
+ *      micro-batches per step, --sft-weight 0.5 and a max_grad_norm small
+ *      enough that every step clips (stopped after step 2 and resumed from its checkpoint:
  *      the same weights as uninterrupted), and once with the SFT loss. On
  *      CUDA the whole step is device-resident (MSEs, DPO loss gradient,
  *      clipping, optimizer; one download of logged scalars per step), so
@@ -691,7 +691,7 @@ static void check_resume(const char *run, const dpo_train_options *base_options,
 }
 
 static void train_variant(const char *run, const char *base, const char *pairs, int optimizer, int grad_accum,
-                          double max_grad_norm, int sft, int resume) {
+                          double max_grad_norm, int sft, double sft_weight, int resume) {
   char out_cpu[1100], out_gpu[1100], name[64];
   snprintf(name, sizeof name, "train_cpu_%s", run);
   snprintf(out_cpu, sizeof out_cpu, "%s", test_path(name));
@@ -705,6 +705,7 @@ static void train_variant(const char *run, const char *base, const char *pairs, 
   o.grad_accum = grad_accum;
   o.max_grad_norm = max_grad_norm;
   o.sft = sft;
+  o.sft_weight = sft_weight;
   if (dpo_train(&o, &res, &err) != DPO_OK) {
     test_fail(__FILE__, __LINE__, "dpo train %s --backend cpu: %s", run, err.msg);
     return;
@@ -751,12 +752,13 @@ static void test_train_loop(void) {
   CHECK_INT(tf_make_pipeline(base, 0, 1), 0);
   CHECK_INT(tf_make_pairs(data, 4, 3, 60, 16), 0);
   /* AdamW, one micro-batch, the default max_grad_norm 1. */
-  train_variant("adamw", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 0, 0);
-  /* Adafactor over 2 micro-batches, clipped at every step; and stopped
-   * after step 2 and resumed (its factored state through a checkpoint). */
-  train_variant("adafactor-accum2-clip", base, pairs, DPO_OPTIM_ADAFACTOR, 2, 1e-4, 0, 1);
+  train_variant("adamw", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 0, 0.0, 0);
+  /* Adafactor over 2 micro-batches, clipped at every step, with the
+   * --sft-weight term; and stopped after step 2 and resumed (its factored
+   * state through a checkpoint). */
+  train_variant("adafactor-accum2-clip-sftw", base, pairs, DPO_OPTIM_ADAFACTOR, 2, 1e-4, 0, 0.5, 1);
   /* The SFT loss (seeds from the host, the rest resident). */
-  train_variant("sft", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 1, 0);
+  train_variant("sft", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 1, 0.0, 0);
 }
 
 /* --------------------------------------------------------------- SD1.5 */
