@@ -18,7 +18,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "demo/demo.h"
@@ -87,24 +90,39 @@ static void demo_generate_config(const demo_options *opt, const char *model, con
   g->jobs = opt->jobs;
 }
 
-/* K samples of each of n prompts of `split` into DIR/run, judged on
- * alignment; DIR/pairs.jsonl gets best against worst (best_worst) or every
- * two images. */
+/* The eval_make_pairs settings of K samples of each of n prompts of `split`
+ * into DIR/run, judged on alignment; DIR/pairs.jsonl gets best against worst
+ * (best_worst) or every two images. prompts is the spec's buffer. */
+static int judge_pairs_config(const demo_options *opt, const char *dir, const char *split, int n, uint64_t prompt_seed,
+                              int images_per_prompt, int best_worst, char prompts[128], eval_pairs_config *c,
+                              dpo_error *err) {
+  snprintf(prompts, 128, "world:%s:%d:%llu", split, n, (unsigned long long)prompt_seed);
+  memset(c, 0, sizeof *c);
+  demo_generate_config(opt, opt->base, prompts, dir, &c->gen);
+  c->gen.images_per_prompt = images_per_prompt;
+  c->scorer = eval_find_scorer("shapes-judge");
+  if (!c->scorer) return dpo_fail(err, DPO_ERR_DATA, "demo: the shapes-judge scorer is missing from this build");
+  c->score_name = "alignment";
+  c->tie_margin = 1e-6;
+  c->score_batch = 64;
+  c->best_worst = best_worst;
+  return DPO_OK;
+}
+
 static int judge_pairs(const demo_options *opt, const char *dir, const char *split, int n, uint64_t prompt_seed,
                        int images_per_prompt, int best_worst, eval_pairs_stats *stats, dpo_error *err) {
   char prompts[128];
-  snprintf(prompts, sizeof prompts, "world:%s:%d:%llu", split, n, (unsigned long long)prompt_seed);
   eval_pairs_config c;
-  memset(&c, 0, sizeof c);
-  demo_generate_config(opt, opt->base, prompts, dir, &c.gen);
-  c.gen.images_per_prompt = images_per_prompt;
-  c.scorer = eval_find_scorer("shapes-judge");
-  if (!c.scorer) return dpo_fail(err, DPO_ERR_DATA, "demo: the shapes-judge scorer is missing from this build");
-  c.score_name = "alignment";
-  c.tie_margin = 1e-6;
-  c.score_batch = 64;
-  c.best_worst = best_worst;
-  return eval_make_pairs(&c, stats, err);
+  int rc = judge_pairs_config(opt, dir, split, n, prompt_seed, images_per_prompt, best_worst, prompts, &c, err);
+  return rc ? rc : eval_make_pairs(&c, stats, err);
+}
+
+/* The reward stage's pairs: two base samples of held-out prompts drawn with
+ * another seed than the study's, every two images (both stages use it). */
+static int reward_pairs_config(const demo_options *opt, char dir[4096], char prompts[128], eval_pairs_config *c,
+                               dpo_error *err) {
+  snprintf(dir, 4096, "%s/reward", opt->out);
+  return judge_pairs_config(opt, dir, "heldout", opt->reward_prompts, opt->seed + 1, 2, 0, prompts, c, err);
 }
 
 static int stage_pairs(const demo_options *opt, dpo_error *err) {
@@ -129,6 +147,56 @@ static int stage_pairs(const demo_options *opt, dpo_error *err) {
 }
 
 /* ---------------------------------------------------------------- train */
+
+static void heldout_prompts(const demo_options *opt, char prompts[128]);
+static int reward_pairs_config(const demo_options *opt, char dir[4096], char prompts[128], eval_pairs_config *c,
+                               dpo_error *err);
+
+/* The base's samples of stages 4 and 5 (held-out prompts, reward pairs) do
+ * not depend on the tuned model, and training keeps one core busy: with two
+ * or more jobs, a child process makes them meanwhile, one thread, quietly.
+ * It only fills run folders that those stages resume, so its failure costs
+ * time, not correctness: the stages make whatever it left undone. */
+static pid_t start_base_prefetch(const demo_options *opt) {
+  if (opt->jobs < 2 || stage_done(opt->out, "generate")) return -1;
+  fflush(NULL);
+  pid_t pid = fork();
+  if (pid != 0) {
+    if (pid > 0) dpo_log_info("demo: sampling the base's held-out and reward images in the background meanwhile");
+    return pid;
+  }
+  demo_options one = *opt;
+  one.jobs = 1;
+  char prompts[128], run[4096], dir[4096];
+  dpo_error err = {0};
+  eval_generate_config g;
+  eval_generate_stats gs;
+  heldout_prompts(&one, prompts);
+  snprintf(run, sizeof run, "%s/runs/base", one.out);
+  demo_generate_config(&one, one.base, prompts, run, &g);
+  g.quiet = 1;
+  int rc = eval_generate(&g, &gs, &err);
+  eval_pairs_config pc;
+  if (!rc && !stage_done(one.out, "reward")) rc = reward_pairs_config(&one, dir, prompts, &pc, &err);
+  if (!rc && !stage_done(one.out, "reward")) {
+    snprintf(run, sizeof run, "%s/run", dir);
+    pc.gen.out = run;
+    pc.gen.quiet = 1;
+    rc = eval_generate(&pc.gen, &gs, &err);
+  }
+  if (rc) fprintf(stderr, "demo: background sampling stopped (%s); the later stages will redo it\n", err.msg);
+  fflush(NULL);
+  _exit(rc ? 1 : 0);
+}
+
+/* Waits for the child; stop: end it first (training failed: no waiting). */
+static void finish_base_prefetch(pid_t pid, int stop) {
+  if (pid <= 0) return;
+  if (stop) kill(pid, SIGTERM);
+  int status;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
 
 /* Diffusion-DPO from the base on OUT/pairs/pairs.jsonl into OUT/tuned
  * (trainer's dpo_train). No horizontal flips: they would swap "left of" and
@@ -163,8 +231,10 @@ static int stage_train(const demo_options *opt, dpo_error *err) {
   o.progress = dpo_log_get_level() >= DPO_LOG_NORMAL ? stderr : NULL;
   dpo_log_info("demo: stage 3/7 train: Diffusion-DPO, %lld steps of %d pairs, beta %g, lr %g", (long long)o.max_steps,
                o.batch_size, o.beta, o.lr);
+  pid_t prefetch = start_base_prefetch(opt);
   dpo_train_result r;
   int rc = dpo_train(&o, &r, err);
+  finish_base_prefetch(prefetch, rc != DPO_OK);
   if (rc) return rc;
   return stage_finish(opt->out, "train",
                       json_pack("{s:I, s:i, s:f, s:f, s:f}", "steps", (json_int_t)r.steps_done, "pairs", r.n_pairs,
@@ -174,6 +244,10 @@ static int stage_train(const demo_options *opt, dpo_error *err) {
 
 /* ------------------------------------------------------------- generate */
 
+static void heldout_prompts(const demo_options *opt, char prompts[128]) {
+  snprintf(prompts, 128, "world:heldout:%d:%llu", opt->heldout, (unsigned long long)opt->seed);
+}
+
 /* Held-out prompts with base and tuned, the same seeds (eval_generate: the
  * noise of an image depends on seed, prompt and index only). */
 static int stage_generate(const demo_options *opt, dpo_error *err) {
@@ -182,7 +256,7 @@ static int stage_generate(const demo_options *opt, dpo_error *err) {
     return DPO_OK;
   }
   char prompts[128], run[4096], tuned[4096];
-  snprintf(prompts, sizeof prompts, "world:heldout:%d:%llu", opt->heldout, (unsigned long long)opt->seed);
+  heldout_prompts(opt, prompts);
   snprintf(tuned, sizeof tuned, "%s/tuned", opt->out);
   const char *models[2] = {opt->base, tuned}, *names[2] = {"base", "tuned"};
   for (int m = 0; m < 2; m++) {
@@ -210,14 +284,15 @@ static int stage_reward(const demo_options *opt, dpo_error *err) {
   }
   dpo_log_info("demo: stage 5/7 reward: implicit-reward accuracy on judge-labelled pairs of %d held-out prompts",
                opt->reward_prompts);
-  char dir[4096], pairs[4096], tuned[4096], per_pair[4096];
-  snprintf(dir, sizeof dir, "%s/reward", opt->out);
+  char dir[4096], pairs[4096], tuned[4096], per_pair[4096], prompts[128];
+  eval_pairs_config pc;
+  eval_pairs_stats ps;
+  int rc = reward_pairs_config(opt, dir, prompts, &pc, err);
+  if (!rc) rc = eval_make_pairs(&pc, &ps, err);
+  if (rc) return rc;
   snprintf(pairs, sizeof pairs, "%s/pairs.jsonl", dir);
   snprintf(per_pair, sizeof per_pair, "%s/reward_acc.jsonl", dir);
   snprintf(tuned, sizeof tuned, "%s/tuned", opt->out);
-  eval_pairs_stats ps;
-  int rc = judge_pairs(opt, dir, "heldout", opt->reward_prompts, opt->seed + 1, 2, 0, &ps, err);
-  if (rc) return rc;
   eval_reward_config c;
   eval_reward_config_default(&c);
   c.model = tuned;
