@@ -144,6 +144,17 @@ static int optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo
     return dpo_fail(err, DPO_ERR_DATA, "optimizer: out of memory");
   }
   memcpy(opt->params, params, sizeof(dpo_optim_param) * (size_t)n);
+  if (!ctx) {
+    /* Host memory: the updates run on a CPU context of our own (one thread:
+     * the ops are elementwise or fixed-order reductions, so any count gives
+     * the same bits). */
+    rc = kn_ctx_init(&opt->host_ctx, 1, err);
+    if (rc != DPO_OK) {
+      dpo_optim_free(opt);
+      return rc;
+    }
+    opt->host_ctx_ok = 1;
+  }
   for (int i = 0; i < n; i++) {
     if (!alloc_slot(opt, i)) {
       dpo_optim_free(opt);
@@ -177,156 +188,36 @@ void dpo_optim_free(dpo_optimizer *opt) {
   }
   free(opt->slots);
   free(opt->params);
+  if (opt->host_ctx_ok) kn_ctx_free(&opt->host_ctx);
   memset(opt, 0, sizeof *opt);
 }
 
-/* ------------------------------------------------------------------ AdamW */
+/* ---------------------------------------------------------------- update */
 
-static void adamw_update(const dpo_optim_config *c, dpo_optim_param *p, dpo_optim_slot *s, int64_t step, double lr) {
-  int64_t n = dpo_optim_param_numel(p);
-  float decay = (float)(1.0 - lr * c->weight_decay);
-  float w = (float)(1.0 - c->beta1);   /* torch's lerp weight */
-  float b2 = (float)c->beta2, one_minus_b2 = (float)(1.0 - c->beta2);
-  double bias_correction1 = 1.0 - pow(c->beta1, (double)step);
-  double bias_correction2 = 1.0 - pow(c->beta2, (double)step);
-  float step_size = (float)(lr / bias_correction1);
-  float bc2_sqrt = (float)sqrt(bias_correction2);
-  float eps = (float)c->eps;
-  for (int64_t i = 0; i < n; i++) {
-    float g = p->grad[i];
-    if (c->weight_decay != 0) p->data[i] *= decay;
-    /* torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w). */
-    float m = s->exp_avg[i];
-    m = w < 0.5f ? m + w * (g - m) : g - (g - m) * (1.0f - w);
-    s->exp_avg[i] = m;
-    float v = s->exp_avg_sq[i] * b2 + one_minus_b2 * (g * g);
-    s->exp_avg_sq[i] = v;
-    float denom = sqrtf(v) / bc2_sqrt + eps;
-    p->data[i] += -step_size * (m / denom);
-  }
-}
-
-/* -------------------------------------------------------------- Adafactor */
-
-static double rms(const float *x, int64_t n) {
-  double sum = 0;
-  for (int64_t i = 0; i < n; i++) sum += (double)x[i] * x[i];
-  return sqrt(sum) / sqrt((double)n);
-}
-
-/* Fills u with the unscaled update: grad / sqrt(second-moment estimate). */
-static void adafactor_direction(const dpo_optim_config *c, const dpo_optim_param *p, dpo_optim_slot *s, float beta2t,
-                                int factored, float *u) {
-  int64_t n = dpo_optim_param_numel(p);
-  float eps1 = (float)c->eps1, keep = beta2t, add = 1.0f - beta2t;
-  if (!factored) {
-    for (int64_t i = 0; i < n; i++) {
-      float g = p->grad[i];
-      float v = s->exp_avg_sq[i] * keep + (g * g + eps1) * add;
-      s->exp_avg_sq[i] = v;
-      u[i] = g / sqrtf(v);
-    }
-    return;
-  }
-  int64_t outer, rows, cols;
-  factored_dims(p, &outer, &rows, &cols);
-  for (int64_t o = 0; o < outer; o++) {
-    const float *g = p->grad + o * rows * cols;
-    float *row = s->exp_avg_sq_row + o * rows;
-    float *col = s->exp_avg_sq_col + o * cols;
-    float *uo = u + o * rows * cols;
-    /* Row means (over the last dim) and column means (over the second last)
-     * of grad^2 + eps1, into the running averages. */
-    for (int64_t r = 0; r < rows; r++) {
-      double sum = 0;
-      for (int64_t k = 0; k < cols; k++) sum += g[r * cols + k] * g[r * cols + k] + eps1;
-      row[r] = row[r] * keep + (float)(sum / cols) * add;
-    }
-    for (int64_t k = 0; k < cols; k++) {
-      double sum = 0;
-      for (int64_t r = 0; r < rows; r++) sum += g[r * cols + k] * g[r * cols + k] + eps1;
-      col[k] = col[k] * keep + (float)(sum / rows) * add;
-    }
-    /* v ~ row (x) col / mean(row): r_factor = rsqrt(row / mean(row)), c_factor = rsqrt(col). */
-    double row_sum = 0;
-    for (int64_t r = 0; r < rows; r++) row_sum += row[r];
-    float row_mean = (float)(row_sum / rows);
-    for (int64_t r = 0; r < rows; r++) {
-      float r_factor = 1.0f / sqrtf(row[r] / row_mean);
-      for (int64_t k = 0; k < cols; k++) {
-        float c_factor = 1.0f / sqrtf(col[k]);
-        uo[r * cols + k] = (r_factor * c_factor) * g[r * cols + k];
-      }
-    }
-  }
-}
-
-static void adafactor_update(const dpo_optim_config *c, dpo_optim_param *p, dpo_optim_slot *s, int64_t step, double lr,
-                             float *u) {
-  int64_t n = dpo_optim_param_numel(p);
-  float beta2t = (float)(1.0 - pow((double)step, c->decay_rate));
-  adafactor_direction(c, p, s, beta2t, p->ndim >= 2, u);
-  /* Update clipping: divide by max(1, RMS(u) / threshold), then scale by lr. */
-  double clip = rms(u, n) / c->clip_threshold;
-  float divisor = (float)(clip > 1.0 ? clip : 1.0);
-  float lr_f = (float)lr;
-  for (int64_t i = 0; i < n; i++) u[i] = (u[i] / divisor) * lr_f;
-  if (c->adafactor_beta1 > 0) {
-    float b1 = (float)c->adafactor_beta1, one_minus_b1 = (float)(1.0 - c->adafactor_beta1);
-    for (int64_t i = 0; i < n; i++) {
-      s->exp_avg[i] = s->exp_avg[i] * b1 + u[i] * one_minus_b1;
-      u[i] = s->exp_avg[i];
-    }
-  }
-  if (c->weight_decay != 0) {
-    float alpha = (float)(-c->weight_decay * lr);
-    for (int64_t i = 0; i < n; i++) p->data[i] += p->data[i] * alpha;
-  }
-  for (int64_t i = 0; i < n; i++) p->data[i] += -u[i];
-}
-
-/* The update of one parameter through the kernels' ops, in the memory of
- * the optimizer's context (asynchronous on a device). */
-static void update_on(dpo_optimizer *opt, int i, double lr) {
+/* The update of one parameter through the kernels' ops on ctx, in its
+ * memory (asynchronous on a device). The CPU ops are torch's arithmetic in
+ * torch's order (kernels/cpu/optim.c), the reference the CUDA ones match. */
+static void update_on(dpo_optimizer *opt, kn_ctx *ctx, int i, double lr) {
   const dpo_optim_config *c = &opt->cfg;
   dpo_optim_param *p = &opt->params[i];
   dpo_optim_slot *s = &opt->slots[i];
   int64_t n = dpo_optim_param_numel(p);
   if (c->kind == DPO_OPTIM_ADAMW) {
-    kn_adamw_update(opt->ctx, p->data, p->grad, s->exp_avg, s->exp_avg_sq, (size_t)n, opt->step, lr, c->beta1,
+    kn_adamw_update(ctx, p->data, p->grad, s->exp_avg, s->exp_avg_sq, (size_t)n, opt->step, lr, c->beta1,
                     c->beta2, c->eps, c->weight_decay);
     return;
   }
   int64_t outer = 1, rows = 1, cols = n;
   if (is_factored(opt, p)) factored_dims(p, &outer, &rows, &cols);
-  kn_adafactor_update(opt->ctx, p->data, p->grad, s->exp_avg, s->exp_avg_sq, s->exp_avg_sq_row,
+  kn_adafactor_update(ctx, p->data, p->grad, s->exp_avg, s->exp_avg_sq, s->exp_avg_sq_row,
                       s->exp_avg_sq_col, outer, rows, cols, opt->step, lr, c->eps1, c->clip_threshold,
                       c->decay_rate, c->adafactor_beta1, c->weight_decay);
 }
 
 void dpo_optim_step(dpo_optimizer *opt, double lr) {
   opt->step++;
-  if (opt->ctx) {
-    for (int i = 0; i < opt->n_params; i++) update_on(opt, i, lr);
-    return;
-  }
-  float *scratch = NULL;
-  if (opt->cfg.kind == DPO_OPTIM_ADAFACTOR) {
-    int64_t largest = 1;
-    for (int i = 0; i < opt->n_params; i++) {
-      int64_t n = dpo_optim_param_numel(&opt->params[i]);
-      if (n > largest) largest = n;
-    }
-    scratch = malloc(sizeof(float) * (size_t)largest);
-    if (!scratch) abort();   /* a few MB at most per step; nothing sensible to continue with */
-  }
-  for (int i = 0; i < opt->n_params; i++) {
-    if (opt->cfg.kind == DPO_OPTIM_ADAMW)
-      adamw_update(&opt->cfg, &opt->params[i], &opt->slots[i], opt->step, lr);
-    else
-      adafactor_update(&opt->cfg, &opt->params[i], &opt->slots[i], opt->step, lr, scratch);
-  }
-  free(scratch);
+  kn_ctx *ctx = opt->ctx ? opt->ctx : &opt->host_ctx;
+  for (int i = 0; i < opt->n_params; i++) update_on(opt, ctx, i, lr);
 }
 
 /* --------------------------------------------------------------- clipping */

@@ -346,13 +346,15 @@ typedef struct {
   dpo_optim_slot *slots;
   int n_params;
   int64_t step;          /* updates done */
-  /* NULL: host memory and the loops of trainer/optim.c (the reference).
-   * Else (dpo_optim_init_on) parameters, gradients and moments are memory
-   * of ctx's backend and each update is kn_adamw_update /
-   * kn_adafactor_update on it: on a device nothing crosses to the host
-   * except when the state is saved or loaded. */
+  /* Each update is kn_adamw_update / kn_adafactor_update. NULL
+   * (dpo_optim_init): host memory, updated on host_ctx, a CPU context of
+   * the optimizer's own. Else (dpo_optim_init_on) parameters, gradients and
+   * moments are memory of ctx's backend: on a device nothing crosses to the
+   * host except when the state is saved or loaded. */
   kn_ctx *ctx;
   kn_backend backend;    /* ctx's, kept to free the moments after ctx is gone */
+  kn_ctx host_ctx;
+  int host_ctx_ok;
 } dpo_optimizer;
 
 int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
