@@ -102,6 +102,10 @@ void kn_cpu_dpo_loss(kn_ctx *ctx, float *loss, float *grad_model_w, float *grad_
                      float *stats, const float *model_w, const float *model_l, const float *ref_w,
                      const float *ref_l, const float *label, int n, double beta);
 void kn_cpu_sum_squares(kn_ctx *ctx, float *out, const float *inp, size_t n);
+/* The fixed-order double reduction behind the losses and sum_squares: the
+ * sum over n of (a - b)^2, or with b NULL of a (square: of a^2), over
+ * chunks of KN_REDUCE_CHUNK added in order. */
+double kn_cpu_chunked_sum(kn_ctx *ctx, const float *a, const float *b, size_t n, int square);
 void kn_cpu_clip_coefficient(kn_ctx *ctx, float *out, const float *sum_squares, int n,
                              double max_norm);
 void kn_cpu_scale_by(kn_ctx *ctx, float *x, const float *factor, size_t n);

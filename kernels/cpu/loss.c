@@ -5,9 +5,9 @@
 
 #include "kernels/cpu/cpu.h"
 
-/* Sum of (a - b)^2 over n values, or of a alone when b is NULL, in double
- * over fixed chunks of KN_REDUCE_CHUNK combined in order. */
-static double chunked_sum(kn_ctx *ctx, const float *a, const float *b, size_t n) {
+/* Sum of (a - b)^2 over n values, or when b is NULL of a alone (square: of
+ * a^2), in double over fixed chunks of KN_REDUCE_CHUNK combined in order. */
+double kn_cpu_chunked_sum(kn_ctx *ctx, const float *a, const float *b, size_t n, int square) {
   long long n_chunks = (long long)((n + KN_REDUCE_CHUNK - 1) / KN_REDUCE_CHUNK);
   double total = 0.0;
   /* Chunks are summed in parallel into a small stack array per pass. */
@@ -22,7 +22,7 @@ static double chunked_sum(kn_ctx *ctx, const float *a, const float *b, size_t n)
       double s = 0.0;
       for (size_t i = i0; i < i1; i++) {
         double d = b ? (double)a[i] - (double)b[i] : (double)a[i];
-        s += b ? d * d : d;
+        s += b || square ? d * d : d;
       }
       partial[c] = s;
     }
@@ -34,7 +34,7 @@ static double chunked_sum(kn_ctx *ctx, const float *a, const float *b, size_t n)
 void kn_cpu_mse_per_sample_forward(kn_ctx *ctx, float *loss, const float *pred, const float *target,
                                    int B, size_t n) {
   for (int b = 0; b < B; b++)
-    loss[b] = (float)(chunked_sum(ctx, pred + (size_t)b * n, target + (size_t)b * n, n) / (double)n);
+    loss[b] = (float)(kn_cpu_chunked_sum(ctx, pred + (size_t)b * n, target + (size_t)b * n, n, 0) / (double)n);
 }
 
 void kn_cpu_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, const float *dloss,
@@ -54,7 +54,7 @@ void kn_cpu_mse_per_sample_backward(kn_ctx *ctx, float *dpred, float *dtarget, c
 }
 
 void kn_cpu_sum_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
-  *out = (float)chunked_sum(ctx, inp, NULL, n);
+  *out = (float)kn_cpu_chunked_sum(ctx, inp, NULL, n, 0);
 }
 
 static void broadcast_add(kn_ctx *ctx, float *dinp, float g, size_t n) {
@@ -68,7 +68,7 @@ void kn_cpu_sum_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) 
 }
 
 void kn_cpu_mean_forward(kn_ctx *ctx, float *out, const float *inp, size_t n) {
-  *out = (float)(chunked_sum(ctx, inp, NULL, n) / (double)n);
+  *out = (float)(kn_cpu_chunked_sum(ctx, inp, NULL, n, 0) / (double)n);
 }
 
 void kn_cpu_mean_backward(kn_ctx *ctx, float *dinp, const float *dout, size_t n) {

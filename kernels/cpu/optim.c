@@ -57,23 +57,7 @@ void kn_cpu_dpo_loss(kn_ctx *ctx, float *loss, float *grad_model_w, float *grad_
 /* ----------------------------------------------------------- clipping */
 
 void kn_cpu_sum_squares(kn_ctx *ctx, float *out, const float *inp, size_t n) {
-  long long n_chunks = (long long)((n + KN_REDUCE_CHUNK - 1) / KN_REDUCE_CHUNK);
-  double total = 0.0;
-  enum { PASS = 256 };
-  double partial[PASS];
-  for (long long base = 0; base < n_chunks; base += PASS) {
-    long long m = n_chunks - base < PASS ? n_chunks - base : PASS;
-#pragma omp parallel for num_threads(kn_team(ctx, (size_t)m * KN_REDUCE_CHUNK)) schedule(static)
-    for (long long c = 0; c < m; c++) {
-      size_t i0 = (size_t)(base + c) * KN_REDUCE_CHUNK;
-      size_t i1 = i0 + KN_REDUCE_CHUNK < n ? i0 + KN_REDUCE_CHUNK : n;
-      double s = 0.0;
-      for (size_t i = i0; i < i1; i++) s += (double)inp[i] * inp[i];
-      partial[c] = s;
-    }
-    for (long long c = 0; c < m; c++) total += partial[c];
-  }
-  out[0] = (float)total;
+  out[0] = (float)kn_cpu_chunked_sum(ctx, inp, NULL, n, 1);
 }
 
 void kn_cpu_clip_coefficient(kn_ctx *ctx, float *out, const float *sum_squares, int n, double max_norm) {
