@@ -346,6 +346,11 @@ static int stage_study(const demo_options *opt, dpo_error *err) {
   return stage_finish(opt->out, "study", json_pack("{s:i, s:i}", "items", cr.n_items, "votes", sr.n_votes), err);
 }
 
+static int compare_doubles(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
 /* Mean judge alignment of a run's images (also written as the run's
  * scores-shapes-judge.jsonl, for `dpo score`-style inspection). */
 static int run_mean_alignment(const char *run_dir, double *mean, dpo_error *err) {
@@ -357,9 +362,18 @@ static int run_mean_alignment(const char *run_dir, double *mean, dpo_error *err)
   if (rc) return rc;
   rc = eval_run_score(&run, judge, 64, 1, err);
   if (!rc) rc = eval_run_write_scores(&run, judge, NULL, 0, err);
+  /* Summed in ascending order: the manifest's order depends on how many
+   * processes drew the images, the mean must not. */
+  double *scores = malloc((size_t)(run.n > 0 ? run.n : 1) * sizeof *scores);
+  if (!rc && !scores) rc = dpo_fail(err, DPO_ERR_DATA, "%s: out of memory", run_dir);
   double sum = 0;
-  for (int i = 0; i < run.n; i++) sum += run.items[i].scores[k];
+  if (!rc) {
+    for (int i = 0; i < run.n; i++) scores[i] = run.items[i].scores[k];
+    qsort(scores, (size_t)run.n, sizeof *scores, compare_doubles);
+    for (int i = 0; i < run.n; i++) sum += scores[i];
+  }
   *mean = run.n ? sum / run.n : 0;
+  free(scores);
   eval_run_free(&run);
   return rc;
 }
