@@ -102,8 +102,7 @@ typedef struct {
    * step's logged scalars gather in dev_log: [0] the clipping norm, [1] its
    * factor, then per micro-batch the MSEs of the policy [2B] and of the
    * reference [2B]; host_log is its one download per step, log_label the
-   * micro-batches' labels. */
-  int resident;
+   * micro-batches' labels. (Whether the step is resident: step.resident.) */
   float *dev_log, *dev_sum_squares, *host_log, *log_label;
   train_data data;
   dpo_train_step step;
@@ -459,14 +458,14 @@ static int train_steps(run *r, dpo_train_result *res, int *stopped, dpo_error *e
        * are kept and the statistics made once, after the last micro-batch. */
       rc = dpo_train_step_run(&r->step, r->x0_w, r->x0_l, r->text, r->noise, r->t, r->label, o->sft, o->beta,
                               1.0 / o->grad_accum, o->train_text_encoder ? r->dtext : NULL,
-                              r->resident ? NULL : &st, err);
+                              r->step.resident ? NULL : &st, err);
       if (rc != DPO_OK) return rc;
       if (o->train_text_encoder) dpo_clip_backward(r->pipe.text_encoder, &r->ctx, r->dtext);
-      if (r->resident) keep_micro_batch(r, m);
+      if (r->step.resident) keep_micro_batch(r, m);
       else stats_add(&sum, &st, &n_strict);
     }
     double norm;
-    if (r->resident) {
+    if (r->step.resident) {
       int rc = clip_and_gather(r, &sum, &n_strict, &norm, err);
       if (rc != DPO_OK) return rc;
     } else {
@@ -563,8 +562,8 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   if (o->timestep_max > r->step.sched.num_train_timesteps)
     return dpo_fail(err, DPO_ERR_USAGE, "--timesteps: HI %d is above the scheduler's %d training timesteps",
                     o->timestep_max, r->step.sched.num_train_timesteps);
-  r->resident = o->backend != KN_BACKEND_CPU || o->resident_step;
-  if (r->resident && (rc = dpo_train_step_make_resident(&r->step, err)) != DPO_OK) return rc;
+  /* A device's step is resident from init; the CPU's on request. */
+  if (o->resident_step && (rc = dpo_train_step_make_resident(&r->step, err)) != DPO_OK) return rc;
   size_t per = (size_t)r->data.C * hw * hw, per_text = (size_t)r->data.T * r->data.D;
   r->x0_w = malloc(sizeof(float) * B * per);
   r->x0_l = malloc(sizeof(float) * B * per);
@@ -586,12 +585,12 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
   rc = add_params(r, "unet", dpo_unet_n_params(r->pipe.unet), unet_param_get, r->pipe.unet, err);
   if (rc == DPO_OK && o->train_text_encoder)
     rc = add_params(r, "text_encoder", dpo_clip_n_params(r->pipe.text_encoder), clip_param_get, r->pipe.text_encoder, err);
-  if (rc == DPO_OK && r->resident) rc = alloc_step_log(r, err);
+  if (rc == DPO_OK && r->step.resident) rc = alloc_step_log(r, err);
   if (rc != DPO_OK) return rc;
   dpo_optim_config oc;
   dpo_optim_config_default(&oc, o->optimizer);
   if (o->weight_decay >= 0) oc.weight_decay = o->weight_decay;
-  rc = r->resident ? dpo_optim_init_on(&r->opt, &oc, r->params, r->n_params, &r->ctx, err)
+  rc = r->step.resident ? dpo_optim_init_on(&r->opt, &oc, r->params, r->n_params, &r->ctx, err)
                    : dpo_optim_init(&r->opt, &oc, r->params, r->n_params, err);
   if (rc != DPO_OK) return rc;
 

@@ -140,6 +140,17 @@ static void per_sample_mse(const float *pred, const float *target, int n_samples
   }
 }
 
+/* The gradient of w * mean_i(p_i mse_w[i] + (1 - p_i) mse_l[i]) with
+ * respect to the MSEs ([2B], winners first; p the label, NULL: all 1): the
+ * seeds of SFT (w = 1, dpo_loss_sft's) and of the sft_weight term. */
+static void sft_seeds(const float *label, int B, double w, float *seeds) {
+  for (int i = 0; i < B; i++) {
+    double p = label ? label[i] : 1.0;
+    seeds[i] = (float)(w * p / B);
+    seeds[B + i] = (float)(w * (1.0 - p) / B);
+  }
+}
+
 /* loss += w * mean_i(p_i mse_w[i] + (1 - p_i) mse_l[i]) (p the label: the
  * preferred image's MSE), and its gradient into grad_mse ([2B], winners
  * first; NULL: the statistics alone). */
@@ -190,22 +201,16 @@ static int run_resident(dpo_train_step *s, const float *label, int sft, double b
   kn_upload(ctx, s->dev_timesteps, s->timesteps, (size_t)B2 * sizeof(float));
   kn_upload(ctx, s->dev_text2, s->text2, (size_t)B2 * per_text * sizeof(float));
   if (label) kn_upload(ctx, s->dev_label, label, (size_t)B * sizeof(float));
+  /* SFT's seeds, and those of the sft_weight term, depend on the labels
+   * alone: made on the host and uploaded before any work of this
+   * micro-batch is queued, so that the upload's wait costs nothing (the
+   * sft_weight seeds are added to the DPO ones on the backend below). */
   if (sft) {
-    /* The SFT seeds (p/n, (1-p)/n) do not depend on the MSEs: the host's
-     * loss gives them from the labels alone (zeros stand in for the MSEs),
-     * uploaded before any work of this micro-batch is queued, so that the
-     * upload's wait costs nothing. */
-    memset(s->mse_ref, 0, (size_t)B2 * sizeof(float));
-    int rc = dpo_loss_sft(s->mse_ref, s->mse_ref + B, label, B, s->grad_mse, s->grad_mse + B, NULL, err);
-    if (rc != DPO_OK) return rc;
+    sft_seeds(label, B, 1.0, s->grad_mse);
     kn_upload(ctx, s->dev_grad_mse, s->grad_mse, (size_t)B2 * sizeof(float));
   } else {
     if (s->sft_weight > 0) {
-      /* The sft_weight term's seeds are label-only too: made here, added to
-       * the DPO seeds on the backend below. */
-      memset(s->grad_mse, 0, (size_t)B2 * sizeof(float));
-      memset(s->mse_ref, 0, (size_t)B2 * sizeof(float));   /* stands in for the MSEs (read, unused) */
-      add_sft_term(s->mse_ref, label, B, s->sft_weight, s->grad_mse, NULL);
+      sft_seeds(label, B, s->sft_weight, s->grad_mse);
       kn_upload(ctx, s->dev_sft_seed, s->grad_mse, (size_t)B2 * sizeof(float));
     }
     const float *ref = dpo_unet_forward(s->reference, ctx, s->dev_sample, s->dev_timesteps, s->dev_text2);

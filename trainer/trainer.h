@@ -650,7 +650,8 @@ int dpo_train_step_make_resident(dpo_train_step *s, dpo_error *err);
  * dtext, it downloads and waits; else the policy's backward may still be
  * running on return, and kn_ctx_check on the context (or the next download)
  * waits for it and reports a device failure. A resident step checks a
- * non-finite MSE only when stats are computed (dpo_train_step_stats). */
+ * non-finite MSE and a label outside [0, 1] only when stats are computed
+ * (dpo_train_step_stats). */
 int dpo_train_step_run(dpo_train_step *s, const float *x0_w, const float *x0_l, const float *text,
                        const float *noise, const int *t, const float *label, int sft, double beta,
                        double grad_scale, float *dtext, dpo_loss_stats *stats, dpo_error *err);

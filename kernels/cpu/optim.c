@@ -1,9 +1,11 @@
 /* The training step's ops that keep the loss, clipping and optimizer in the
- * backend's memory (kernels.h, "training step"): on the CPU they are the
- * trainer's own arithmetic (trainer/loss.c, trainer/optim.c) in the same
- * order, so that the device-resident step run on a CPU context (the
- * CPU-as-device harness) gives the host step's numbers, and the CUDA
- * kernels (kernels/cuda/optim.cu, loss.cu) have a reference to match. */
+ * backend's memory (kernels.h, "training step"). AdamW and Adafactor here
+ * are the trainer's optimizer itself (trainer/optim.c calls them, on a CPU
+ * context of its own when the state is in host memory); the DPO loss repeats
+ * trainer/loss.c's arithmetic in its order, so that the device-resident
+ * step run on a CPU context (the CPU-as-device harness) gives the host
+ * step's numbers. The CUDA kernels (kernels/cuda/optim.cu, loss.cu) match
+ * these. */
 #include <math.h>
 
 #include "kernels/cpu/cpu.h"
@@ -114,8 +116,8 @@ void kn_cpu_adamw_update(kn_ctx *ctx, float *param, const float *grad, float *ex
 /* ---------------------------------------------------------- Adafactor */
 
 /* u = grad / sqrt(second-moment estimate), updating the moments. The loops
- * and their double sums run in trainer/optim.c's order (sequential), so
- * that the results are its own. */
+ * and their double sums are sequential, in the order of the torch
+ * reference the golden tests compare with. */
 static void adafactor_direction(float *u, const float *grad, float *exp_avg_sq, float *row_avg, float *col_avg,
                                 int64_t outer, int64_t rows, int64_t cols, float eps1, float keep, float add) {
   if (!row_avg) {
