@@ -148,7 +148,8 @@ static int stage_pairs(const demo_options *opt, dpo_error *err) {
 
 /* ---------------------------------------------------------------- train */
 
-static void heldout_prompts(const demo_options *opt, char prompts[128]);
+static void heldout_run_config(const demo_options *opt, const char *model, const char *name, char prompts[128],
+                               char run[4096], eval_generate_config *g);
 static int reward_pairs_config(const demo_options *opt, char dir[4096], char prompts[128], eval_pairs_config *c,
                                dpo_error *err);
 
@@ -171,18 +172,17 @@ static pid_t start_base_prefetch(const demo_options *opt) {
   dpo_error err = {0};
   eval_generate_config g;
   eval_generate_stats gs;
-  heldout_prompts(&one, prompts);
-  snprintf(run, sizeof run, "%s/runs/base", one.out);
-  demo_generate_config(&one, one.base, prompts, run, &g);
+  heldout_run_config(&one, one.base, "base", prompts, run, &g);
   g.quiet = 1;
   int rc = eval_generate(&g, &gs, &err);
+  /* The reward pairs whole (sampled, judged, written): stage 5 redoes only
+   * the judging and the writing, which take a moment. */
   eval_pairs_config pc;
-  if (!rc && !stage_done(one.out, "reward")) rc = reward_pairs_config(&one, dir, prompts, &pc, &err);
+  eval_pairs_stats ps;
   if (!rc && !stage_done(one.out, "reward")) {
-    snprintf(run, sizeof run, "%s/run", dir);
-    pc.gen.out = run;
+    rc = reward_pairs_config(&one, dir, prompts, &pc, &err);
     pc.gen.quiet = 1;
-    rc = eval_generate(&pc.gen, &gs, &err);
+    if (!rc) rc = eval_make_pairs(&pc, &ps, &err);
   }
   if (rc) fprintf(stderr, "demo: background sampling stopped (%s); the later stages will redo it\n", err.msg);
   fflush(NULL);
@@ -244,8 +244,13 @@ static int stage_train(const demo_options *opt, dpo_error *err) {
 
 /* ------------------------------------------------------------- generate */
 
-static void heldout_prompts(const demo_options *opt, char prompts[128]) {
+/* The run of `model` on the held-out prompts: OUT/runs/NAME (stage 4 makes
+ * "base" and "tuned"; the background sampling of stage 3 "base"). */
+static void heldout_run_config(const demo_options *opt, const char *model, const char *name, char prompts[128],
+                               char run[4096], eval_generate_config *g) {
   snprintf(prompts, 128, "world:heldout:%d:%llu", opt->heldout, (unsigned long long)opt->seed);
+  snprintf(run, 4096, "%s/runs/%s", opt->out, name);
+  demo_generate_config(opt, model, prompts, run, g);
 }
 
 /* Held-out prompts with base and tuned, the same seeds (eval_generate: the
@@ -256,14 +261,12 @@ static int stage_generate(const demo_options *opt, dpo_error *err) {
     return DPO_OK;
   }
   char prompts[128], run[4096], tuned[4096];
-  heldout_prompts(opt, prompts);
   snprintf(tuned, sizeof tuned, "%s/tuned", opt->out);
   const char *models[2] = {opt->base, tuned}, *names[2] = {"base", "tuned"};
   for (int m = 0; m < 2; m++) {
     dpo_log_info("demo: stage 4/7 generate: %d held-out prompts with the %s model", opt->heldout, names[m]);
-    snprintf(run, sizeof run, "%s/runs/%s", opt->out, names[m]);
     eval_generate_config g;
-    demo_generate_config(opt, models[m], prompts, run, &g);
+    heldout_run_config(opt, models[m], names[m], prompts, run, &g);
     eval_generate_stats gs;
     int rc = eval_generate(&g, &gs, err);
     if (rc) return rc;
