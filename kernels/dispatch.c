@@ -567,3 +567,23 @@ void kn_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float *ex
   kn_cpu_adafactor_update(ctx, param, grad, exp_avg, exp_avg_sq, exp_avg_sq_row, exp_avg_sq_col, outer, rows,
                           cols, step, lr, eps1, clip_threshold, decay_rate, beta1, weight_decay);
 }
+
+void kn_to_bf16(kn_ctx *ctx, kn_bf16 *out, const float *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_to_bf16(ctx->device, out, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_to_bf16(ctx, out, inp, n);
+}
+
+void kn_from_bf16(kn_ctx *ctx, float *out, const kn_bf16 *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_from_bf16(ctx->device, out, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_from_bf16(ctx, out, inp, n);
+}

@@ -368,6 +368,28 @@ void kn_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float *ex
                          double eps1, double clip_threshold, double decay_rate, double beta1,
                          double weight_decay);
 
+/* --------------------------------------------------- bf16 storage */
+
+/* bfloat16 as its bit pattern (the top half of a float32), so that C code
+ * can hold and move it; CUDA code reinterprets it as __nv_bfloat16. */
+typedef uint16_t kn_bf16;
+
+/* What a model's activations are stored as (models.h: dpo_unet_set_precision). */
+typedef enum { KN_F32 = 0, KN_BF16 = 1 } kn_dtype;
+
+/* Bytes of one element. */
+size_t kn_dtype_size(kn_dtype dtype);
+/* "float32" or "bf16". */
+const char *kn_dtype_name(kn_dtype dtype);
+/* Host conversions: round to nearest even (NaN stays a quiet NaN), as the
+ * device's __float2bfloat16_rn; widening is exact. */
+kn_bf16 kn_bf16_from_float(float x);
+float kn_bf16_to_float(kn_bf16 x);
+
+/* Conversions of ctx's memory over n values. */
+void kn_to_bf16(kn_ctx *ctx, kn_bf16 *out, const float *inp, size_t n);
+void kn_from_bf16(kn_ctx *ctx, float *out, const kn_bf16 *inp, size_t n);
+
 /* ----------------------------------------------------------- benchmark */
 
 /* One timed op at one shape: the median and the minimum of `repeat` runs

@@ -117,6 +117,8 @@ void kn_cpu_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float
                              int64_t outer, int64_t rows, int64_t cols, int64_t step, double lr,
                              double eps1, double clip_threshold, double decay_rate, double beta1,
                              double weight_decay);
+void kn_cpu_to_bf16(kn_ctx *ctx, kn_bf16 *out, const float *inp, size_t n);
+void kn_cpu_from_bf16(kn_ctx *ctx, float *out, const kn_bf16 *inp, size_t n);
 
 /* Threads for an OpenMP region: the context's count, never 0. */
 static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ctx->n_threads : 1; }

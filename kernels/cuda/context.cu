@@ -156,20 +156,8 @@ size_t kn_cuda_peak_allocated(void) { return allocated_peak; }
 
 /* ---------------------------------------------------------------- bf16 */
 
-kn_bf16 kn_bf16_from_float(float x) {
-  uint32_t bits;
-  memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return (kn_bf16)((bits >> 16) | 0x40u); /* quiet NaN */
-  uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);                            /* to nearest even */
-  return (kn_bf16)((bits + rounding) >> 16);
-}
-
-float kn_bf16_to_float(kn_bf16 x) {
-  uint32_t bits = (uint32_t)x << 16;
-  float f;
-  memcpy(&f, &bits, sizeof f);
-  return f;
-}
+/* The host conversions kn_bf16_from_float / kn_bf16_to_float are in
+ * kernels/cpu/bf16.c (kernels.h). */
 
 __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *inp, size_t n) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)

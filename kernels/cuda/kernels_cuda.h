@@ -60,10 +60,6 @@ extern "C" { /* core.h and kernels.h are C headers without guards of their own *
 
 #include "kernels/kernels.h"
 
-/* bfloat16 as its bit pattern (the top half of a float32), so that C code
- * can hold and move it; device code reinterprets it as __nv_bfloat16. */
-typedef uint16_t kn_bf16;
-
 /* ------------------------------------------------------------- context */
 
 typedef struct {
@@ -339,9 +335,7 @@ void kn_cuda_scale_by(kn_cuda_ctx *ctx, float *x, const float *factor, size_t n)
 
 void kn_cuda_to_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const float *inp, size_t n);
 void kn_cuda_from_bf16(kn_cuda_ctx *ctx, float *out, const kn_bf16 *inp, size_t n);
-/* Host-side round-to-nearest-even conversions (what the device does). */
-kn_bf16 kn_bf16_from_float(float x);
-float kn_bf16_to_float(kn_bf16 x);
+/* (kn_bf16 and its host conversions are kernels.h's.) */
 
 /* ----------------------------------------------------------------- rng */
 
