@@ -1,8 +1,9 @@
 /* Elementwise and data-movement ops: activations, GEGLU, softmax, 2x
  * upsample, add, concat/split, timestep and token embeddings. Each output
  * element is written by exactly one thread (grid-stride loops), so results
- * never depend on the launch shape. Activations, GEGLU and add also come in
- * bf16 storage (float32 arithmetic), through the same templated kernels. */
+ * never depend on the launch shape. Activations, GEGLU, upsample, add and
+ * concat also come in bf16 storage (float32 arithmetic, each output rounded
+ * once), through the same templated kernels. */
 #include "kernels/cuda/cuda_internal.cuh"
 
 #define THREADS 256
@@ -157,38 +158,41 @@ void kn_cuda_softmax_backward(kn_cuda_ctx *ctx, float *dinp, const float *dout, 
 
 /* ------------------------------------------------------------ upsample */
 
-__global__ void upsample2x_forward_kernel(float *out, const float *inp, int H, int W, size_t n) {
+template <typename T>
+__global__ void upsample2x_forward_kernel(T *out, const T *inp, int H, int W, size_t n) {
   /* One thread per output value: out[bc, y, x] = inp[bc, y/2, x/2]. */
   GRID_STRIDE(i, n) {
     int W2 = 2 * W;
     size_t bc = i / ((size_t)4 * H * W);
     int rem = (int)(i % ((size_t)4 * H * W)), y = rem / W2, x = rem % W2;
-    out[i] = inp[bc * H * W + (size_t)(y / 2) * W + x / 2];
+    out[i] = inp[bc * H * W + (size_t)(y / 2) * W + x / 2]; /* a copy: no rounding */
   }
 }
 
-__global__ void upsample2x_backward_kernel(float *dinp, const float *dout, int H, int W, size_t n) {
+template <typename T>
+__global__ void upsample2x_backward_kernel(T *dinp, const T *dout, int H, int W, size_t n) {
   /* One thread per input value: the sum of its 2x2 block, in the CPU's order. */
   GRID_STRIDE(i, n) {
     int W2 = 2 * W;
     size_t bc = i / ((size_t)H * W);
     int rem = (int)(i % ((size_t)H * W)), y = rem / W, x = rem % W;
-    const float *r0 = dout + bc * 4 * H * W + (size_t)(2 * y) * W2, *r1 = r0 + W2;
-    dinp[i] += (r0[2 * x] + r0[2 * x + 1]) + (r1[2 * x] + r1[2 * x + 1]);
+    const T *r0 = dout + bc * 4 * H * W + (size_t)(2 * y) * W2, *r1 = r0 + W2;
+    float block = (kn_load(r0 + 2 * x) + kn_load(r0 + 2 * x + 1)) + (kn_load(r1 + 2 * x) + kn_load(r1 + 2 * x + 1));
+    kn_store(dinp + i, kn_load(dinp + i) + block);
   }
 }
 
 void kn_cuda_upsample2x_forward(kn_cuda_ctx *ctx, float *out, const float *inp, int B, int C, int H, int W) {
   size_t n = (size_t)B * C * 4 * H * W;
   if (n == 0) return;
-  upsample2x_forward_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(out, inp, H, W, n);
+  upsample2x_forward_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(out, inp, H, W, n);
   kn_cuda_launched(ctx, "upsample forward");
 }
 
 void kn_cuda_upsample2x_backward(kn_cuda_ctx *ctx, float *dinp, const float *dout, int B, int C, int H, int W) {
   size_t n = (size_t)B * C * H * W;
   if (n == 0 || !dinp) return;
-  upsample2x_backward_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(dinp, dout, H, W, n);
+  upsample2x_backward_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(dinp, dout, H, W, n);
   kn_cuda_launched(ctx, "upsample backward");
 }
 
@@ -223,27 +227,28 @@ void kn_cuda_add_backward(kn_cuda_ctx *ctx, float *da, float *db, const float *d
  * a[outer, Ca, inner], b[outer, Cb, inner]: to_joint copies or adds the
  * parts into j, otherwise j's halves are copied or added into the parts. One
  * thread per joint element. */
-__global__ void concat_kernel(float *joint, float *a, float *b, size_t na, size_t nb, size_t n, int to_joint,
-                              int accumulate) {
+template <typename T>
+__global__ void concat_kernel(T *joint, T *a, T *b, size_t na, size_t nb, size_t n, int to_joint, int accumulate) {
   GRID_STRIDE(i, n) {
     size_t o = i / (na + nb), r = i % (na + nb);
-    float *part = r < na ? (a ? a + o * na + r : NULL) : (b ? b + o * nb + (r - na) : NULL);
+    T *part = r < na ? (a ? a + o * na + r : NULL) : (b ? b + o * nb + (r - na) : NULL);
     if (!part) continue;
     if (to_joint)
-      joint[i] = accumulate ? joint[i] + *part : *part;
+      kn_store(joint + i, accumulate ? kn_load(joint + i) + kn_load(part) : kn_load(part));
     else
-      *part = accumulate ? *part + joint[i] : joint[i];
+      kn_store(part, accumulate ? kn_load(part) + kn_load(joint + i) : kn_load(joint + i));
   }
 }
 
-static void concat_move(kn_cuda_ctx *ctx, float *joint, const float *a, const float *b, int outer, int Ca, int Cb,
-                        int inner, int to_joint, int accumulate, const char *what) {
+template <typename T>
+static void concat_move(kn_cuda_ctx *ctx, T *joint, const T *a, const T *b, int outer, int Ca, int Cb, int inner,
+                        int to_joint, int accumulate, const char *what) {
   size_t na = (size_t)Ca * inner, nb = (size_t)Cb * inner, n = (na + nb) * outer;
   if (n == 0) return;
   /* The parts are read-only when to_joint; the kernel's pointers are shared
    * between directions, hence the casts. */
-  concat_kernel<<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(joint, (float *)a, (float *)b, na, nb, n,
-                                                                       to_joint, accumulate);
+  concat_kernel<T><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(joint, (T *)a, (T *)b, na, nb, n, to_joint,
+                                                                          accumulate);
   kn_cuda_launched(ctx, what);
 }
 
@@ -254,12 +259,12 @@ void kn_cuda_concat_forward(kn_cuda_ctx *ctx, float *out, const float *a, const 
 
 void kn_cuda_concat_backward(kn_cuda_ctx *ctx, float *da, float *db, const float *dout, int outer, int Ca, int Cb,
                              int inner) {
-  concat_move(ctx, (float *)dout, da, db, outer, Ca, Cb, inner, 0, 1, "concat backward");
+  concat_move<float>(ctx, (float *)dout, da, db, outer, Ca, Cb, inner, 0, 1, "concat backward");
 }
 
 void kn_cuda_split_forward(kn_cuda_ctx *ctx, float *a, float *b, const float *inp, int outer, int Ca, int Cb,
                            int inner) {
-  concat_move(ctx, (float *)inp, a, b, outer, Ca, Cb, inner, 0, 0, "split forward");
+  concat_move<float>(ctx, (float *)inp, a, b, outer, Ca, Cb, inner, 0, 0, "split forward");
 }
 
 void kn_cuda_split_backward(kn_cuda_ctx *ctx, float *dinp, const float *da, const float *db, int outer, int Ca,
@@ -419,4 +424,32 @@ void kn_cuda_add_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const
   if (da) accumulate_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)da, (const bf *)dout, n);
   if (db) accumulate_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)db, (const bf *)dout, n);
   kn_cuda_launched(ctx, "add backward bf16");
+}
+
+void kn_cuda_upsample2x_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C, int H, int W) {
+  size_t n = (size_t)B * C * 4 * H * W;
+  if (n == 0) return;
+  upsample2x_forward_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)out, (const bf *)inp, H,
+                                                                                        W, n);
+  kn_cuda_launched(ctx, "upsample forward bf16");
+}
+
+void kn_cuda_upsample2x_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C, int H,
+                                      int W) {
+  size_t n = (size_t)B * C * H * W;
+  if (n == 0 || !dinp) return;
+  upsample2x_backward_kernel<bf><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>((bf *)dinp, (const bf *)dout,
+                                                                                         H, W, n);
+  kn_cuda_launched(ctx, "upsample backward bf16");
+}
+
+void kn_cuda_concat_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b, int outer,
+                                 int Ca, int Cb, int inner) {
+  concat_move<bf>(ctx, (bf *)out, (const bf *)a, (const bf *)b, outer, Ca, Cb, inner, 1, 0, "concat forward bf16");
+}
+
+void kn_cuda_concat_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout, int outer, int Ca,
+                                  int Cb, int inner) {
+  concat_move<bf>(ctx, (bf *)dout, (const bf *)da, (const bf *)db, outer, Ca, Cb, inner, 0, 1,
+                  "concat backward bf16");
 }

@@ -13,9 +13,10 @@
  * and weights with float32 arithmetic and accumulation, float32 norm
  * statistics and float32 gradients of weights; AdamW and Adafactor keep
  * float32 master weights and write their bf16 copies. bf16 so far: linear,
- * attention, group norm (+SiLU), layer norm, activations, GEGLU, add;
- * convolution, upsample, concat/split, embeddings and the losses are float32
- * only (kn_cuda_to_bf16 / kn_cuda_from_bf16 convert).
+ * convolution, attention, group norm (+SiLU), layer norm, activations,
+ * GEGLU, add, upsample, concat, transpose, add_channel; split, softmax,
+ * embeddings, axpy/affine and the losses are float32 only (kn_cuda_to_bf16
+ * / kn_cuda_from_bf16 convert).
  *
  * Determinism: no atomics; every reduction has a fixed partition, and cuDNN
  * algorithms are picked among its deterministic ones.
@@ -127,6 +128,19 @@ void kn_cuda_conv2d_backward(kn_cuda_ctx *ctx, float *dinp, float *dweight, floa
                              const float *dout, const float *inp, const float *weight, int B,
                              int C, int H, int W, int OC, int K, int stride, int pad);
 
+/* bf16: out, inp, weight, dout and dinp bf16 (cuDNN bf16 tensors, float32
+ * compute); bias, dweight and dbias float32. The forward adds the bias to
+ * the rounded convolution (rounded again, as linear's). dinp accumulates
+ * through cuDNN's beta = 1 (blended in float32, rounded once). cuDNN cannot
+ * write a float32 filter gradient from bf16 tensors: dW is made in bf16 in
+ * the workspace (float32 accumulation) and added into dweight, as PyTorch
+ * autocast does; the workspace holds it beside cuDNN's scratch. */
+void kn_cuda_conv2d_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, const kn_bf16 *weight,
+                                 const float *bias, int B, int C, int H, int W, int OC, int K, int stride, int pad);
+void kn_cuda_conv2d_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, float *dweight, float *dbias,
+                                  const kn_bf16 *dout, const kn_bf16 *inp, const kn_bf16 *weight, int B, int C,
+                                  int H, int W, int OC, int K, int stride, int pad);
+
 /* ------------------------------------------------------ normalisations */
 
 void kn_cuda_group_norm_forward(kn_cuda_ctx *ctx, float *out, float *mean, float *rstd,
@@ -233,6 +247,14 @@ void kn_cuda_concat_forward(kn_cuda_ctx *ctx, float *out, const float *a, const 
                             int outer, int Ca, int Cb, int inner);
 void kn_cuda_concat_backward(kn_cuda_ctx *ctx, float *da, float *db, const float *dout, int outer,
                              int Ca, int Cb, int inner);
+/* bf16 storage: copies are exact, accumulating gradients add in float32 and
+ * round once. */
+void kn_cuda_upsample2x_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C, int H, int W);
+void kn_cuda_upsample2x_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C, int H, int W);
+void kn_cuda_concat_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b, int outer, int Ca,
+                                 int Cb, int inner);
+void kn_cuda_concat_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout, int outer, int Ca,
+                                  int Cb, int inner);
 void kn_cuda_split_forward(kn_cuda_ctx *ctx, float *a, float *b, const float *inp, int outer,
                            int Ca, int Cb, int inner);
 void kn_cuda_split_backward(kn_cuda_ctx *ctx, float *dinp, const float *da, const float *db,
@@ -247,6 +269,12 @@ void kn_cuda_transpose_backward(kn_cuda_ctx *ctx, float *dinp, const float *dout
 void kn_cuda_add_channel_forward(kn_cuda_ctx *ctx, float *x, const float *v, int B, int C, int HW);
 void kn_cuda_add_channel_backward(kn_cuda_ctx *ctx, float *dv, const float *dx, int B, int C,
                                   int HW);
+/* bf16 storage; add_channel backward sums each row in double in order, then
+ * adds into dv in float32 and rounds once. */
+void kn_cuda_transpose_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C, int A);
+void kn_cuda_transpose_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C, int A);
+void kn_cuda_add_channel_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *x, const kn_bf16 *v, int B, int C, int HW);
+void kn_cuda_add_channel_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dv, const kn_bf16 *dx, int B, int C, int HW);
 void kn_cuda_axpy(kn_cuda_ctx *ctx, float *dst, float alpha, const float *src, size_t n);
 void kn_cuda_affine_forward(kn_cuda_ctx *ctx, float *out, const float *inp, float a, float b,
                             size_t n);
