@@ -88,6 +88,7 @@ static void linear_bwd_bf16(void *p) {
 
 typedef struct {
   float *out, *inp, *w, *bias, *dout, *dinp, *dw, *db;
+  kn_bf16 *out16, *inp16, *w16, *dout16, *dinp16;
   int B, C, H, W, OC, K, stride, pad;
 } conv_args;
 
@@ -99,6 +100,17 @@ static void conv_bwd(void *p) {
   conv_args *a = p;
   kn_cuda_conv2d_backward(&gpu, a->dinp, a->dw, a->db, a->dout, a->inp, a->w, a->B, a->C, a->H, a->W, a->OC, a->K,
                           a->stride, a->pad);
+}
+static void conv_fwd_bf16(void *p) {
+  conv_args *a = p;
+  kn_cuda_conv2d_forward_bf16(&gpu, a->out16, a->inp16, a->w16, a->bias, a->B, a->C, a->H, a->W, a->OC, a->K,
+                              a->stride, a->pad);
+}
+/* dweight and dbias float32 (the master gradients), as a bf16 step has them. */
+static void conv_bwd_bf16(void *p) {
+  conv_args *a = p;
+  kn_cuda_conv2d_backward_bf16(&gpu, a->dinp16, a->dw, a->db, a->dout16, a->inp16, a->w16, a->B, a->C, a->H, a->W,
+                               a->OC, a->K, a->stride, a->pad);
 }
 
 typedef struct {
@@ -181,8 +193,18 @@ static void bench_conv(int B, int C, int H, int W, int OC, int K, int stride, in
   double f = 2.0 * B * OC * Ho * Wo * C * K * K;
   report("conv2d_fwd_fp32", shape, f, time_op(conv_fwd, &a));
   report("conv2d_bwd_fp32", shape, 2 * f, time_op(conv_bwd, &a));
+  a.inp16 = kn_cuda_malloc(&gpu, ni * 2), a.w16 = kn_cuda_malloc(&gpu, nw * 2), a.out16 = kn_cuda_malloc(&gpu, no * 2);
+  a.dout16 = kn_cuda_malloc(&gpu, no * 2), a.dinp16 = kn_cuda_malloc(&gpu, ni * 2);
+  kn_cuda_to_bf16(&gpu, a.inp16, a.inp, ni);
+  kn_cuda_to_bf16(&gpu, a.w16, a.w, nw);
+  kn_cuda_to_bf16(&gpu, a.dout16, a.dout, no);
+  kn_cuda_to_bf16(&gpu, a.dinp16, a.dinp, ni);
+  report("conv2d_fwd_bf16", shape, f, time_op(conv_fwd_bf16, &a));
+  report("conv2d_bwd_bf16", shape, 2 * f, time_op(conv_bwd_bf16, &a));
   float *fp[] = {a.out, a.inp, a.w, a.bias, a.dout, a.dinp, a.dw, a.db};
   for (size_t i = 0; i < sizeof fp / sizeof *fp; i++) kn_cuda_free(fp[i]);
+  kn_bf16 *hp[] = {a.out16, a.inp16, a.w16, a.dout16, a.dinp16};
+  for (size_t i = 0; i < sizeof hp / sizeof *hp; i++) kn_cuda_free(hp[i]);
 }
 
 static void bench_attention(int B, int H, int Nq, int Nk, int D) {
@@ -260,6 +282,8 @@ int main(int argc, char **argv) {
   bench_linear(batch * 4096, 1280, 320);
   bench_conv(batch, 320, 64, 64, 320, 3, 1, 1);
   bench_conv(batch, 1280, 8, 8, 1280, 3, 1, 1);
+  bench_conv(batch, 320, 64, 64, 320, 3, 2, 1); /* the first downsampler */
+  bench_conv(batch, 640, 64, 64, 320, 1, 1, 0); /* the up path's 1x1 shortcut at 64x64 */
   bench_attention(batch, 8, 4096, 4096, 40);
   bench_attention(batch, 8, 4096, 77, 40);
   bench_attention(batch, 8, 256, 256, 160);

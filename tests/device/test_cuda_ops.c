@@ -634,6 +634,97 @@ static void test_bf16_pointwise_and_norms(void) {
   bf16_free(&sum), bf16_free(&da);
 }
 
+/* conv2d in bf16 against the CPU's float32 conv on the same bf16 inputs:
+ * forward with bias; backward into non-zero gradients (dinp bf16, dweight
+ * and dbias float32), then again with NULL gradients, which must be left
+ * alone. */
+static void test_bf16_conv2d(int B, int C, int H, int W, int OC, int K, int stride, int pad) {
+  printf("conv2d bf16 B=%d C=%d H=%d W=%d OC=%d K=%d stride=%d pad=%d\n", B, C, H, W, OC, K, stride, pad);
+  int Ho = kn_conv2d_out_size(H, K, stride, pad), Wo = kn_conv2d_out_size(W, K, stride, pad);
+  size_t n_in = (size_t)B * C * H * W, n_w = (size_t)OC * C * K * K, n_out = (size_t)B * OC * Ho * Wo;
+  bf16_buf inp = bf16_random(n_in, 1.0f), w = bf16_random(n_w, 0.2f), out = bf16_zero(n_out);
+  bf16_buf dout = bf16_random(n_out, 1.0f), dinp = bf16_random(n_in, 1.0f);
+  pair_buf bias = pair_random(OC, 0.1f), dw = pair_random(n_w, 1.0f), db = pair_random(OC, 1.0f);
+  kn_conv2d_forward(&cpu, out.cpu, inp.cpu, w.cpu, bias.cpu, B, C, H, W, OC, K, stride, pad);
+  kn_cuda_conv2d_forward_bf16(&gpu, out.dev, inp.dev, w.dev, bias.dev, B, C, H, W, OC, K, stride, pad);
+  bf16_compare("conv2d bf16 forward", &out);
+  kn_conv2d_backward(&cpu, dinp.cpu, dw.cpu, db.cpu, dout.cpu, inp.cpu, w.cpu, B, C, H, W, OC, K, stride, pad);
+  kn_cuda_conv2d_backward_bf16(&gpu, dinp.dev, dw.dev, db.dev, dout.dev, inp.dev, w.dev, B, C, H, W, OC, K, stride,
+                               pad);
+  bf16_compare("conv2d bf16 dinp (accumulated)", &dinp);
+  pair_compare("conv2d bf16 dweight (fp32 grad)", &dw, TOL_BF16);
+  pair_compare("conv2d bf16 dbias (fp32 grad)", &db, TOL_BF16);
+  /* dweight alone, then dinp alone: the NULL ones keep their values. */
+  kn_conv2d_backward(&cpu, NULL, dw.cpu, NULL, dout.cpu, inp.cpu, w.cpu, B, C, H, W, OC, K, stride, pad);
+  kn_cuda_conv2d_backward_bf16(&gpu, NULL, dw.dev, NULL, dout.dev, inp.dev, w.dev, B, C, H, W, OC, K, stride, pad);
+  kn_conv2d_backward(&cpu, dinp.cpu, NULL, NULL, dout.cpu, inp.cpu, w.cpu, B, C, H, W, OC, K, stride, pad);
+  kn_cuda_conv2d_backward_bf16(&gpu, dinp.dev, NULL, NULL, dout.dev, inp.dev, w.dev, B, C, H, W, OC, K, stride, pad);
+  bf16_compare("conv2d bf16 dinp (twice)", &dinp);
+  pair_compare("conv2d bf16 dweight (twice)", &dw, TOL_BF16);
+  pair_compare("conv2d bf16 dbias (NULL: kept)", &db, TOL_BF16);
+  bf16_free(&inp), bf16_free(&w), bf16_free(&out), bf16_free(&dout), bf16_free(&dinp);
+  pair_free(&bias), pair_free(&dw), pair_free(&db);
+}
+
+/* Upsample, concat, transpose and add_channel in bf16: copies must be exact,
+ * accumulations (into non-zero gradients) match to one bf16 rounding. */
+static void test_bf16_shape_ops(void) {
+  printf("bf16 storage: upsample, concat, transpose, add_channel\n");
+  int B = 2, C = 5, H = 7, W = 9;
+  size_t n = (size_t)B * C * H * W;
+  bf16_buf x = bf16_random(n, 1.0f), up = bf16_zero(4 * n), dup = bf16_random(4 * n, 1.0f), dx = bf16_random(n, 1.0f);
+  kn_upsample2x_forward(&cpu, up.cpu, x.cpu, B, C, H, W);
+  kn_cuda_upsample2x_forward_bf16(&gpu, up.dev, x.dev, B, C, H, W);
+  compare_bf16("upsample2x bf16 forward", up.cpu, up.dev, up.n, TOL_EXACTISH);
+  kn_upsample2x_backward(&cpu, dx.cpu, dup.cpu, B, C, H, W);
+  kn_cuda_upsample2x_backward_bf16(&gpu, dx.dev, dup.dev, B, C, H, W);
+  kn_cuda_upsample2x_backward_bf16(&gpu, NULL, dup.dev, B, C, H, W); /* skipped */
+  bf16_compare("upsample2x bf16 backward", &dx);
+
+  int outer = 3, Ca = 4, Cb = 6, inner = 11;
+  size_t na = (size_t)outer * Ca * inner, nb = (size_t)outer * Cb * inner, nj = na + nb;
+  bf16_buf pa = bf16_random(na, 1.0f), pb = bf16_random(nb, 1.0f), joint = bf16_zero(nj);
+  kn_concat_forward(&cpu, joint.cpu, pa.cpu, pb.cpu, outer, Ca, Cb, inner);
+  kn_cuda_concat_forward_bf16(&gpu, joint.dev, pa.dev, pb.dev, outer, Ca, Cb, inner);
+  compare_bf16("concat bf16 forward", joint.cpu, joint.dev, nj, TOL_EXACTISH);
+  bf16_buf djoint = bf16_random(nj, 1.0f), dpa = bf16_random(na, 1.0f), dpb = bf16_random(nb, 1.0f);
+  kn_concat_backward(&cpu, dpa.cpu, dpb.cpu, djoint.cpu, outer, Ca, Cb, inner);
+  kn_cuda_concat_backward_bf16(&gpu, dpa.dev, dpb.dev, djoint.dev, outer, Ca, Cb, inner);
+  kn_concat_backward(&cpu, NULL, dpb.cpu, djoint.cpu, outer, Ca, Cb, inner);
+  kn_cuda_concat_backward_bf16(&gpu, NULL, dpb.dev, djoint.dev, outer, Ca, Cb, inner);
+  bf16_compare("concat bf16 backward da", &dpa);
+  bf16_compare("concat bf16 backward db (twice)", &dpb);
+
+  int TB = 2, TC = 320, TA = 77; /* tokens: [B, C, A] -> [B, A, C] */
+  size_t nt = (size_t)TB * TC * TA;
+  bf16_buf t_in = bf16_random(nt, 1.0f), t_out = bf16_zero(nt), t_dout = bf16_random(nt, 1.0f);
+  bf16_buf t_din = bf16_random(nt, 1.0f);
+  kn_transpose_forward(&cpu, t_out.cpu, t_in.cpu, TB, TC, TA);
+  kn_cuda_transpose_forward_bf16(&gpu, t_out.dev, t_in.dev, TB, TC, TA);
+  compare_bf16("transpose bf16 forward", t_out.cpu, t_out.dev, nt, TOL_EXACTISH);
+  kn_transpose_backward(&cpu, t_din.cpu, t_dout.cpu, TB, TC, TA);
+  kn_cuda_transpose_backward_bf16(&gpu, t_din.dev, t_dout.dev, TB, TC, TA);
+  kn_cuda_transpose_backward_bf16(&gpu, NULL, t_dout.dev, TB, TC, TA); /* skipped */
+  bf16_compare("transpose bf16 backward", &t_din);
+
+  int AB = 2, AC = 320, HW = 1024; /* the time embedding added to a 32x32 map */
+  size_t nx = (size_t)AB * AC * HW;
+  bf16_buf ax = bf16_random(nx, 1.0f), av = bf16_random((size_t)AB * AC, 1.0f);
+  bf16_buf adx = bf16_random(nx, 1.0f), adv = bf16_random((size_t)AB * AC, 1.0f);
+  kn_add_channel_forward(&cpu, ax.cpu, av.cpu, AB, AC, HW);
+  kn_cuda_add_channel_forward_bf16(&gpu, ax.dev, av.dev, AB, AC, HW);
+  bf16_compare("add_channel bf16 forward", &ax);
+  kn_add_channel_backward(&cpu, adv.cpu, adx.cpu, AB, AC, HW);
+  kn_cuda_add_channel_backward_bf16(&gpu, adv.dev, adx.dev, AB, AC, HW);
+  kn_cuda_add_channel_backward_bf16(&gpu, NULL, adx.dev, AB, AC, HW); /* skipped */
+  bf16_compare("add_channel bf16 backward", &adv);
+
+  bf16_free(&x), bf16_free(&up), bf16_free(&dup), bf16_free(&dx);
+  bf16_free(&pa), bf16_free(&pb), bf16_free(&joint), bf16_free(&djoint), bf16_free(&dpa), bf16_free(&dpb);
+  bf16_free(&t_in), bf16_free(&t_out), bf16_free(&t_dout), bf16_free(&t_din);
+  bf16_free(&ax), bf16_free(&av), bf16_free(&adx), bf16_free(&adv);
+}
+
 /* Adafactor over a factored 3-D parameter and a plain 1-D one, 3 steps, with
  * transformers' defaults and with beta1 and weight decay. */
 static void test_adafactor(double beta1, double weight_decay) {
@@ -912,6 +1003,13 @@ int main(void) {
   test_bf16_attention(1, 2, 77, 77, 64, 1);
   test_bf16_attention(2, 8, 256, 77, 40, 0);
   test_bf16_pointwise_and_norms();
+  test_bf16_conv2d(2, 8, 12, 10, 16, 3, 1, 1);
+  test_bf16_conv2d(2, 8, 12, 10, 16, 3, 2, 1);
+  test_bf16_conv2d(2, 16, 9, 9, 8, 1, 1, 0);
+  test_bf16_conv2d(2, 320, 32, 32, 320, 3, 1, 1); /* SD1.5's first block at a 32x32 latent */
+  test_bf16_conv2d(2, 320, 32, 32, 320, 3, 2, 1); /* its downsampler */
+  test_bf16_conv2d(2, 640, 16, 16, 320, 1, 1, 0); /* a 1x1 shortcut */
+  test_bf16_shape_ops();
   test_shape_ops();
   test_embeddings();
   test_losses();
