@@ -218,20 +218,20 @@ void kn_cuda_conv2d_backward(kn_cuda_ctx *ctx, float *dinp, float *dweight, floa
 typedef __nv_bfloat16 bf;
 
 /* out[b, oc, p] = round(out + bias[oc]); one thread per value. */
-__global__ void add_bias_bf16_kernel(bf *out, const float *bias, int OC, size_t HW, size_t n) {
+__global__ void conv_bias_bf16_kernel(bf *out, const float *bias, int OC, size_t HW, size_t n) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     out[i] = __float2bfloat16_rn(__bfloat162float(out[i]) + bias[(i / HW) % OC]);
 }
 
 /* dweight[i] += dW16[i] (float32 master gradient). */
-__global__ void accumulate_bf16_kernel(float *dst, const bf *src, size_t n) {
+__global__ void conv_dweight_bf16_kernel(float *dst, const bf *src, size_t n) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     dst[i] += __bfloat162float(src[i]);
 }
 
 /* dbias[oc] += sum over b, p of dout[b, oc, p]: one block per channel, each
  * thread a fixed strided slice in double, then a fixed-order block sum. */
-__global__ void bias_gradient_bf16_kernel(float *dbias, const bf *dout, int B, int OC, size_t HW) {
+__global__ void conv_dbias_bf16_kernel(float *dbias, const bf *dout, int B, int OC, size_t HW) {
   __shared__ double shared[32];
   int oc = blockIdx.x;
   double acc = 0.0;
@@ -254,7 +254,7 @@ void kn_cuda_conv2d_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, const kn_bf16 *
   size_t HW = (size_t)((H + 2 * pad - K) / stride + 1) * ((W + 2 * pad - K) / stride + 1);
   size_t n = (size_t)B * OC * HW;
   if (n == 0) return;
-  add_bias_bf16_kernel<<<kn_blocks(n, 256), 256, 0, kn_stream(ctx)>>>((bf *)out, bias, OC, HW, n);
+  conv_bias_bf16_kernel<<<kn_blocks(n, 256), 256, 0, kn_stream(ctx)>>>((bf *)out, bias, OC, HW, n);
   kn_cuda_launched(ctx, "conv bias bf16");
 }
 
@@ -271,7 +271,7 @@ void kn_cuda_conv2d_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, float *dweigh
     int before = ctx->status;
     run_filter_gradient(ctx, &d, NULL, dw_bytes, 0.0f, dout, inp);
     if (ctx->status == before && nw) {
-      accumulate_bf16_kernel<<<kn_blocks(nw, 256), 256, 0, kn_stream(ctx)>>>(dweight, (const bf *)ctx->workspace,
+      conv_dweight_bf16_kernel<<<kn_blocks(nw, 256), 256, 0, kn_stream(ctx)>>>(dweight, (const bf *)ctx->workspace,
                                                                             nw);
       kn_cuda_launched(ctx, "conv filter gradient bf16");
     }
@@ -279,7 +279,7 @@ void kn_cuda_conv2d_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, float *dweigh
   descs_free(&d);
   if (dbias && B > 0 && OC > 0) {
     size_t HW = (size_t)((H + 2 * pad - K) / stride + 1) * ((W + 2 * pad - K) / stride + 1);
-    bias_gradient_bf16_kernel<<<OC, 256, 0, kn_stream(ctx)>>>(dbias, (const bf *)dout, B, OC, HW);
+    conv_dbias_bf16_kernel<<<OC, 256, 0, kn_stream(ctx)>>>(dbias, (const bf *)dout, B, OC, HW);
     kn_cuda_launched(ctx, "conv bias gradient bf16");
   }
 }
