@@ -537,28 +537,28 @@ void kn_scale_by(kn_ctx *ctx, float *x, const float *factor, size_t n) {
   kn_cpu_scale_by(ctx, x, factor, n);
 }
 
-void kn_adamw_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
-                     size_t n, int64_t step, double lr, double beta1, double beta2, double eps,
-                     double weight_decay) {
+void kn_adamw_update(kn_ctx *ctx, float *param, kn_bf16 *param_bf16, const float *grad,
+                     float *exp_avg, float *exp_avg_sq, size_t n, int64_t step, double lr,
+                     double beta1, double beta2, double eps, double weight_decay) {
 #ifdef DPO_HAVE_CUDA
   if (ctx->backend == KN_BACKEND_CUDA) {
-    /* No bf16 copy: the models hold float32 parameters (kernels_cuda.h). */
-    kn_cuda_adamw_update(ctx->device, param, NULL, grad, exp_avg, exp_avg_sq, n, step, lr, beta1, beta2, eps,
+    kn_cuda_adamw_update(ctx->device, param, param_bf16, grad, exp_avg, exp_avg_sq, n, step, lr, beta1, beta2, eps,
                          weight_decay);
     return;
   }
 #endif
   kn_cpu_adamw_update(ctx, param, grad, exp_avg, exp_avg_sq, n, step, lr, beta1, beta2, eps, weight_decay);
+  if (param_bf16) kn_cpu_to_bf16(ctx, param_bf16, param, n);
 }
 
-void kn_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg,
-                         float *exp_avg_sq, float *exp_avg_sq_row, float *exp_avg_sq_col,
-                         int64_t outer, int64_t rows, int64_t cols, int64_t step, double lr,
-                         double eps1, double clip_threshold, double decay_rate, double beta1,
-                         double weight_decay) {
+void kn_adafactor_update(kn_ctx *ctx, float *param, kn_bf16 *param_bf16, const float *grad,
+                         float *exp_avg, float *exp_avg_sq, float *exp_avg_sq_row,
+                         float *exp_avg_sq_col, int64_t outer, int64_t rows, int64_t cols,
+                         int64_t step, double lr, double eps1, double clip_threshold,
+                         double decay_rate, double beta1, double weight_decay) {
 #ifdef DPO_HAVE_CUDA
   if (ctx->backend == KN_BACKEND_CUDA) {
-    kn_cuda_adafactor_update(ctx->device, param, NULL, grad, exp_avg, exp_avg_sq, exp_avg_sq_row,
+    kn_cuda_adafactor_update(ctx->device, param, param_bf16, grad, exp_avg, exp_avg_sq, exp_avg_sq_row,
                              exp_avg_sq_col, outer, rows, cols, step, lr, eps1, clip_threshold, decay_rate,
                              beta1, weight_decay);
     return;
@@ -566,6 +566,7 @@ void kn_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float *ex
 #endif
   kn_cpu_adafactor_update(ctx, param, grad, exp_avg, exp_avg_sq, exp_avg_sq_row, exp_avg_sq_col, outer, rows,
                           cols, step, lr, eps1, clip_threshold, decay_rate, beta1, weight_decay);
+  if (param_bf16) kn_cpu_to_bf16(ctx, param_bf16, param, (size_t)(outer * rows * cols));
 }
 
 void kn_to_bf16(kn_ctx *ctx, kn_bf16 *out, const float *inp, size_t n) {
@@ -586,4 +587,286 @@ void kn_from_bf16(kn_ctx *ctx, float *out, const kn_bf16 *inp, size_t n) {
   }
 #endif
   kn_cpu_from_bf16(ctx, out, inp, n);
+}
+
+/* ------------------------------------------------------------- bf16 ops */
+
+void kn_linear_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, const kn_bf16 *weight,
+                            const float *bias, int N, int IC, int OC) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_linear_forward_bf16(ctx->device, out, inp, weight, bias, N, IC, OC);
+    return;
+  }
+#endif
+  kn_cpu_linear_forward_bf16(ctx, out, inp, weight, bias, N, IC, OC);
+}
+
+void kn_linear_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dweight, float *dbias,
+                             const kn_bf16 *dout, const kn_bf16 *inp, const kn_bf16 *weight, int N,
+                             int IC, int OC) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_linear_backward_bf16(ctx->device, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+    return;
+  }
+#endif
+  kn_cpu_linear_backward_bf16(ctx, dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+}
+
+void kn_conv2d_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, const kn_bf16 *weight,
+                            const float *bias, int B, int C, int H, int W, int OC, int K,
+                            int stride, int pad) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_conv2d_forward_bf16(ctx->device, out, inp, weight, bias, B, C, H, W, OC, K, stride,
+                                pad);
+    return;
+  }
+#endif
+  kn_cpu_conv2d_forward_bf16(ctx, out, inp, weight, bias, B, C, H, W, OC, K, stride, pad);
+}
+
+void kn_conv2d_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dweight, float *dbias,
+                             const kn_bf16 *dout, const kn_bf16 *inp, const kn_bf16 *weight, int B,
+                             int C, int H, int W, int OC, int K, int stride, int pad) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_conv2d_backward_bf16(ctx->device, dinp, dweight, dbias, dout, inp, weight, B, C, H, W,
+                                 OC, K, stride, pad);
+    return;
+  }
+#endif
+  kn_cpu_conv2d_backward_bf16(ctx, dinp, dweight, dbias, dout, inp, weight, B, C, H, W, OC, K,
+                              stride, pad);
+}
+
+void kn_group_norm_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *mean, float *rstd,
+                                const kn_bf16 *inp, const float *gamma, const float *beta, int B,
+                                int C, int HW, int G, float eps, int fuse_silu) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_group_norm_silu_forward_bf16(ctx->device, out, mean, rstd, inp, gamma, beta, B, C, HW,
+                                         G, eps, fuse_silu);
+    return;
+  }
+#endif
+  kn_cpu_group_norm_forward_bf16(ctx, out, mean, rstd, inp, gamma, beta, B, C, HW, G, eps,
+                                 fuse_silu);
+}
+
+void kn_group_norm_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dgamma, float *dbeta,
+                                 const kn_bf16 *dout, const kn_bf16 *inp, const float *mean,
+                                 const float *rstd, const float *gamma, const float *beta, int B,
+                                 int C, int HW, int G, int fuse_silu) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_group_norm_silu_backward_bf16(ctx->device, dinp, dgamma, dbeta, dout, inp, mean, rstd,
+                                          gamma, beta, B, C, HW, G, fuse_silu);
+    return;
+  }
+#endif
+  kn_cpu_group_norm_backward_bf16(ctx, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, beta, B,
+                                  C, HW, G, fuse_silu);
+}
+
+void kn_layer_norm_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *mean, float *rstd,
+                                const kn_bf16 *inp, const float *gamma, const float *beta, int N,
+                                int C, float eps) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_layer_norm_forward_bf16(ctx->device, out, mean, rstd, inp, gamma, beta, N, C, eps);
+    return;
+  }
+#endif
+  kn_cpu_layer_norm_forward_bf16(ctx, out, mean, rstd, inp, gamma, beta, N, C, eps);
+}
+
+void kn_layer_norm_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dgamma, float *dbeta,
+                                 const kn_bf16 *dout, const kn_bf16 *inp, const float *mean,
+                                 const float *rstd, const float *gamma, int N, int C) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_layer_norm_backward_bf16(ctx->device, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma,
+                                     N, C);
+    return;
+  }
+#endif
+  kn_cpu_layer_norm_backward_bf16(ctx, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma, N, C);
+}
+
+void kn_activation_forward_bf16(kn_ctx *ctx, kn_activation act, kn_bf16 *out, const kn_bf16 *inp,
+                                size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_activation_forward_bf16(ctx->device, act, out, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_activation_forward_bf16(ctx, act, out, inp, n);
+}
+
+void kn_activation_backward_bf16(kn_ctx *ctx, kn_activation act, kn_bf16 *dinp, const kn_bf16 *dout,
+                                 const kn_bf16 *inp, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_activation_backward_bf16(ctx->device, act, dinp, dout, inp, n);
+    return;
+  }
+#endif
+  kn_cpu_activation_backward_bf16(ctx, act, dinp, dout, inp, n);
+}
+
+void kn_geglu_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int N, int D) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_geglu_forward_bf16(ctx->device, out, inp, N, D);
+    return;
+  }
+#endif
+  kn_cpu_geglu_forward_bf16(ctx, out, inp, N, D);
+}
+
+void kn_geglu_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, const kn_bf16 *inp,
+                            int N, int D) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_geglu_backward_bf16(ctx->device, dinp, dout, inp, N, D);
+    return;
+  }
+#endif
+  kn_cpu_geglu_backward_bf16(ctx, dinp, dout, inp, N, D);
+}
+
+void kn_attention_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *lse, const kn_bf16 *q,
+                               const kn_bf16 *k, const kn_bf16 *v, int B, int H, int Nq, int Nk,
+                               int D, float scale, int causal) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_attention_forward_bf16(ctx->device, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
+    return;
+  }
+#endif
+  kn_cpu_attention_forward_bf16(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
+}
+
+void kn_attention_backward_bf16(kn_ctx *ctx, kn_bf16 *dq, kn_bf16 *dk, kn_bf16 *dv,
+                                const kn_bf16 *dout, const kn_bf16 *q, const kn_bf16 *k,
+                                const kn_bf16 *v, const kn_bf16 *out, const float *lse, int B,
+                                int H, int Nq, int Nk, int D, float scale, int causal) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_attention_backward_bf16(ctx->device, dq, dk, dv, dout, q, k, v, out, lse, B, H, Nq, Nk,
+                                    D, scale, causal);
+    return;
+  }
+#endif
+  kn_cpu_attention_backward_bf16(ctx, dq, dk, dv, dout, q, k, v, out, lse, B, H, Nq, Nk, D, scale,
+                                 causal);
+}
+
+void kn_upsample2x_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C, int H,
+                                int W) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_upsample2x_forward_bf16(ctx->device, out, inp, B, C, H, W);
+    return;
+  }
+#endif
+  kn_cpu_upsample2x_forward_bf16(ctx, out, inp, B, C, H, W);
+}
+
+void kn_upsample2x_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C,
+                                 int H, int W) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_upsample2x_backward_bf16(ctx->device, dinp, dout, B, C, H, W);
+    return;
+  }
+#endif
+  kn_cpu_upsample2x_backward_bf16(ctx, dinp, dout, B, C, H, W);
+}
+
+void kn_add_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_add_forward_bf16(ctx->device, out, a, b, n);
+    return;
+  }
+#endif
+  kn_cpu_add_forward_bf16(ctx, out, a, b, n);
+}
+
+void kn_add_backward_bf16(kn_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout, size_t n) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_add_backward_bf16(ctx->device, da, db, dout, n);
+    return;
+  }
+#endif
+  kn_cpu_add_backward_bf16(ctx, da, db, dout, n);
+}
+
+void kn_concat_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b,
+                            int outer, int Ca, int Cb, int inner) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_concat_forward_bf16(ctx->device, out, a, b, outer, Ca, Cb, inner);
+    return;
+  }
+#endif
+  kn_cpu_concat_forward_bf16(ctx, out, a, b, outer, Ca, Cb, inner);
+}
+
+void kn_concat_backward_bf16(kn_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout, int outer,
+                             int Ca, int Cb, int inner) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_concat_backward_bf16(ctx->device, da, db, dout, outer, Ca, Cb, inner);
+    return;
+  }
+#endif
+  kn_cpu_concat_backward_bf16(ctx, da, db, dout, outer, Ca, Cb, inner);
+}
+
+void kn_transpose_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C, int A) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_transpose_forward_bf16(ctx->device, out, inp, B, C, A);
+    return;
+  }
+#endif
+  kn_cpu_transpose_forward_bf16(ctx, out, inp, B, C, A);
+}
+
+void kn_transpose_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C,
+                                int A) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_transpose_backward_bf16(ctx->device, dinp, dout, B, C, A);
+    return;
+  }
+#endif
+  kn_cpu_transpose_backward_bf16(ctx, dinp, dout, B, C, A);
+}
+
+void kn_add_channel_forward_bf16(kn_ctx *ctx, kn_bf16 *x, const kn_bf16 *v, int B, int C, int HW) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_add_channel_forward_bf16(ctx->device, x, v, B, C, HW);
+    return;
+  }
+#endif
+  kn_cpu_add_channel_forward_bf16(ctx, x, v, B, C, HW);
+}
+
+void kn_add_channel_backward_bf16(kn_ctx *ctx, kn_bf16 *dv, const kn_bf16 *dx, int B, int C,
+                                  int HW) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_add_channel_backward_bf16(ctx->device, dv, dx, B, C, HW);
+    return;
+  }
+#endif
+  kn_cpu_add_channel_backward_bf16(ctx, dv, dx, B, C, HW);
 }

@@ -100,6 +100,28 @@ size_t kn_ctx_device_memory(const kn_ctx *ctx);
  * unless memory is exhausted. */
 float *kn_ctx_scratch(kn_ctx *ctx, size_t bytes);
 
+/* --------------------------------------------------- bf16 storage */
+
+/* bfloat16 as its bit pattern (the top half of a float32), so that C code
+ * can hold and move it; CUDA code reinterprets it as __nv_bfloat16. */
+typedef uint16_t kn_bf16;
+
+/* What a model's activations are stored as (models.h: dpo_unet_set_precision). */
+typedef enum { KN_F32 = 0, KN_BF16 = 1 } kn_dtype;
+
+/* Bytes of one element. */
+size_t kn_dtype_size(kn_dtype dtype);
+/* "float32" or "bf16". */
+const char *kn_dtype_name(kn_dtype dtype);
+/* Host conversions: round to nearest even (NaN stays a quiet NaN), as the
+ * device's __float2bfloat16_rn; widening is exact. */
+kn_bf16 kn_bf16_from_float(float x);
+float kn_bf16_to_float(kn_bf16 x);
+
+/* Conversions of ctx's memory over n values. */
+void kn_to_bf16(kn_ctx *ctx, kn_bf16 *out, const float *inp, size_t n);
+void kn_from_bf16(kn_ctx *ctx, float *out, const kn_bf16 *inp, size_t n);
+
 /* --------------------------------------------------- backend memory */
 
 /* Memory of ctx's backend: host memory on the CPU (64-byte aligned), device
@@ -352,43 +374,96 @@ void kn_clip_coefficient(kn_ctx *ctx, float *out, const float *sum_squares, int 
 void kn_scale_by(kn_ctx *ctx, float *x, const float *factor, size_t n);
 
 /* One AdamW update of a parameter as trainer/optim.c (torch.optim.AdamW):
- * step is the 1-based update count; scalars are computed in double. */
-void kn_adamw_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
-                     size_t n, int64_t step, double lr, double beta1, double beta2, double eps,
+ * step is the 1-based update count; scalars are computed in double.
+ * param_bf16 (may be NULL) receives the updated value rounded to bf16: the
+ * copy a bf16 model's forward reads (kn_dtype). */
+void kn_adamw_update(kn_ctx *ctx, float *param, kn_bf16 *param_bf16, const float *grad,
+                     float *exp_avg, float *exp_avg_sq, size_t n, int64_t step, double lr, double beta1, double beta2, double eps,
                      double weight_decay);
 /* One Adafactor update as trainer/optim.c (transformers.Adafactor with an
  * external lr). A parameter of 2+ dims is `outer` matrices of rows x cols
  * with factored moments exp_avg_sq_row[outer, rows], exp_avg_sq_col[outer,
  * cols] (exp_avg_sq NULL); any other is outer = rows = 1, cols = n with
- * exp_avg_sq[n] (row and col NULL). exp_avg is read when beta1 > 0. Takes
- * n + outer + 1 floats (and on a device 256 doubles) of scratch. */
-void kn_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float *exp_avg,
-                         float *exp_avg_sq, float *exp_avg_sq_row, float *exp_avg_sq_col,
-                         int64_t outer, int64_t rows, int64_t cols, int64_t step, double lr,
-                         double eps1, double clip_threshold, double decay_rate, double beta1,
-                         double weight_decay);
+ * exp_avg_sq[n] (row and col NULL). exp_avg is read when beta1 > 0;
+ * param_bf16 as for AdamW. Takes n + outer + 1 floats (and on a device 256 doubles) of scratch. */
+void kn_adafactor_update(kn_ctx *ctx, float *param, kn_bf16 *param_bf16, const float *grad,
+                         float *exp_avg, float *exp_avg_sq, float *exp_avg_sq_row,
+                         float *exp_avg_sq_col, int64_t outer, int64_t rows, int64_t cols,
+                         int64_t step, double lr, double eps1, double clip_threshold,
+                         double decay_rate, double beta1, double weight_decay);
 
-/* --------------------------------------------------- bf16 storage */
+/* ------------------------------------------------- bf16 mixed precision */
 
-/* bfloat16 as its bit pattern (the top half of a float32), so that C code
- * can hold and move it; CUDA code reinterprets it as __nv_bfloat16. */
-typedef uint16_t kn_bf16;
-
-/* What a model's activations are stored as (models.h: dpo_unet_set_precision). */
-typedef enum { KN_F32 = 0, KN_BF16 = 1 } kn_dtype;
-
-/* Bytes of one element. */
-size_t kn_dtype_size(kn_dtype dtype);
-/* "float32" or "bf16". */
-const char *kn_dtype_name(kn_dtype dtype);
-/* Host conversions: round to nearest even (NaN stays a quiet NaN), as the
- * device's __float2bfloat16_rn; widening is exact. */
-kn_bf16 kn_bf16_from_float(float x);
-float kn_bf16_to_float(kn_bf16 x);
-
-/* Conversions of ctx's memory over n values. */
-void kn_to_bf16(kn_ctx *ctx, kn_bf16 *out, const float *inp, size_t n);
-void kn_from_bf16(kn_ctx *ctx, float *out, const kn_bf16 *inp, size_t n);
+/* The ops of a model stored in bf16 (models.h: dpo_unet_set_precision).
+ * Activations (inputs, outputs and their gradients) are bf16 storage; all
+ * arithmetic and accumulation is float32, and each output is rounded once
+ * (to nearest even). A bf16 gradient that backward accumulates into is
+ * read, added to in float32 and rounded once per call. The weights of
+ * linear and conv layers are bf16 (the copies the optimizer writes beside
+ * its float32 masters); biases, norm scales and shifts, saved statistics
+ * (mean, rstd, lse) and every parameter gradient are float32. Shapes and
+ * the other conventions are those of the float32 op of the same name.
+ *
+ * The CPU versions define the numerics: they widen the bf16 inputs to
+ * float32, run the float32 CPU op and round its outputs. They are the
+ * reference of the CUDA kernels (tests/device) and let the bf16 model path
+ * run in the suite, not a fast path: each call allocates its float32
+ * working copies (and aborts when memory is exhausted). */
+void kn_linear_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, const kn_bf16 *weight,
+                            const float *bias, int N, int IC, int OC);
+void kn_linear_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dweight, float *dbias,
+                             const kn_bf16 *dout, const kn_bf16 *inp, const kn_bf16 *weight, int N,
+                             int IC, int OC);
+void kn_conv2d_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, const kn_bf16 *weight,
+                            const float *bias, int B, int C, int H, int W, int OC, int K, int stride,
+                            int pad);
+void kn_conv2d_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dweight, float *dbias,
+                             const kn_bf16 *dout, const kn_bf16 *inp, const kn_bf16 *weight, int B,
+                             int C, int H, int W, int OC, int K, int stride, int pad);
+/* Group norm, followed by SiLU when fuse_silu is set (out = silu(gn(inp)),
+ * nothing else saved: backward recomputes the normalised value). */
+void kn_group_norm_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *mean, float *rstd,
+                                const kn_bf16 *inp, const float *gamma, const float *beta, int B,
+                                int C, int HW, int G, float eps, int fuse_silu);
+void kn_group_norm_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dgamma, float *dbeta,
+                                 const kn_bf16 *dout, const kn_bf16 *inp, const float *mean,
+                                 const float *rstd, const float *gamma, const float *beta, int B,
+                                 int C, int HW, int G, int fuse_silu);
+void kn_layer_norm_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *mean, float *rstd,
+                                const kn_bf16 *inp, const float *gamma, const float *beta, int N,
+                                int C, float eps);
+void kn_layer_norm_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dgamma, float *dbeta,
+                                 const kn_bf16 *dout, const kn_bf16 *inp, const float *mean,
+                                 const float *rstd, const float *gamma, int N, int C);
+void kn_activation_forward_bf16(kn_ctx *ctx, kn_activation act, kn_bf16 *out, const kn_bf16 *inp,
+                                size_t n);
+void kn_activation_backward_bf16(kn_ctx *ctx, kn_activation act, kn_bf16 *dinp,
+                                 const kn_bf16 *dout, const kn_bf16 *inp, size_t n);
+void kn_geglu_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int N, int D);
+void kn_geglu_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, const kn_bf16 *inp,
+                            int N, int D);
+void kn_attention_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *lse, const kn_bf16 *q,
+                               const kn_bf16 *k, const kn_bf16 *v, int B, int H, int Nq, int Nk,
+                               int D, float scale, int causal);
+void kn_attention_backward_bf16(kn_ctx *ctx, kn_bf16 *dq, kn_bf16 *dk, kn_bf16 *dv,
+                                const kn_bf16 *dout, const kn_bf16 *q, const kn_bf16 *k,
+                                const kn_bf16 *v, const kn_bf16 *out, const float *lse, int B,
+                                int H, int Nq, int Nk, int D, float scale, int causal);
+void kn_upsample2x_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C, int H,
+                                int W);
+void kn_upsample2x_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C,
+                                 int H, int W);
+void kn_add_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b, size_t n);
+void kn_add_backward_bf16(kn_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout, size_t n);
+void kn_concat_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b,
+                            int outer, int Ca, int Cb, int inner);
+void kn_concat_backward_bf16(kn_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout, int outer,
+                             int Ca, int Cb, int inner);
+void kn_transpose_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C, int A);
+void kn_transpose_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C,
+                                int A);
+void kn_add_channel_forward_bf16(kn_ctx *ctx, kn_bf16 *x, const kn_bf16 *v, int B, int C, int HW);
+void kn_add_channel_backward_bf16(kn_ctx *ctx, kn_bf16 *dv, const kn_bf16 *dx, int B, int C, int HW);
 
 /* ----------------------------------------------------------- benchmark */
 

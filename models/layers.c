@@ -58,38 +58,116 @@ int md_params_alloc(md_params *t, dpo_error *err) {
   return DPO_OK;
 }
 
-int md_params_place(md_params *t, kn_ctx *ctx, dpo_error *err) {
-  /* One model, one backend: a model placed on a device cannot be planned on
-   * the CPU (its slots point at device memory), nor one with CPU gradients
-   * moved to a device. */
-  if (t->device && ctx->backend != t->backend)
-    return dpo_fail(err, DPO_ERR_USAGE, "model parameters live on %s; plan it on that backend, not %s",
-                    kn_backend_name(t->backend), kn_backend_name(ctx->backend));
-  if (t->device) t->ctx = ctx; /* the latest context: an earlier one may be gone */
-  if (ctx->backend == KN_BACKEND_CPU || t->device) return DPO_OK;
-  if (t->grad)
-    return dpo_fail(err, DPO_ERR_USAGE, "model was planned for training on the cpu; it cannot move to %s",
-                    kn_backend_name(ctx->backend));
-  size_t bytes = kn_arena_bytes(t->total ? t->total : 1);
+int md_params_set_bf16(md_params *t, int frozen, dpo_error *err) {
+  if (t->device || t->half || t->grad)
+    return dpo_fail(err, DPO_ERR_USAGE, "a model's precision is set before its first plan");
+  t->bf16 = 1;
+  t->frozen = frozen != 0;
+  return DPO_OK;
+}
+
+/* A weight of a frozen bf16 model lives on a device as its bf16 copy only. */
+static int drops_float(const md_params *t, const md_param *p) { return t->bf16 && t->frozen && p->ndim >= 2; }
+
+/* Uploads the float32 values (all of them, or a frozen bf16 model's 1-D
+ * ones packed) and points the slots at them. */
+static int place_floats(md_params *t, kn_ctx *ctx, dpo_error *err) {
+  size_t total = 0;
+  for (int i = 0; i < t->n; i++) {
+    md_param *p = &t->items[i];
+    if (drops_float(t, p)) continue;
+    p->device_offset = total;
+    total += (p->numel + 15) / 16 * 16;
+  }
+  size_t bytes = kn_arena_bytes(total ? total : 1);
   t->device = kn_malloc(ctx, bytes);
   if (!t->device)
     return dpo_fail(err, DPO_ERR_DATA, "cannot allocate %zu bytes for parameters on %s", bytes,
                     kn_backend_name(ctx->backend));
-  kn_upload(ctx, t->device, t->data, t->total * sizeof(float));
+  if (total == t->total) {
+    kn_upload(ctx, t->device, t->data, t->total * sizeof(float));
+  } else {
+    float *packed = calloc(total ? total : 1, sizeof(float));
+    if (!packed) return dpo_fail(err, DPO_ERR_DATA, "out of memory packing the parameters");
+    for (int i = 0; i < t->n; i++) {
+      const md_param *p = &t->items[i];
+      if (!drops_float(t, p)) memcpy(packed + p->device_offset, t->data + p->offset, p->numel * sizeof(float));
+    }
+    kn_upload(ctx, t->device, packed, total * sizeof(float));
+    free(packed);
+  }
   t->backend = ctx->backend;
   t->ctx = ctx;
-  for (int i = 0; i < t->n; i++) t->items[i].slot->v = t->device + t->items[i].offset;
+  for (int i = 0; i < t->n; i++) {
+    md_param *p = &t->items[i];
+    p->slot->v = drops_float(t, p) ? NULL : t->device + p->device_offset;
+  }
   return kn_ctx_check(ctx, err);
 }
 
+/* The bf16 copies of the weights (2+ dims), rounded from the host block. */
+static int place_bf16(md_params *t, kn_ctx *ctx, dpo_error *err) {
+  size_t total = 0;
+  for (int i = 0; i < t->n; i++) {
+    md_param *p = &t->items[i];
+    if (p->ndim < 2) continue;
+    p->half_offset = total;
+    total += (p->numel + 31) / 32 * 32;   /* 64-byte aligned */
+  }
+  kn_bf16 *host = calloc(total ? total : 1, sizeof(kn_bf16));
+  if (!host) return dpo_fail(err, DPO_ERR_DATA, "out of memory rounding the parameters to bf16");
+  for (int i = 0; i < t->n; i++) {
+    const md_param *p = &t->items[i];
+    if (p->ndim < 2) continue;
+    for (size_t j = 0; j < p->numel; j++) host[p->half_offset + j] = kn_bf16_from_float(t->data[p->offset + j]);
+  }
+  t->half = kn_malloc(ctx, (total ? total : 1) * sizeof(kn_bf16));
+  if (!t->half) {
+    free(host);
+    return dpo_fail(err, DPO_ERR_DATA, "cannot allocate %zu bytes for bf16 parameters on %s",
+                    total * sizeof(kn_bf16), kn_backend_name(ctx->backend));
+  }
+  kn_upload(ctx, t->half, host, total * sizeof(kn_bf16));
+  free(host);
+  t->half_total = total;
+  t->backend = ctx->backend;
+  t->ctx = ctx;
+  for (int i = 0; i < t->n; i++) {
+    md_param *p = &t->items[i];
+    p->slot->bf16 = p->ndim >= 2 ? t->half + p->half_offset : NULL;
+  }
+  return kn_ctx_check(ctx, err);
+}
+
+int md_params_place(md_params *t, kn_ctx *ctx, dpo_error *err) {
+  /* One model, one backend: a model placed on a device cannot be planned on
+   * the CPU (its slots point at device memory), nor one with CPU gradients
+   * moved to a device. */
+  int placed = t->device || t->half;
+  if (placed && ctx->backend != t->backend)
+    return dpo_fail(err, DPO_ERR_USAGE, "model parameters live on %s; plan it on that backend, not %s",
+                    kn_backend_name(t->backend), kn_backend_name(ctx->backend));
+  if (placed) t->ctx = ctx; /* the latest context: an earlier one may be gone */
+  if (ctx->backend != KN_BACKEND_CPU && !t->device) {
+    if (t->grad)
+      return dpo_fail(err, DPO_ERR_USAGE, "model was planned for training on the cpu; it cannot move to %s",
+                      kn_backend_name(ctx->backend));
+    if (place_floats(t, ctx, err) != DPO_OK) return DPO_ERR_DATA;
+  }
+  if (t->bf16 && !t->half) return place_bf16(t, ctx, err);
+  return DPO_OK;
+}
+
 int md_params_fetch(const md_params *t, dpo_error *err) {
-  if (!t->device) return DPO_OK;
+  /* A frozen model's values never change: the host block is theirs. */
+  if (!t->device || (t->bf16 && t->frozen)) return DPO_OK;
   kn_download(t->ctx, t->data, t->device, t->total * sizeof(float));
   return kn_ctx_check(t->ctx, err);
 }
 
 int md_params_alloc_grads(md_params *t, kn_ctx *ctx, dpo_error *err) {
   if (t->grad) return DPO_OK;
+  if (t->frozen) return dpo_fail(err, DPO_ERR_USAGE, "a frozen model cannot be planned for training");
   if (md_params_place(t, ctx, err) != DPO_OK) return DPO_ERR_DATA;
   if (ctx->backend == KN_BACKEND_CPU) {
     if (alloc_floats(&t->grad, t->total, "parameter gradients", err) != DPO_OK) return DPO_ERR_DATA;
@@ -112,6 +190,7 @@ void md_params_view(const md_params *t, int i, dpo_param *out) {
   out->numel = p->numel;
   out->data = p->slot->v;
   out->grad = p->slot->g;
+  out->data_bf16 = p->slot->bf16;
 }
 
 void md_params_zero_grads(md_params *t) {
@@ -126,6 +205,7 @@ void md_params_free(md_params *t) {
   /* Gradients live beside the parameters: on the device once placed. */
   kn_free(t->device ? t->backend : KN_BACKEND_CPU, t->grad);
   kn_free(t->backend, t->device);
+  kn_free(t->backend, t->half);
   memset(t, 0, sizeof *t);
 }
 
@@ -253,6 +333,7 @@ void md_plan_init(md_plan *p, int train, int threads) {
 
 void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n) {
   if (p->failed) return;
+  if (slot && p->dtype == KN_BF16) n = (n + 1) / 2;   /* storage in floats */
   if (p->n == p->cap) {
     int cap = p->cap ? 2 * p->cap : 512;
     md_request *req = realloc(p->req, (size_t)cap * sizeof *req);
@@ -361,6 +442,7 @@ int md_plan_alloc(md_plan *p, kn_ctx *ctx, dpo_error *err) {
       if (!*r->plain) return dpo_fail(err, DPO_ERR_DATA, "activation plan too small (request %d)", i);
       continue;
     }
+    r->slot->dtype = p->dtype;
     if (r->shared_value) r->slot->v = (float *)((uint8_t *)shared_values + r->value_offset);
     else r->slot->v = kn_arena_floats(&p->acts, r->n);
     if (r->group) r->slot->g = (float *)((uint8_t *)shared + r->group_offset);
@@ -433,37 +515,58 @@ void md_conv_plan(md_plan *p, const md_conv *c, int H, int W) {
   md_plan_scratch(p, kn_conv2d_scratch_bytes(c->C, H, W, c->OC, c->K, c->stride, c->pad));
 }
 
-void md_conv_forward(kn_ctx *ctx, const md_conv *c, float *out, const float *in, int B, int H, int W) {
-  kn_conv2d_forward(ctx, out, in, c->w.v, c->has_bias ? c->b.v : NULL, B, c->C, H, W, c->OC, c->K,
-                    c->stride, c->pad);
+/* A layer computes in bf16 when its weight has a bf16 copy (a bf16 model);
+ * its activations are then bf16 too (the plan's dtype). */
+void md_conv_forward(kn_ctx *ctx, const md_conv *c, void *out, const void *in, int B, int H, int W) {
+  const float *bias = c->has_bias ? c->b.v : NULL;
+  if (c->w.bf16)
+    kn_conv2d_forward_bf16(ctx, out, in, c->w.bf16, bias, B, c->C, H, W, c->OC, c->K, c->stride, c->pad);
+  else
+    kn_conv2d_forward(ctx, out, in, c->w.v, bias, B, c->C, H, W, c->OC, c->K, c->stride, c->pad);
 }
 
-void md_conv_backward(kn_ctx *ctx, const md_conv *c, float *din, const float *dout, const float *in,
+void md_conv_backward(kn_ctx *ctx, const md_conv *c, void *din, const void *dout, const void *in,
                       int B, int H, int W) {
-  kn_conv2d_backward(ctx, din, c->w.g, c->has_bias ? c->b.g : NULL, dout, in, c->w.v, B, c->C, H, W,
-                     c->OC, c->K, c->stride, c->pad);
+  float *dbias = c->has_bias ? c->b.g : NULL;
+  if (c->w.bf16)
+    kn_conv2d_backward_bf16(ctx, din, c->w.g, dbias, dout, in, c->w.bf16, B, c->C, H, W, c->OC, c->K,
+                            c->stride, c->pad);
+  else
+    kn_conv2d_backward(ctx, din, c->w.g, dbias, dout, in, c->w.v, B, c->C, H, W, c->OC, c->K, c->stride,
+                       c->pad);
 }
 
-void md_linear_forward(kn_ctx *ctx, const md_linear *l, float *out, const float *in, int N) {
-  kn_linear_forward(ctx, out, in, l->w.v, l->has_bias ? l->b.v : NULL, N, l->IC, l->OC);
+void md_linear_forward(kn_ctx *ctx, const md_linear *l, void *out, const void *in, int N) {
+  const float *bias = l->has_bias ? l->b.v : NULL;
+  if (l->w.bf16) kn_linear_forward_bf16(ctx, out, in, l->w.bf16, bias, N, l->IC, l->OC);
+  else kn_linear_forward(ctx, out, in, l->w.v, bias, N, l->IC, l->OC);
 }
 
-void md_linear_backward(kn_ctx *ctx, const md_linear *l, float *din, const float *dout,
-                        const float *in, int N) {
-  kn_linear_backward(ctx, din, l->w.g, l->has_bias ? l->b.g : NULL, dout, in, l->w.v, N, l->IC, l->OC);
+void md_linear_backward(kn_ctx *ctx, const md_linear *l, void *din, const void *dout,
+                        const void *in, int N) {
+  float *dbias = l->has_bias ? l->b.g : NULL;
+  if (l->w.bf16) kn_linear_backward_bf16(ctx, din, l->w.g, dbias, dout, in, l->w.bf16, N, l->IC, l->OC);
+  else kn_linear_backward(ctx, din, l->w.g, dbias, dout, in, l->w.v, N, l->IC, l->OC);
 }
 
 void md_norm_plan(md_plan *p, md_norm *n, int B, int HW) {
   n->rows = B;
   n->HW = HW;
+  n->fuse_silu = 0;
   size_t stats = n->G > 0 ? (size_t)B * n->G : (size_t)B;
   md_plan_tensor(p, &n->out, (size_t)B * n->C * HW);
   md_plan_floats(p, &n->mean, stats);
   md_plan_floats(p, &n->rstd, stats);
 }
 
-void md_norm_forward(kn_ctx *ctx, md_norm *n, const float *in) {
-  if (n->G > 0)
+void md_norm_forward(kn_ctx *ctx, md_norm *n, const void *in) {
+  if (n->out.dtype == KN_BF16 && n->G > 0)
+    kn_group_norm_forward_bf16(ctx, n->out.v, n->mean, n->rstd, in, n->gamma.v, n->beta.v, n->rows,
+                               n->C, n->HW, n->G, n->eps, n->fuse_silu);
+  else if (n->out.dtype == KN_BF16)
+    kn_layer_norm_forward_bf16(ctx, n->out.v, n->mean, n->rstd, in, n->gamma.v, n->beta.v, n->rows,
+                               n->C, n->eps);
+  else if (n->G > 0)
     kn_group_norm_forward(ctx, n->out.v, n->mean, n->rstd, in, n->gamma.v, n->beta.v, n->rows, n->C,
                           n->HW, n->G, n->eps);
   else
@@ -471,8 +574,14 @@ void md_norm_forward(kn_ctx *ctx, md_norm *n, const float *in) {
                           n->eps);
 }
 
-void md_norm_backward(kn_ctx *ctx, md_norm *n, float *din, const float *in) {
-  if (n->G > 0)
+void md_norm_backward(kn_ctx *ctx, md_norm *n, void *din, const void *in) {
+  if (n->out.dtype == KN_BF16 && n->G > 0)
+    kn_group_norm_backward_bf16(ctx, din, n->gamma.g, n->beta.g, n->out.g, in, n->mean, n->rstd,
+                                n->gamma.v, n->beta.v, n->rows, n->C, n->HW, n->G, n->fuse_silu);
+  else if (n->out.dtype == KN_BF16)
+    kn_layer_norm_backward_bf16(ctx, din, n->gamma.g, n->beta.g, n->out.g, in, n->mean, n->rstd,
+                                n->gamma.v, n->rows, n->C);
+  else if (n->G > 0)
     kn_group_norm_backward(ctx, din, n->gamma.g, n->beta.g, n->out.g, in, n->mean, n->rstd,
                            n->gamma.v, n->rows, n->C, n->HW, n->G);
   else
@@ -480,6 +589,107 @@ void md_norm_backward(kn_ctx *ctx, md_norm *n, float *din, const float *in) {
                            n->gamma.v, n->rows, n->C);
 }
 
+void md_norm_silu_plan(md_plan *p, md_norm *n, md_tensor *act, int B, int HW) {
+  md_norm_plan(p, n, B, HW);
+  n->fuse_silu = p->dtype == KN_BF16 && n->G > 0;
+  if (!n->fuse_silu) md_plan_tensor(p, act, (size_t)B * n->C * HW);
+}
+
+md_tensor *md_norm_silu_output(md_norm *n, md_tensor *act) { return n->fuse_silu ? &n->out : act; }
+
+md_tensor *md_norm_silu_forward(kn_ctx *ctx, md_norm *n, md_tensor *act, const void *in) {
+  md_norm_forward(ctx, n, in);
+  if (n->fuse_silu) return &n->out;
+  md_silu_forward(ctx, act->dtype, act->v, n->out.v, (size_t)n->rows * n->C * n->HW);
+  return act;
+}
+
+void md_norm_silu_backward(kn_ctx *ctx, md_norm *n, md_tensor *act, void *din, const void *in) {
+  if (!n->fuse_silu)
+    md_silu_backward(ctx, act->dtype, n->out.g, act->g, n->out.v, (size_t)n->rows * n->C * n->HW);
+  md_norm_backward(ctx, n, din, in);
+}
+
+/* ------------------------------------------------- dtype-switching ops */
+
+void md_silu_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *in, size_t n) {
+  if (dtype == KN_BF16) kn_activation_forward_bf16(ctx, KN_ACT_SILU, out, in, n);
+  else kn_activation_forward(ctx, KN_ACT_SILU, out, in, n);
+}
+
+void md_silu_backward(kn_ctx *ctx, kn_dtype dtype, void *din, const void *dout, const void *in,
+                      size_t n) {
+  if (dtype == KN_BF16) kn_activation_backward_bf16(ctx, KN_ACT_SILU, din, dout, in, n);
+  else kn_activation_backward(ctx, KN_ACT_SILU, din, dout, in, n);
+}
+
+void md_add_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *a, const void *b, size_t n) {
+  if (dtype == KN_BF16) kn_add_forward_bf16(ctx, out, a, b, n);
+  else kn_add_forward(ctx, out, a, b, n);
+}
+
+void md_add_backward(kn_ctx *ctx, kn_dtype dtype, void *da, void *db, const void *dout, size_t n) {
+  if (dtype == KN_BF16) kn_add_backward_bf16(ctx, da, db, dout, n);
+  else kn_add_backward(ctx, da, db, dout, n);
+}
+
+void md_transpose_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *in, int B, int C,
+                          int A) {
+  if (dtype == KN_BF16) kn_transpose_forward_bf16(ctx, out, in, B, C, A);
+  else kn_transpose_forward(ctx, out, in, B, C, A);
+}
+
+void md_transpose_backward(kn_ctx *ctx, kn_dtype dtype, void *din, const void *dout, int B, int C,
+                           int A) {
+  if (dtype == KN_BF16) kn_transpose_backward_bf16(ctx, din, dout, B, C, A);
+  else kn_transpose_backward(ctx, din, dout, B, C, A);
+}
+
+void md_concat_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *a, const void *b,
+                       int outer, int Ca, int Cb, int inner) {
+  if (dtype == KN_BF16) kn_concat_forward_bf16(ctx, out, a, b, outer, Ca, Cb, inner);
+  else kn_concat_forward(ctx, out, a, b, outer, Ca, Cb, inner);
+}
+
+void md_concat_backward(kn_ctx *ctx, kn_dtype dtype, void *da, void *db, const void *dout,
+                        int outer, int Ca, int Cb, int inner) {
+  if (dtype == KN_BF16) kn_concat_backward_bf16(ctx, da, db, dout, outer, Ca, Cb, inner);
+  else kn_concat_backward(ctx, da, db, dout, outer, Ca, Cb, inner);
+}
+
+void md_upsample2x_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *in, int B, int C,
+                           int H, int W) {
+  if (dtype == KN_BF16) kn_upsample2x_forward_bf16(ctx, out, in, B, C, H, W);
+  else kn_upsample2x_forward(ctx, out, in, B, C, H, W);
+}
+
+void md_upsample2x_backward(kn_ctx *ctx, kn_dtype dtype, void *din, const void *dout, int B, int C,
+                            int H, int W) {
+  if (dtype == KN_BF16) kn_upsample2x_backward_bf16(ctx, din, dout, B, C, H, W);
+  else kn_upsample2x_backward(ctx, din, dout, B, C, H, W);
+}
+
+static void add_channel_forward(kn_ctx *ctx, kn_dtype dtype, void *x, const void *v, int B, int C, int HW) {
+  if (dtype == KN_BF16) kn_add_channel_forward_bf16(ctx, x, v, B, C, HW);
+  else kn_add_channel_forward(ctx, x, v, B, C, HW);
+}
+
+static void add_channel_backward(kn_ctx *ctx, kn_dtype dtype, void *dv, const void *dx, int B, int C,
+                                 int HW) {
+  if (dtype == KN_BF16) kn_add_channel_backward_bf16(ctx, dv, dx, B, C, HW);
+  else kn_add_channel_backward(ctx, dv, dx, B, C, HW);
+}
+
+static void geglu_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *in, int N, int D) {
+  if (dtype == KN_BF16) kn_geglu_forward_bf16(ctx, out, in, N, D);
+  else kn_geglu_forward(ctx, out, in, N, D);
+}
+
+static void geglu_backward(kn_ctx *ctx, kn_dtype dtype, void *din, const void *dout, const void *in,
+                           int N, int D) {
+  if (dtype == KN_BF16) kn_geglu_backward_bf16(ctx, din, dout, in, N, D);
+  else kn_geglu_backward(ctx, din, dout, in, N, D);
+}
 
 /* --------------------------------------------------------------- resnet */
 
@@ -505,12 +715,10 @@ void md_resnet_plan(md_plan *p, md_resnet *r, int B, int H, int W) {
   r->W = W;
   md_plan_tensor(p, &r->out, (size_t)B * r->Cout * HW);
   md_plan_group_begin(p, &r->grads);
-  md_norm_plan(p, &r->norm1, B, (int)HW);
-  md_plan_tensor(p, &r->a1, (size_t)B * r->Cin * HW);
+  md_norm_silu_plan(p, &r->norm1, &r->a1, B, (int)HW);
   md_plan_tensor(p, &r->h1, (size_t)B * r->Cout * HW);
   if (r->temb_dim > 0) md_plan_tensor(p, &r->tproj, (size_t)B * r->Cout);
-  md_norm_plan(p, &r->norm2, B, (int)HW);
-  md_plan_tensor(p, &r->a2, (size_t)B * r->Cout * HW);
+  md_norm_silu_plan(p, &r->norm2, &r->a2, B, (int)HW);
   md_plan_tensor(p, &r->h2, (size_t)B * r->Cout * HW);
   if (r->has_shortcut) md_plan_tensor(p, &r->sc, (size_t)B * r->Cout * HW);
   md_plan_group_end(p);
@@ -519,49 +727,49 @@ void md_resnet_plan(md_plan *p, md_resnet *r, int B, int H, int W) {
   if (r->has_shortcut) md_conv_plan(p, &r->shortcut, H, W);
 }
 
-void md_resnet_forward(kn_ctx *ctx, md_resnet *r, const float *in, const float *temb_act) {
+void md_resnet_forward(kn_ctx *ctx, md_resnet *r, const void *in, const void *temb_act) {
   int B = r->B, H = r->H, W = r->W, HW = H * W;
-  size_t n_in = (size_t)B * r->Cin * HW, n_out = (size_t)B * r->Cout * HW;
-  md_norm_forward(ctx, &r->norm1, in);
-  kn_activation_forward(ctx, KN_ACT_SILU, r->a1.v, r->norm1.out.v, n_in);
-  md_conv_forward(ctx, &r->conv1, r->h1.v, r->a1.v, B, H, W);
+  size_t n_out = (size_t)B * r->Cout * HW;
+  kn_dtype dt = r->out.dtype;
+  md_tensor *a1 = md_norm_silu_forward(ctx, &r->norm1, &r->a1, in);
+  md_conv_forward(ctx, &r->conv1, r->h1.v, a1->v, B, H, W);
   if (r->temb_dim > 0) {
     md_linear_forward(ctx, &r->temb_proj, r->tproj.v, temb_act, B);
-    kn_add_channel_forward(ctx, r->h1.v, r->tproj.v, B, r->Cout, HW);
+    add_channel_forward(ctx, dt, r->h1.v, r->tproj.v, B, r->Cout, HW);
   }
-  md_norm_forward(ctx, &r->norm2, r->h1.v);
-  kn_activation_forward(ctx, KN_ACT_SILU, r->a2.v, r->norm2.out.v, n_out);
-  md_conv_forward(ctx, &r->conv2, r->h2.v, r->a2.v, B, H, W);
+  md_tensor *a2 = md_norm_silu_forward(ctx, &r->norm2, &r->a2, r->h1.v);
+  md_conv_forward(ctx, &r->conv2, r->h2.v, a2->v, B, H, W);
   if (r->has_shortcut) {
     md_conv_forward(ctx, &r->shortcut, r->sc.v, in, B, H, W);
-    kn_add_forward(ctx, r->out.v, r->h2.v, r->sc.v, n_out);
+    md_add_forward(ctx, dt, r->out.v, r->h2.v, r->sc.v, n_out);
   } else {
-    kn_add_forward(ctx, r->out.v, r->h2.v, in, n_out);
+    md_add_forward(ctx, dt, r->out.v, r->h2.v, in, n_out);
   }
 }
 
-void md_resnet_backward(kn_ctx *ctx, md_resnet *r, float *din, const float *in, float *dtemb_act,
-                        const float *temb_act) {
+void md_resnet_backward(kn_ctx *ctx, md_resnet *r, void *din, const void *in, void *dtemb_act,
+                        const void *temb_act) {
   int B = r->B, H = r->H, W = r->W, HW = H * W;
-  size_t n_in = (size_t)B * r->Cin * HW, n_out = (size_t)B * r->Cout * HW;
+  size_t n_out = (size_t)B * r->Cout * HW;
+  kn_dtype dt = r->out.dtype;
   if (r->grads.recompute) md_resnet_forward(ctx, r, in, temb_act); /* checkpointing */
   md_grad_group_zero(ctx, &r->grads);
   if (r->has_shortcut) {
-    kn_add_backward(ctx, r->h2.g, r->sc.g, r->out.g, n_out);
+    md_add_backward(ctx, dt, r->h2.g, r->sc.g, r->out.g, n_out);
     md_conv_backward(ctx, &r->shortcut, din, r->sc.g, in, B, H, W);
   } else {
-    kn_add_backward(ctx, r->h2.g, din, r->out.g, n_out);
+    md_add_backward(ctx, dt, r->h2.g, din, r->out.g, n_out);
   }
-  md_conv_backward(ctx, &r->conv2, r->a2.g, r->h2.g, r->a2.v, B, H, W);
-  kn_activation_backward(ctx, KN_ACT_SILU, r->norm2.out.g, r->a2.g, r->norm2.out.v, n_out);
-  md_norm_backward(ctx, &r->norm2, r->h1.g, r->h1.v);
+  md_tensor *a2 = md_norm_silu_output(&r->norm2, &r->a2);
+  md_conv_backward(ctx, &r->conv2, a2->g, r->h2.g, a2->v, B, H, W);
+  md_norm_silu_backward(ctx, &r->norm2, &r->a2, r->h1.g, r->h1.v);
   if (r->temb_dim > 0) {
-    kn_add_channel_backward(ctx, r->tproj.g, r->h1.g, B, r->Cout, HW);
+    add_channel_backward(ctx, dt, r->tproj.g, r->h1.g, B, r->Cout, HW);
     md_linear_backward(ctx, &r->temb_proj, dtemb_act, r->tproj.g, temb_act, B);
   }
-  md_conv_backward(ctx, &r->conv1, r->a1.g, r->h1.g, r->a1.v, B, H, W);
-  kn_activation_backward(ctx, KN_ACT_SILU, r->norm1.out.g, r->a1.g, r->norm1.out.v, n_in);
-  md_norm_backward(ctx, &r->norm1, din, in);
+  md_tensor *a1 = md_norm_silu_output(&r->norm1, &r->a1);
+  md_conv_backward(ctx, &r->conv1, a1->g, r->h1.g, a1->v, B, H, W);
+  md_norm_silu_backward(ctx, &r->norm1, &r->a1, din, in);
 }
 
 /* ------------------------------------------------------------ attention */
@@ -596,22 +804,31 @@ void md_attention_plan(md_plan *p, md_attention *a, int B, int N, int M) {
 
 static float attention_scale(const md_attention *a) { return 1.0f / sqrtf((float)a->dim_head); }
 
-void md_attention_forward(kn_ctx *ctx, md_attention *a, const float *x, const float *c) {
+void md_attention_forward(kn_ctx *ctx, md_attention *a, const void *x, const void *c) {
   int B = a->B;
   md_linear_forward(ctx, &a->q, a->qo.v, x, B * a->N);
   md_linear_forward(ctx, &a->k, a->ko.v, c, B * a->M);
   md_linear_forward(ctx, &a->v, a->vo.v, c, B * a->M);
-  kn_attention_forward(ctx, a->ao.v, a->lse, a->qo.v, a->ko.v, a->vo.v, B, a->heads, a->N, a->M,
-                       a->dim_head, attention_scale(a), a->causal);
+  if (a->out.dtype == KN_BF16)
+    kn_attention_forward_bf16(ctx, a->ao.v, a->lse, a->qo.v, a->ko.v, a->vo.v, B, a->heads, a->N, a->M,
+                              a->dim_head, attention_scale(a), a->causal);
+  else
+    kn_attention_forward(ctx, a->ao.v, a->lse, a->qo.v, a->ko.v, a->vo.v, B, a->heads, a->N, a->M,
+                         a->dim_head, attention_scale(a), a->causal);
   md_linear_forward(ctx, &a->o, a->out.v, a->ao.v, B * a->N);
 }
 
-void md_attention_backward(kn_ctx *ctx, md_attention *a, float *dx, float *dc, const float *x,
-                           const float *c) {
+void md_attention_backward(kn_ctx *ctx, md_attention *a, void *dx, void *dc, const void *x,
+                           const void *c) {
   int B = a->B;
   md_linear_backward(ctx, &a->o, a->ao.g, a->out.g, a->ao.v, B * a->N);
-  kn_attention_backward(ctx, a->qo.g, a->ko.g, a->vo.g, a->ao.g, a->qo.v, a->ko.v, a->vo.v, a->ao.v,
-                        a->lse, B, a->heads, a->N, a->M, a->dim_head, attention_scale(a), a->causal);
+  if (a->out.dtype == KN_BF16)
+    kn_attention_backward_bf16(ctx, a->qo.g, a->ko.g, a->vo.g, a->ao.g, a->qo.v, a->ko.v, a->vo.v,
+                               a->ao.v, a->lse, B, a->heads, a->N, a->M, a->dim_head,
+                               attention_scale(a), a->causal);
+  else
+    kn_attention_backward(ctx, a->qo.g, a->ko.g, a->vo.g, a->ao.g, a->qo.v, a->ko.v, a->vo.v, a->ao.v,
+                          a->lse, B, a->heads, a->N, a->M, a->dim_head, attention_scale(a), a->causal);
   md_linear_backward(ctx, &a->q, dx, a->qo.g, x, B * a->N);
   md_linear_backward(ctx, &a->k, dc, a->ko.g, c, B * a->M);
   md_linear_backward(ctx, &a->v, dc, a->vo.g, c, B * a->M);
@@ -653,37 +870,39 @@ static void tblock_plan(md_plan *p, md_tblock *b, int B, int N, int M) {
   md_plan_group_end(p);
 }
 
-static void tblock_forward(kn_ctx *ctx, md_tblock *b, const float *x, const float *enc) {
+static void tblock_forward(kn_ctx *ctx, md_tblock *b, const void *x, const void *enc) {
   int rows = b->attn1.B * b->N;
   size_t n = (size_t)rows * b->dim;
+  kn_dtype dt = b->out.dtype;
   md_norm_forward(ctx, &b->norm1, x);
   md_attention_forward(ctx, &b->attn1, b->norm1.out.v, b->norm1.out.v);
-  kn_add_forward(ctx, b->x1.v, b->attn1.out.v, x, n);
+  md_add_forward(ctx, dt, b->x1.v, b->attn1.out.v, x, n);
   md_norm_forward(ctx, &b->norm2, b->x1.v);
   md_attention_forward(ctx, &b->attn2, b->norm2.out.v, enc);
-  kn_add_forward(ctx, b->x2.v, b->attn2.out.v, b->x1.v, n);
+  md_add_forward(ctx, dt, b->x2.v, b->attn2.out.v, b->x1.v, n);
   md_norm_forward(ctx, &b->norm3, b->x2.v);
   md_linear_forward(ctx, &b->ff_in, b->ffp.v, b->norm3.out.v, rows);
-  kn_geglu_forward(ctx, b->ffg.v, b->ffp.v, rows, b->ff_inner);
+  geglu_forward(ctx, dt, b->ffg.v, b->ffp.v, rows, b->ff_inner);
   md_linear_forward(ctx, &b->ff_out, b->ffo.v, b->ffg.v, rows);
-  kn_add_forward(ctx, b->out.v, b->ffo.v, b->x2.v, n);
+  md_add_forward(ctx, dt, b->out.v, b->ffo.v, b->x2.v, n);
 }
 
-static void tblock_backward(kn_ctx *ctx, md_tblock *b, float *dx, const float *x, float *denc,
-                            const float *enc) {
+static void tblock_backward(kn_ctx *ctx, md_tblock *b, void *dx, const void *x, void *denc,
+                            const void *enc) {
   int rows = b->attn1.B * b->N;
   size_t n = (size_t)rows * b->dim;
+  kn_dtype dt = b->out.dtype;
   if (b->grads.recompute) tblock_forward(ctx, b, x, enc); /* checkpointing */
   md_grad_group_zero(ctx, &b->grads);
-  kn_add_backward(ctx, b->ffo.g, b->x2.g, b->out.g, n);
+  md_add_backward(ctx, dt, b->ffo.g, b->x2.g, b->out.g, n);
   md_linear_backward(ctx, &b->ff_out, b->ffg.g, b->ffo.g, b->ffg.v, rows);
-  kn_geglu_backward(ctx, b->ffp.g, b->ffg.g, b->ffp.v, rows, b->ff_inner);
+  geglu_backward(ctx, dt, b->ffp.g, b->ffg.g, b->ffp.v, rows, b->ff_inner);
   md_linear_backward(ctx, &b->ff_in, b->norm3.out.g, b->ffp.g, b->norm3.out.v, rows);
   md_norm_backward(ctx, &b->norm3, b->x2.g, b->x2.v);
-  kn_add_backward(ctx, b->attn2.out.g, b->x1.g, b->x2.g, n);
+  md_add_backward(ctx, dt, b->attn2.out.g, b->x1.g, b->x2.g, n);
   md_attention_backward(ctx, &b->attn2, b->norm2.out.g, denc, b->norm2.out.v, enc);
   md_norm_backward(ctx, &b->norm2, b->x1.g, b->x1.v);
-  kn_add_backward(ctx, b->attn1.out.g, dx, b->x1.g, n);
+  md_add_backward(ctx, dt, b->attn1.out.g, dx, b->x1.g, n);
   md_attention_backward(ctx, &b->attn1, b->norm1.out.g, b->norm1.out.g, b->norm1.out.v,
                         b->norm1.out.v);
   md_norm_backward(ctx, &b->norm1, dx, x);
@@ -743,43 +962,45 @@ static md_tensor *transformer_tokens(md_transformer *tr) {
   return tr->linear_proj ? &tr->pin : &tr->tok;
 }
 
-void md_transformer_forward(kn_ctx *ctx, md_transformer *tr, const float *in, const float *enc) {
+void md_transformer_forward(kn_ctx *ctx, md_transformer *tr, const void *in, const void *enc) {
   int B = tr->B, HW = tr->H * tr->W, C = tr->C;
+  kn_dtype dt = tr->out.dtype;
   md_norm_forward(ctx, &tr->norm, in);
   if (tr->linear_proj) {
-    kn_transpose_forward(ctx, tr->tok.v, tr->norm.out.v, B, C, HW);
+    md_transpose_forward(ctx, dt, tr->tok.v, tr->norm.out.v, B, C, HW);
     md_linear_forward(ctx, &tr->proj_in_lin, tr->pin.v, tr->tok.v, B * HW);
   } else {
     md_conv_forward(ctx, &tr->proj_in_conv, tr->pin.v, tr->norm.out.v, B, tr->H, tr->W);
-    kn_transpose_forward(ctx, tr->tok.v, tr->pin.v, B, C, HW);
+    md_transpose_forward(ctx, dt, tr->tok.v, tr->pin.v, B, C, HW);
   }
-  const float *x = transformer_tokens(tr)->v;
+  const void *x = transformer_tokens(tr)->v;
   for (int i = 0; i < tr->n_blocks; i++) {
     tblock_forward(ctx, &tr->blocks[i], x, enc);
     x = tr->blocks[i].out.v;
   }
   if (tr->linear_proj) {
     md_linear_forward(ctx, &tr->proj_out_lin, tr->pre_out.v, x, B * HW);
-    kn_transpose_forward(ctx, tr->pout.v, tr->pre_out.v, B, HW, C);
+    md_transpose_forward(ctx, dt, tr->pout.v, tr->pre_out.v, B, HW, C);
   } else {
-    kn_transpose_forward(ctx, tr->pre_out.v, x, B, HW, C);
+    md_transpose_forward(ctx, dt, tr->pre_out.v, x, B, HW, C);
     md_conv_forward(ctx, &tr->proj_out_conv, tr->pout.v, tr->pre_out.v, B, tr->H, tr->W);
   }
-  kn_add_forward(ctx, tr->out.v, tr->pout.v, in, (size_t)B * C * HW);
+  md_add_forward(ctx, dt, tr->out.v, tr->pout.v, in, (size_t)B * C * HW);
 }
 
-void md_transformer_backward(kn_ctx *ctx, md_transformer *tr, float *din, const float *in,
-                             float *denc, const float *enc) {
+void md_transformer_backward(kn_ctx *ctx, md_transformer *tr, void *din, const void *in,
+                             void *denc, const void *enc) {
   int B = tr->B, HW = tr->H * tr->W, C = tr->C;
+  kn_dtype dt = tr->out.dtype;
   md_tblock *last = &tr->blocks[tr->n_blocks - 1];
-  kn_add_backward(ctx, tr->pout.g, din, tr->out.g, (size_t)B * C * HW);
+  md_add_backward(ctx, dt, tr->pout.g, din, tr->out.g, (size_t)B * C * HW);
   if (tr->linear_proj) {
-    kn_transpose_backward(ctx, tr->pre_out.g, tr->pout.g, B, HW, C);
+    md_transpose_backward(ctx, dt, tr->pre_out.g, tr->pout.g, B, HW, C);
     md_linear_backward(ctx, &tr->proj_out_lin, last->out.g, tr->pre_out.g, last->out.v, B * HW);
   } else {
     md_conv_backward(ctx, &tr->proj_out_conv, tr->pre_out.g, tr->pout.g, tr->pre_out.v, B, tr->H,
                      tr->W);
-    kn_transpose_backward(ctx, last->out.g, tr->pre_out.g, B, HW, C);
+    md_transpose_backward(ctx, dt, last->out.g, tr->pre_out.g, B, HW, C);
   }
   md_tensor *tokens = transformer_tokens(tr);
   for (int i = tr->n_blocks - 1; i >= 0; i--) {
@@ -788,9 +1009,9 @@ void md_transformer_backward(kn_ctx *ctx, md_transformer *tr, float *din, const 
   }
   if (tr->linear_proj) {
     md_linear_backward(ctx, &tr->proj_in_lin, tr->tok.g, tr->pin.g, tr->tok.v, B * HW);
-    kn_transpose_backward(ctx, tr->norm.out.g, tr->tok.g, B, C, HW);
+    md_transpose_backward(ctx, dt, tr->norm.out.g, tr->tok.g, B, C, HW);
   } else {
-    kn_transpose_backward(ctx, tr->pin.g, tr->tok.g, B, C, HW);
+    md_transpose_backward(ctx, dt, tr->pin.g, tr->tok.g, B, C, HW);
     md_conv_backward(ctx, &tr->proj_in_conv, tr->norm.out.g, tr->pin.g, tr->norm.out.v, B, tr->H,
                      tr->W);
   }

@@ -26,10 +26,18 @@
 #include "kernels/kernels.h"
 #include "models/models.h"
 
-/* A value and its gradient (g is NULL when not training). */
+/* A value and its gradient (g is NULL when not training).
+ * Activations are stored as the plan's dtype (float32, or bf16 in a bf16
+ * plan: md_plan.dtype), which `dtype` records; the layers pass v and g to
+ * the kernels' float32 or bf16 ops accordingly (the md_* wrappers below).
+ * Parameters are float32 values and gradients; in a model that computes in
+ * bf16, the weights of linear and conv layers also have `bf16`, the copy
+ * the kernels read (refreshed by the optimizer after every update). */
 typedef struct {
-  float *v;
-  float *g;
+  void *v;
+  void *g;
+  kn_dtype dtype;       /* activations: how v and g are stored */
+  kn_bf16 *bf16;        /* parameters of a bf16 model: the bf16 copy of a weight, else NULL */
 } md_tensor;
 
 /* ---------------------------------------------------------- parameters */
@@ -42,6 +50,8 @@ typedef struct {
   int64_t shape[4];
   size_t numel;
   size_t offset;        /* in floats, into the parameter block */
+  size_t device_offset; /* in floats, into the device block (= offset unless frozen) */
+  size_t half_offset;   /* in bf16 values, into the bf16 block (weights of a bf16 model) */
   md_tensor *slot;
 } md_param;
 
@@ -54,6 +64,16 @@ typedef struct {
   float *grad;          /* NULL until md_params_alloc_grads; beside the slots' values */
   float *device;        /* the values on a device once placed (slots point here), else NULL */
   kn_backend backend;   /* where `device` lives */
+  /* bf16 (md_params_set_bf16, before placement): the weights of 2+ dims get
+   * bf16 copies in the backend's memory (`half`, `half_total` values). A
+   * frozen model (never trained: a reference, a sampler) keeps on a device
+   * only those copies and the float32 values of its 1-D parameters (biases,
+   * norms): `device` then holds the 1-D parameters alone, and the weights'
+   * slots have no float32 value there (v NULL). */
+  int bf16;
+  int frozen;
+  kn_bf16 *half;
+  size_t half_total;
   kn_ctx *ctx;          /* the latest context that planned them (must outlive that use) */
   int failed;           /* out of memory while registering */
 } md_params;
@@ -68,6 +88,9 @@ int md_params_alloc(md_params *t, dpo_error *err);
  * into it (the host block stays, for saving). Done once; later calls keep
  * the first placement. */
 int md_params_place(md_params *t, kn_ctx *ctx, dpo_error *err);
+/* Asks for bf16 copies of the weights (and, with frozen, for no float32
+ * weights on a device) in the placement to come; DPO_ERR_USAGE once placed. */
+int md_params_set_bf16(md_params *t, int frozen, dpo_error *err);
 /* Copies placed values back into the host block (nothing on the CPU). */
 int md_params_fetch(const md_params *t, dpo_error *err);
 /* Gradients beside the values (placing them first). */
@@ -109,7 +132,7 @@ typedef struct {
 typedef struct {
   md_tensor *slot;      /* a tensor (value and, when training, gradient) */
   float **plain;        /* or plain floats without a gradient (saved statistics) */
-  size_t n;
+  size_t n;             /* its storage in floats (a bf16 tensor of k values: (k + 1) / 2) */
   md_grad_group *group; /* its gradient lives in the shared region (see above) */
   size_t group_offset;  /* bytes into the shared region */
   int shared_value;     /* checkpointing: its value lives in the shared value region */
@@ -121,6 +144,7 @@ typedef struct {
   int n;
   int cap;
   int train;            /* request gradients as well */
+  kn_dtype dtype;       /* how the tensors (not the plain floats) are stored */
   size_t act_bytes;
   size_t grad_bytes;
   size_t scratch_bytes; /* the largest kernel scratch of any call */
@@ -144,7 +168,7 @@ typedef struct {
 } md_plan;
 
 void md_plan_init(md_plan *p, int train, int threads);
-/* Requests a tensor of n floats (its gradient too when training). */
+/* Requests a tensor of n values of the plan's dtype (its gradient too when training). */
 void md_plan_tensor(md_plan *p, md_tensor *slot, size_t n);
 /* Requests n floats that need no gradient (e.g. saved norm statistics). */
 void md_plan_floats(md_plan *p, float **slot, size_t n);
@@ -183,6 +207,7 @@ typedef struct {
   md_tensor gamma, beta;
   int C, G;
   float eps;
+  int fuse_silu;        /* out = silu(norm): one bf16 kernel (md_norm_silu_*) */
   md_tensor out;
   float *mean, *rstd;
   int rows;             /* B (group) or N (layer) */
@@ -197,20 +222,46 @@ void md_norm_init(md_norm *n, md_params *t, const char *prefix, const char *name
                   float eps);
 
 void md_conv_plan(md_plan *p, const md_conv *c, int H, int W);
-void md_conv_forward(kn_ctx *ctx, const md_conv *c, float *out, const float *in, int B, int H, int W);
-void md_conv_backward(kn_ctx *ctx, const md_conv *c, float *din, const float *dout, const float *in,
+void md_conv_forward(kn_ctx *ctx, const md_conv *c, void *out, const void *in, int B, int H, int W);
+void md_conv_backward(kn_ctx *ctx, const md_conv *c, void *din, const void *dout, const void *in,
                       int B, int H, int W);
-void md_linear_forward(kn_ctx *ctx, const md_linear *l, float *out, const float *in, int N);
-void md_linear_backward(kn_ctx *ctx, const md_linear *l, float *din, const float *dout,
-                        const float *in, int N);
+void md_linear_forward(kn_ctx *ctx, const md_linear *l, void *out, const void *in, int N);
+void md_linear_backward(kn_ctx *ctx, const md_linear *l, void *din, const void *dout,
+                        const void *in, int N);
 /* Group norm over [B, C, HW] or layer norm over [N, C] (B = N, HW = 1). */
 void md_norm_plan(md_plan *p, md_norm *n, int B, int HW);
-void md_norm_forward(kn_ctx *ctx, md_norm *n, const float *in);
-void md_norm_backward(kn_ctx *ctx, md_norm *n, float *din, const float *in);
+void md_norm_forward(kn_ctx *ctx, md_norm *n, const void *in);
+void md_norm_backward(kn_ctx *ctx, md_norm *n, void *din, const void *in);
+/* A group norm followed by SiLU whose result is `act`. In a bf16 plan the
+ * two are one fused kernel that writes silu(norm) into the norm's out (act
+ * is not planned); in float32 the norm, then SiLU into act. Forward returns
+ * the tensor that holds the activation (and md_norm_silu_output names it
+ * for backward, which reads its gradient). */
+void md_norm_silu_plan(md_plan *p, md_norm *n, md_tensor *act, int B, int HW);
+md_tensor *md_norm_silu_output(md_norm *n, md_tensor *act);
+md_tensor *md_norm_silu_forward(kn_ctx *ctx, md_norm *n, md_tensor *act, const void *in);
+void md_norm_silu_backward(kn_ctx *ctx, md_norm *n, md_tensor *act, void *din, const void *in);
 
-/* Transposes, the time embedding's per-channel add and accumulations are
- * kernels.h ops (kn_transpose_*, kn_add_channel_*, kn_axpy), so that they run
- * on the context's backend. */
+/* The elementwise and layout ops of kernels.h on tensors of either dtype:
+ * the float32 op or its bf16 version, as `dtype` says. */
+void md_silu_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *in, size_t n);
+void md_silu_backward(kn_ctx *ctx, kn_dtype dtype, void *din, const void *dout, const void *in,
+                      size_t n);
+void md_add_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *a, const void *b, size_t n);
+void md_add_backward(kn_ctx *ctx, kn_dtype dtype, void *da, void *db, const void *dout, size_t n);
+void md_transpose_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *in, int B, int C,
+                          int A);
+void md_transpose_backward(kn_ctx *ctx, kn_dtype dtype, void *din, const void *dout, int B, int C,
+                           int A);
+void md_concat_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *a, const void *b,
+                       int outer, int Ca, int Cb, int inner);
+void md_concat_backward(kn_ctx *ctx, kn_dtype dtype, void *da, void *db, const void *dout,
+                        int outer, int Ca, int Cb, int inner);
+void md_upsample2x_forward(kn_ctx *ctx, kn_dtype dtype, void *out, const void *in, int B, int C,
+                           int H, int W);
+void md_upsample2x_backward(kn_ctx *ctx, kn_dtype dtype, void *din, const void *dout, int B, int C,
+                            int H, int W);
+
 
 /* --------------------------------------------------- composite layers */
 
@@ -225,16 +276,16 @@ typedef struct {
   int has_shortcut, temb_dim;
   int Cin, Cout;
   int B, H, W;
-  md_tensor a1, h1, tproj, a2, h2, sc, out;
+  md_tensor a1, h1, tproj, a2, h2, sc, out;   /* a1, a2: unplanned in bf16 (fused norms) */
   md_grad_group grads;  /* every gradient but out's */
 } md_resnet;
 
 void md_resnet_init(md_resnet *r, md_params *t, const char *prefix, int Cin, int Cout, int temb_dim,
                     int groups, float eps);
 void md_resnet_plan(md_plan *p, md_resnet *r, int B, int H, int W);
-void md_resnet_forward(kn_ctx *ctx, md_resnet *r, const float *in, const float *temb_act);
-void md_resnet_backward(kn_ctx *ctx, md_resnet *r, float *din, const float *in, float *dtemb_act,
-                        const float *temb_act);
+void md_resnet_forward(kn_ctx *ctx, md_resnet *r, const void *in, const void *temb_act);
+void md_resnet_backward(kn_ctx *ctx, md_resnet *r, void *din, const void *in, void *dtemb_act,
+                        const void *temb_act);
 
 /* diffusers' Attention: to_q, to_k, to_v (bias optional), to_out.0 (bias),
  * over tokens x[B, N, query_dim] and context c[B, M, kv_dim] (c == x for
@@ -252,10 +303,10 @@ void md_attention_init(md_attention *a, md_params *t, const char *prefix, const 
                        const char *k_name, const char *v_name, const char *o_name, int query_dim,
                        int kv_dim, int heads, int dim_head, int qkv_bias);
 void md_attention_plan(md_plan *p, md_attention *a, int B, int N, int M);
-void md_attention_forward(kn_ctx *ctx, md_attention *a, const float *x, const float *c);
+void md_attention_forward(kn_ctx *ctx, md_attention *a, const void *x, const void *c);
 /* dc may equal dx (self-attention): both accumulate. */
-void md_attention_backward(kn_ctx *ctx, md_attention *a, float *dx, float *dc, const float *x,
-                           const float *c);
+void md_attention_backward(kn_ctx *ctx, md_attention *a, void *dx, void *dc, const void *x,
+                           const void *c);
 
 /* diffusers' Transformer2DModel (continuous input) with BasicTransformerBlocks
  * (self-attention, cross-attention, GEGLU feed-forward, layer norms). */
@@ -283,9 +334,9 @@ typedef struct {
 int md_transformer_init(md_transformer *tr, md_params *t, const char *prefix, int C, int heads,
                         int n_blocks, int cross_dim, int groups, int linear_proj, dpo_error *err);
 void md_transformer_plan(md_plan *p, md_transformer *tr, int B, int H, int W, int M);
-void md_transformer_forward(kn_ctx *ctx, md_transformer *tr, const float *in, const float *enc);
-void md_transformer_backward(kn_ctx *ctx, md_transformer *tr, float *din, const float *in,
-                             float *denc, const float *enc);
+void md_transformer_forward(kn_ctx *ctx, md_transformer *tr, const void *in, const void *enc);
+void md_transformer_backward(kn_ctx *ctx, md_transformer *tr, void *din, const void *in,
+                             void *denc, const void *enc);
 void md_transformer_free(md_transformer *tr);
 
 /* ------------------------------------------------------- config checks */

@@ -48,8 +48,9 @@ typedef struct {
   int ndim;
   const int64_t *shape;
   size_t numel;
-  float *data;
+  float *data;          /* NULL for the weights of a frozen bf16 model on a device */
   float *grad;
+  kn_bf16 *data_bf16;   /* a bf16 model's weights (2+ dims): the copy its kernels read */
 } dpo_param;
 
 /* ----------------------------------------------------------------- UNet */
@@ -107,6 +108,19 @@ void dpo_unet_zero_grads(dpo_unet *u);
 int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int train, dpo_error *err);
 /* Bytes of the current plan (activations + their gradients). */
 size_t dpo_unet_plan_bytes(const dpo_unet *u);
+/* The precision of the plans that follow, set before the first one:
+ * KN_F32 (the default: every tensor float32, the CPU reference's numerics)
+ * or KN_BF16, mixed precision: activations and their gradients stored as
+ * bf16, the weights of linear and conv layers read from bf16 copies, all
+ * arithmetic and accumulation float32, float32 master weights, biases,
+ * norms and parameter gradients (kernels.h's bf16 ops; dpo_param.data_bf16
+ * is the copy the optimizer rewrites). frozen (bf16 only) marks a model that
+ * is never trained (the DPO reference, a sampler): on a device its weights
+ * are then held as bf16 alone, half their memory, and a training plan is
+ * refused. Forward's inputs and output and backward's gradients stay float32
+ * whatever the precision. DPO_ERR_USAGE once planned. */
+int dpo_unet_set_precision(dpo_unet *u, kn_dtype dtype, int frozen, dpo_error *err);
+kn_dtype dpo_unet_precision(const dpo_unet *u);
 /* Activation checkpointing for the training plans that follow (off by
  * default): the activations inside each resnet and each transformer block
  * share one region instead of being kept, and each such layer reruns its

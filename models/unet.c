@@ -39,6 +39,7 @@ struct dpo_unet {
   md_plan plan;
   int planned;
   int checkpoint;       /* activation checkpointing in the next training plan */
+  kn_dtype precision;   /* of the activations (dpo_unet_set_precision) */
   int B, H, W, T;
 
   md_conv conv_in;
@@ -52,6 +53,10 @@ struct dpo_unet {
 
   md_tensor sample, enc, h0, tproj, l1, s1, emb, emb_act, out_act, out;
   float *timesteps;
+  /* bf16 plans: float32 buffers at the model's edges (its inputs and
+   * gradients are float32 whatever the precision): `edge` for an input on
+   * its way in or a gradient on its way out, `out_f32` for the output. */
+  float *edge, *out_f32;
   int time_dim;
 };
 
@@ -509,11 +514,13 @@ int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int trai
                     W, f);
   md_plan_free(&u->plan);
   u->planned = 0;
-  if (md_params_place(&u->params, ctx, err) != DPO_OK) return DPO_ERR_DATA;
-  if (train && md_params_alloc_grads(&u->params, ctx, err) != DPO_OK) return DPO_ERR_DATA;
+  int rc = md_params_place(&u->params, ctx, err);
+  if (rc == DPO_OK && train) rc = md_params_alloc_grads(&u->params, ctx, err);
+  if (rc != DPO_OK) return rc;
   md_plan *p = &u->plan;
   md_plan_init(p, train, ctx->n_threads);
   p->checkpoint = train && u->checkpoint;
+  p->dtype = u->precision;
   u->B = B;
   u->H = H;
   u->W = W;
@@ -547,9 +554,16 @@ int dpo_unet_plan(dpo_unet *u, kn_ctx *ctx, int B, int H, int W, int T, int trai
       w *= 2;
     }
   }
-  md_norm_plan(p, &u->norm_out, B, H * W);
-  md_plan_tensor(p, &u->out_act, (size_t)B * C0 * H * W);
+  md_norm_silu_plan(p, &u->norm_out, &u->out_act, B, H * W);
   md_plan_tensor(p, &u->out, (size_t)B * c->out_channels * H * W);
+  u->edge = u->out_f32 = NULL;
+  if (u->precision == KN_BF16) {
+    size_t n_sample = (size_t)B * c->in_channels * H * W, n_enc = (size_t)B * T * c->cross_attention_dim;
+    size_t n_edge = n_sample > n_enc ? n_sample : n_enc;
+    if ((size_t)B * C0 > n_edge) n_edge = (size_t)B * C0;
+    md_plan_floats(p, &u->edge, n_edge);
+    md_plan_floats(p, &u->out_f32, (size_t)B * c->out_channels * H * W);
+  }
   md_conv_plan(p, &u->conv_out, H, W);
   if (md_plan_alloc(p, ctx, err) != DPO_OK) return DPO_ERR_DATA;
   if (kn_ctx_reserve(ctx, p->scratch_bytes, err) != DPO_OK) return DPO_ERR_DATA;
@@ -563,16 +577,30 @@ size_t dpo_unet_plan_bytes(const dpo_unet *u) {
 
 void dpo_unet_set_checkpointing(dpo_unet *u, int on) { u->checkpoint = on != 0; }
 
+int dpo_unet_set_precision(dpo_unet *u, kn_dtype dtype, int frozen, dpo_error *err) {
+  if (u->planned || u->params.device || u->params.grad)
+    return dpo_fail(err, DPO_ERR_USAGE, "unet: the precision is set before the first plan");
+  if (dtype != KN_F32 && dtype != KN_BF16) return dpo_fail(err, DPO_ERR_USAGE, "unet: unknown precision");
+  if (frozen && dtype != KN_BF16)
+    return dpo_fail(err, DPO_ERR_USAGE, "unet: only a bf16 model can be frozen (held as bf16 weights)");
+  if (dtype == KN_BF16 && md_params_set_bf16(&u->params, frozen, err) != DPO_OK) return DPO_ERR_USAGE;
+  u->precision = dtype;
+  return DPO_OK;
+}
+
+kn_dtype dpo_unet_precision(const dpo_unet *u) { return u->precision; }
+
 /* -------------------------------------------------------------- forward */
 
 /* Runs a block on x; returns the tensor it leaves. */
-static md_tensor *block_forward(kn_ctx *ctx, unet_block *b, md_tensor *x, int B, const float *temb_act,
-                                const float *enc, int up) {
+static md_tensor *block_forward(kn_ctx *ctx, unet_block *b, md_tensor *x, int B, const void *temb_act,
+                                const void *enc, int up) {
   int H = b->H, W = b->W;
+  kn_dtype dt = x->dtype;
   for (int j = 0; j < b->n_layers; j++) {
-    const float *in = x->v;
+    const void *in = x->v;
     if (up) {
-      kn_concat_forward(ctx, b->cat[j].v, x->v, b->skip[j]->v, B, b->cat_x_channels[j],
+      md_concat_forward(ctx, dt, b->cat[j].v, x->v, b->skip[j]->v, B, b->cat_x_channels[j],
                         b->res[j].Cin - b->cat_x_channels[j], H * W);
       in = b->cat[j].v;
     }
@@ -585,7 +613,7 @@ static md_tensor *block_forward(kn_ctx *ctx, unet_block *b, md_tensor *x, int B,
   }
   if (!b->has_resample) return x;
   if (up) {
-    kn_upsample2x_forward(ctx, b->nearest.v, x->v, B, b->C_out, H, W);
+    md_upsample2x_forward(ctx, dt, b->nearest.v, x->v, B, b->C_out, H, W);
     md_conv_forward(ctx, &b->resample, b->resample_out.v, b->nearest.v, B, 2 * H, 2 * W);
   } else {
     md_conv_forward(ctx, &b->resample, b->resample_out.v, x->v, B, H, W);
@@ -593,26 +621,54 @@ static md_tensor *block_forward(kn_ctx *ctx, unet_block *b, md_tensor *x, int B,
   return &b->resample_out;
 }
 
+/* Copies the float32 inputs into the model's tensors: as they are, or
+ * rounded to bf16 through the edge buffer. */
+static void take_inputs(dpo_unet *u, kn_ctx *ctx, const float *sample, const float *timesteps,
+                        const float *encoder_hidden_states) {
+  const dpo_unet_config *c = &u->cfg;
+  int B = u->B;
+  size_t n_sample = (size_t)B * c->in_channels * u->H * u->W;
+  size_t n_enc = (size_t)B * u->T * c->cross_attention_dim;
+  kn_copy(ctx, u->timesteps, timesteps, (size_t)B * sizeof(float));
+  if (u->precision == KN_BF16) {
+    const float *x = sample;
+    if (c->center_input_sample) {
+      kn_affine_forward(ctx, u->edge, sample, 2.0f, -1.0f, n_sample);
+      x = u->edge;
+    }
+    kn_to_bf16(ctx, u->sample.v, x, n_sample);
+    kn_to_bf16(ctx, u->enc.v, encoder_hidden_states, n_enc);
+    return;
+  }
+  if (c->center_input_sample) kn_affine_forward(ctx, u->sample.v, sample, 2.0f, -1.0f, n_sample);
+  else kn_copy(ctx, u->sample.v, sample, n_sample * sizeof(float));
+  kn_copy(ctx, u->enc.v, encoder_hidden_states, n_enc * sizeof(float));
+}
+
+/* The sinusoidal embedding is computed in float32 (then rounded in bf16). */
+static void time_projection(dpo_unet *u, kn_ctx *ctx) {
+  const dpo_unet_config *c = &u->cfg;
+  int B = u->B, C0 = c->block_out_channels[0];
+  float *proj = u->precision == KN_BF16 ? u->edge : u->tproj.v;
+  kn_timestep_embedding_forward(ctx, proj, u->timesteps, B, C0, c->flip_sin_to_cos, c->freq_shift, 1.0f,
+                                10000.0f);
+  if (u->precision == KN_BF16) kn_to_bf16(ctx, u->tproj.v, proj, (size_t)B * C0);
+}
+
 const float *dpo_unet_forward(dpo_unet *u, kn_ctx *ctx, const float *sample, const float *timesteps,
                               const float *encoder_hidden_states) {
   if (!u->planned) return NULL;
   const dpo_unet_config *c = &u->cfg;
-  int B = u->B, H = u->H, W = u->W, C0 = c->block_out_channels[0];
-  size_t n_sample = (size_t)B * c->in_channels * H * W;
-  if (c->center_input_sample)
-    kn_affine_forward(ctx, u->sample.v, sample, 2.0f, -1.0f, n_sample);
-  else
-    kn_copy(ctx, u->sample.v, sample, n_sample * sizeof(float));
-  kn_copy(ctx, u->enc.v, encoder_hidden_states, (size_t)B * u->T * c->cross_attention_dim * sizeof(float));
-  kn_copy(ctx, u->timesteps, timesteps, (size_t)B * sizeof(float));
+  int B = u->B, H = u->H, W = u->W;
+  kn_dtype dt = u->precision;
+  take_inputs(u, ctx, sample, timesteps, encoder_hidden_states);
 
-  kn_timestep_embedding_forward(ctx, u->tproj.v, u->timesteps, B, C0, c->flip_sin_to_cos,
-                                c->freq_shift, 1.0f, 10000.0f);
+  time_projection(u, ctx);
   md_linear_forward(ctx, &u->time_l1, u->l1.v, u->tproj.v, B);
-  kn_activation_forward(ctx, KN_ACT_SILU, u->s1.v, u->l1.v, (size_t)B * u->time_dim);
+  md_silu_forward(ctx, dt, u->s1.v, u->l1.v, (size_t)B * u->time_dim);
   md_linear_forward(ctx, &u->time_l2, u->emb.v, u->s1.v, B);
   /* Every resnet applies SiLU to the embedding before its projection. */
-  kn_activation_forward(ctx, KN_ACT_SILU, u->emb_act.v, u->emb.v, (size_t)B * u->time_dim);
+  md_silu_forward(ctx, dt, u->emb_act.v, u->emb.v, (size_t)B * u->time_dim);
 
   md_conv_forward(ctx, &u->conv_in, u->h0.v, u->sample.v, B, H, W);
   md_tensor *x = &u->h0;
@@ -624,24 +680,26 @@ const float *dpo_unet_forward(dpo_unet *u, kn_ctx *ctx, const float *sample, con
   x = &u->mid_res[1].out;
   for (int i = 0; i < c->n_blocks; i++)
     x = block_forward(ctx, &u->up[i], x, B, u->emb_act.v, u->enc.v, 1);
-  md_norm_forward(ctx, &u->norm_out, x->v);
-  kn_activation_forward(ctx, KN_ACT_SILU, u->out_act.v, u->norm_out.out.v, (size_t)B * C0 * H * W);
-  md_conv_forward(ctx, &u->conv_out, u->out.v, u->out_act.v, B, H, W);
-  return u->out.v;
+  md_tensor *act = md_norm_silu_forward(ctx, &u->norm_out, &u->out_act, x->v);
+  md_conv_forward(ctx, &u->conv_out, u->out.v, act->v, B, H, W);
+  if (dt != KN_BF16) return u->out.v;
+  kn_from_bf16(ctx, u->out_f32, u->out.v, (size_t)B * c->out_channels * H * W);
+  return u->out_f32;
 }
 
 /* ------------------------------------------------------------- backward */
 
 /* Backward of a block whose input was x; out is the tensor it left, whose
  * gradient is complete. */
-static void block_backward(kn_ctx *ctx, unet_block *b, md_tensor *x, int B, const float *temb_act,
-                           float *dtemb_act, const float *enc, float *denc, int up) {
+static void block_backward(kn_ctx *ctx, unet_block *b, md_tensor *x, int B, const void *temb_act,
+                           void *dtemb_act, const void *enc, void *denc, int up) {
   int H = b->H, W = b->W;
+  kn_dtype dt = x->dtype;
   if (b->has_resample) {
     md_tensor *last = b->has_attn ? &b->attn[b->n_layers - 1].out : &b->res[b->n_layers - 1].out;
     if (up) {
       md_conv_backward(ctx, &b->resample, b->nearest.g, b->resample_out.g, b->nearest.v, B, 2 * H, 2 * W);
-      kn_upsample2x_backward(ctx, last->g, b->nearest.g, B, b->C_out, H, W);
+      md_upsample2x_backward(ctx, dt, last->g, b->nearest.g, B, b->C_out, H, W);
     } else {
       md_conv_backward(ctx, &b->resample, last->g, b->resample_out.g, last->v, B, H, W);
     }
@@ -651,7 +709,7 @@ static void block_backward(kn_ctx *ctx, unet_block *b, md_tensor *x, int B, cons
     if (b->has_attn) md_transformer_backward(ctx, &b->attn[j], b->res[j].out.g, b->res[j].out.v, denc, enc);
     if (up) {
       md_resnet_backward(ctx, &b->res[j], b->cat[j].g, b->cat[j].v, dtemb_act, temb_act);
-      kn_concat_backward(ctx, in->g, b->skip[j]->g, b->cat[j].g, B, b->cat_x_channels[j],
+      md_concat_backward(ctx, dt, in->g, b->skip[j]->g, b->cat[j].g, B, b->cat_x_channels[j],
                          b->res[j].Cin - b->cat_x_channels[j], H * W);
     } else {
       md_resnet_backward(ctx, &b->res[j], in->g, in->v, dtemb_act, temb_act);
@@ -664,19 +722,31 @@ static md_tensor *block_output(unet_block *b) {
   return b->has_attn ? &b->attn[b->n_layers - 1].out : &b->res[b->n_layers - 1].out;
 }
 
+/* dst += alpha * a gradient of the model (float32, or bf16 widened through
+ * the edge buffer). */
+static void give_gradient(dpo_unet *u, kn_ctx *ctx, float *dst, float alpha, const void *grad, size_t n) {
+  if (u->precision == KN_BF16) {
+    kn_from_bf16(ctx, u->edge, grad, n);
+    grad = u->edge;
+  }
+  kn_axpy(ctx, dst, alpha, grad, n);
+}
+
 void dpo_unet_backward(dpo_unet *u, kn_ctx *ctx, const float *dout, float *dsample,
                        float *dencoder_hidden_states) {
   if (!u->planned || !u->plan.train) return;   /* the contract: a train plan and a forward */
   const dpo_unet_config *c = &u->cfg;
-  int B = u->B, H = u->H, W = u->W, C0 = c->block_out_channels[0], n = c->n_blocks;
+  int B = u->B, H = u->H, W = u->W, n = c->n_blocks;
+  kn_dtype dt = u->precision;
+  size_t n_out = (size_t)B * c->out_channels * H * W;
   md_plan_zero_grads(ctx, &u->plan);
-  kn_copy(ctx, u->out.g, dout, (size_t)B * c->out_channels * H * W * sizeof(float));
+  if (dt == KN_BF16) kn_to_bf16(ctx, u->out.g, dout, n_out);
+  else kn_copy(ctx, u->out.g, dout, n_out * sizeof(float));
 
-  md_conv_backward(ctx, &u->conv_out, u->out_act.g, u->out.g, u->out_act.v, B, H, W);
-  kn_activation_backward(ctx, KN_ACT_SILU, u->norm_out.out.g, u->out_act.g, u->norm_out.out.v,
-                         (size_t)B * C0 * H * W);
+  md_tensor *act = md_norm_silu_output(&u->norm_out, &u->out_act);
+  md_conv_backward(ctx, &u->conv_out, act->g, u->out.g, act->v, B, H, W);
   md_tensor *x = block_output(&u->up[n - 1]);
-  md_norm_backward(ctx, &u->norm_out, x->g, x->v);
+  md_norm_silu_backward(ctx, &u->norm_out, &u->out_act, x->g, x->v);
   for (int i = n - 1; i >= 0; i--) {
     md_tensor *in = i > 0 ? block_output(&u->up[i - 1]) : &u->mid_res[1].out;
     block_backward(ctx, &u->up[i], in, B, u->emb_act.v, u->emb_act.g, u->enc.v, u->enc.g, 1);
@@ -691,13 +761,13 @@ void dpo_unet_backward(dpo_unet *u, kn_ctx *ctx, const float *dout, float *dsamp
   }
   md_conv_backward(ctx, &u->conv_in, u->sample.g, u->h0.g, u->sample.v, B, H, W);
 
-  kn_activation_backward(ctx, KN_ACT_SILU, u->emb.g, u->emb_act.g, u->emb.v, (size_t)B * u->time_dim);
+  md_silu_backward(ctx, dt, u->emb.g, u->emb_act.g, u->emb.v, (size_t)B * u->time_dim);
   md_linear_backward(ctx, &u->time_l2, u->s1.g, u->emb.g, u->s1.v, B);
-  kn_activation_backward(ctx, KN_ACT_SILU, u->l1.g, u->s1.g, u->l1.v, (size_t)B * u->time_dim);
+  md_silu_backward(ctx, dt, u->l1.g, u->s1.g, u->l1.v, (size_t)B * u->time_dim);
   md_linear_backward(ctx, &u->time_l1, NULL, u->l1.g, u->tproj.v, B);
 
   size_t n_sample = (size_t)B * c->in_channels * H * W;
-  if (dsample) kn_axpy(ctx, dsample, c->center_input_sample ? 2.0f : 1.0f, u->sample.g, n_sample);
+  if (dsample) give_gradient(u, ctx, dsample, c->center_input_sample ? 2.0f : 1.0f, u->sample.g, n_sample);
   if (dencoder_hidden_states)
-    kn_axpy(ctx, dencoder_hidden_states, 1.0f, u->enc.g, (size_t)B * u->T * c->cross_attention_dim);
+    give_gradient(u, ctx, dencoder_hidden_states, 1.0f, u->enc.g, (size_t)B * u->T * c->cross_attention_dim);
 }

@@ -458,14 +458,15 @@ void dpo_vae_encode(dpo_vae *v, kn_ctx *ctx, const float *image, uint64_t seed, 
   size_t per_sample = (size_t)L * hw;
   if (sample) dpo_rng_normal_fill(seed, stream, 0, v->noise.v, (size_t)B * per_sample);
   float scale = scaled ? c->scaling_factor : 1.0f;
+  const float *moments = v->moments.v, *noise = v->noise.v; /* the VAE is float32 */
   for (int b = 0; b < B; b++) {
-    const float *mu = v->moments.v + (size_t)b * 2 * per_sample;
+    const float *mu = moments + (size_t)b * 2 * per_sample;
     const float *logvar = mu + per_sample;
     for (size_t i = 0; i < per_sample; i++) {
       float lv = logvar[i] < -30.0f ? -30.0f : (logvar[i] > 20.0f ? 20.0f : logvar[i]);
       size_t k = (size_t)b * per_sample + i;
       if (mean) mean[k] = scale * mu[i];
-      if (sample) sample[k] = scale * (mu[i] + expf(0.5f * lv) * v->noise.v[k]);
+      if (sample) sample[k] = scale * (mu[i] + expf(0.5f * lv) * noise[k]);
     }
   }
 }
@@ -476,7 +477,8 @@ const float *dpo_vae_decode(dpo_vae *v, kn_ctx *ctx, const float *latents, int s
   size_t n_lat = (size_t)B * L * v->h * v->w;
   if (!v->planned) return NULL;
   float inv = scaled ? 1.0f / c->scaling_factor : 1.0f;
-  for (size_t i = 0; i < n_lat; i++) v->latent_in.v[i] = latents[i] * inv;
+  float *latent_in = v->latent_in.v;
+  for (size_t i = 0; i < n_lat; i++) latent_in[i] = latents[i] * inv;
   const float *z = v->latent_in.v;
   if (c->use_post_quant_conv) {
     md_conv_forward(ctx, &v->post_quant_conv, v->z.v, z, B, v->h, v->w);

@@ -203,13 +203,13 @@ static void update_on(dpo_optimizer *opt, kn_ctx *ctx, int i, double lr) {
   dpo_optim_slot *s = &opt->slots[i];
   int64_t n = dpo_optim_param_numel(p);
   if (c->kind == DPO_OPTIM_ADAMW) {
-    kn_adamw_update(ctx, p->data, p->grad, s->exp_avg, s->exp_avg_sq, (size_t)n, opt->step, lr, c->beta1,
+    kn_adamw_update(ctx, p->data, p->data_bf16, p->grad, s->exp_avg, s->exp_avg_sq, (size_t)n, opt->step, lr, c->beta1,
                     c->beta2, c->eps, c->weight_decay);
     return;
   }
   int64_t outer = 1, rows = 1, cols = n;
   if (is_factored(opt, p)) factored_dims(p, &outer, &rows, &cols);
-  kn_adafactor_update(ctx, p->data, p->grad, s->exp_avg, s->exp_avg_sq, s->exp_avg_sq_row,
+  kn_adafactor_update(ctx, p->data, p->data_bf16, p->grad, s->exp_avg, s->exp_avg_sq, s->exp_avg_sq_row,
                       s->exp_avg_sq_col, outer, rows, cols, opt->step, lr, c->eps1, c->clip_threshold,
                       c->decay_rate, c->adafactor_beta1, c->weight_decay);
 }

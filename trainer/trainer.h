@@ -302,6 +302,8 @@ typedef struct {
   int64_t shape[DPO_ST_MAX_DIMS];
   float *data;
   float *grad;
+  kn_bf16 *data_bf16;    /* NULL, or the bf16 copy of data that each update rewrites
+                            (a model planned in bf16: dpo_unet_set_precision) */
 } dpo_optim_param;
 
 int64_t dpo_optim_param_numel(const dpo_optim_param *p);

@@ -119,6 +119,64 @@ void kn_cpu_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float
                              double weight_decay);
 void kn_cpu_to_bf16(kn_ctx *ctx, kn_bf16 *out, const float *inp, size_t n);
 void kn_cpu_from_bf16(kn_ctx *ctx, float *out, const kn_bf16 *inp, size_t n);
+/* The bf16 ops (kernels/cpu/bf16.c): the float32 ops on widened copies. */
+void kn_cpu_linear_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp,
+                                const kn_bf16 *weight, const float *bias, int N, int IC, int OC);
+void kn_cpu_linear_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dweight, float *dbias,
+                                 const kn_bf16 *dout, const kn_bf16 *inp, const kn_bf16 *weight,
+                                 int N, int IC, int OC);
+void kn_cpu_conv2d_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp,
+                                const kn_bf16 *weight, const float *bias, int B, int C, int H,
+                                int W, int OC, int K, int stride, int pad);
+void kn_cpu_conv2d_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dweight, float *dbias,
+                                 const kn_bf16 *dout, const kn_bf16 *inp, const kn_bf16 *weight,
+                                 int B, int C, int H, int W, int OC, int K, int stride, int pad);
+void kn_cpu_group_norm_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *mean, float *rstd,
+                                    const kn_bf16 *inp, const float *gamma, const float *beta,
+                                    int B, int C, int HW, int G, float eps, int fuse_silu);
+void kn_cpu_group_norm_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dgamma, float *dbeta,
+                                     const kn_bf16 *dout, const kn_bf16 *inp, const float *mean,
+                                     const float *rstd, const float *gamma, const float *beta,
+                                     int B, int C, int HW, int G, int fuse_silu);
+void kn_cpu_layer_norm_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *mean, float *rstd,
+                                    const kn_bf16 *inp, const float *gamma, const float *beta,
+                                    int N, int C, float eps);
+void kn_cpu_layer_norm_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, float *dgamma, float *dbeta,
+                                     const kn_bf16 *dout, const kn_bf16 *inp, const float *mean,
+                                     const float *rstd, const float *gamma, int N, int C);
+void kn_cpu_activation_forward_bf16(kn_ctx *ctx, kn_activation act, kn_bf16 *out,
+                                    const kn_bf16 *inp, size_t n);
+void kn_cpu_activation_backward_bf16(kn_ctx *ctx, kn_activation act, kn_bf16 *dinp,
+                                     const kn_bf16 *dout, const kn_bf16 *inp, size_t n);
+void kn_cpu_geglu_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int N, int D);
+void kn_cpu_geglu_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, const kn_bf16 *inp,
+                                int N, int D);
+void kn_cpu_attention_forward_bf16(kn_ctx *ctx, kn_bf16 *out, float *lse, const kn_bf16 *q,
+                                   const kn_bf16 *k, const kn_bf16 *v, int B, int H, int Nq, int Nk,
+                                   int D, float scale, int causal);
+void kn_cpu_attention_backward_bf16(kn_ctx *ctx, kn_bf16 *dq, kn_bf16 *dk, kn_bf16 *dv,
+                                    const kn_bf16 *dout, const kn_bf16 *q, const kn_bf16 *k,
+                                    const kn_bf16 *v, const kn_bf16 *out, const float *lse, int B,
+                                    int H, int Nq, int Nk, int D, float scale, int causal);
+void kn_cpu_upsample2x_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C,
+                                    int H, int W);
+void kn_cpu_upsample2x_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C,
+                                     int H, int W);
+void kn_cpu_add_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b,
+                             size_t n);
+void kn_cpu_add_backward_bf16(kn_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout, size_t n);
+void kn_cpu_concat_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *a, const kn_bf16 *b,
+                                int outer, int Ca, int Cb, int inner);
+void kn_cpu_concat_backward_bf16(kn_ctx *ctx, kn_bf16 *da, kn_bf16 *db, const kn_bf16 *dout,
+                                 int outer, int Ca, int Cb, int inner);
+void kn_cpu_transpose_forward_bf16(kn_ctx *ctx, kn_bf16 *out, const kn_bf16 *inp, int B, int C,
+                                   int A);
+void kn_cpu_transpose_backward_bf16(kn_ctx *ctx, kn_bf16 *dinp, const kn_bf16 *dout, int B, int C,
+                                    int A);
+void kn_cpu_add_channel_forward_bf16(kn_ctx *ctx, kn_bf16 *x, const kn_bf16 *v, int B, int C,
+                                     int HW);
+void kn_cpu_add_channel_backward_bf16(kn_ctx *ctx, kn_bf16 *dv, const kn_bf16 *dx, int B, int C,
+                                      int HW);
 
 /* Threads for an OpenMP region: the context's count, never 0. */
 static inline int kn_threads(const kn_ctx *ctx) { return ctx->n_threads > 0 ? ctx->n_threads : 1; }
@@ -143,7 +201,8 @@ static inline void kn_sgemm(int trans_a, int trans_b, int M, int N, int K, float
  * split over the context's threads, each running kn_sgemm on its slab. No
  * thread sums over K for another, so the result is fixed for a thread
  * count. Defined in context.c. */
-void kn_gemm(kn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+void kn_gemm(kn_ctx *ctx, int trans_a, int trans_b, int M, int N, int K, float alpha,
+             const float *A,
              int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* 3x3, stride-1 convolution by Winograd F(2x2, 3x3) (winograd.c). The

@@ -255,13 +255,13 @@ static void test_step_ops(void) {
   float *dm1 = kn_malloc(&gpu, m * sizeof(float)), *dv = kn_malloc(&gpu, m * sizeof(float));
   float *drow = kn_malloc(&gpu, 2 * 48 * sizeof(float)), *dcol = kn_malloc(&gpu, 2 * 64 * sizeof(float));
   for (int step = 1; step <= 2; step++) {
-    kn_adamw_update(&cpu, p, g, m1, v, m, step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
-    kn_adamw_update(&gpu, dp, dg, dm1, dv, m, step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
+    kn_adamw_update(&cpu, p, NULL, g, m1, v, m, step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
+    kn_adamw_update(&gpu, dp, NULL, dg, dm1, dv, m, step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
   }
   compare("adamw, 2 updates", p, dp, m, TOL_STEP);
   for (int step = 1; step <= 2; step++) {
-    kn_adafactor_update(&cpu, p, g, NULL, NULL, row, col, 2, 48, 64, step, 1e-3, 1e-30, 1.0, -0.8, 0.0, 0.0);
-    kn_adafactor_update(&gpu, dp, dg, NULL, NULL, drow, dcol, 2, 48, 64, step, 1e-3, 1e-30, 1.0, -0.8, 0.0, 0.0);
+    kn_adafactor_update(&cpu, p, NULL, g, NULL, NULL, row, col, 2, 48, 64, step, 1e-3, 1e-30, 1.0, -0.8, 0.0, 0.0);
+    kn_adafactor_update(&gpu, dp, NULL, dg, NULL, NULL, drow, dcol, 2, 48, 64, step, 1e-3, 1e-30, 1.0, -0.8, 0.0, 0.0);
   }
   compare("adafactor (factored), 2 updates", p, dp, m, TOL_STEP);
   compare("adafactor row moments", row, drow, 2 * 48, TOL_STEP);

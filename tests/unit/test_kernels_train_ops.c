@@ -187,7 +187,7 @@ static void test_adamw_update_op(void) {
   dpo_error err;
   CHECK_INT(dpo_optim_init(&opt, &cfg, &param, 1, &err), DPO_OK);
   dpo_optim_step(&opt, 0.1);
-  kn_adamw_update(&ctx, p, grad, m, v, 3, 1, 0.1, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay);
+  kn_adamw_update(&ctx, p, NULL, grad, m, v, 3, 1, 0.1, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay);
   CHECK(same_bits(p, data, 3));
   CHECK(same_bits(m, opt.slots[0].exp_avg, 3));
   CHECK(same_bits(v, opt.slots[0].exp_avg_sq, 3));
@@ -208,7 +208,7 @@ static void test_adafactor_update_op(void) {
   dpo_error err;
   CHECK_INT(dpo_optim_init(&opt, &cfg, &a.p[2], 1, &err), DPO_OK);
   dpo_optim_step(&opt, 0.05);
-  kn_adafactor_update(&ctx, p, a.grad[2], NULL, NULL, row, col, 2, 3, 4, 1, 0.05, cfg.eps1, cfg.clip_threshold,
+  kn_adafactor_update(&ctx, p, NULL, a.grad[2], NULL, NULL, row, col, 2, 3, 4, 1, 0.05, cfg.eps1, cfg.clip_threshold,
                       cfg.decay_rate, 0.0, cfg.weight_decay);
   CHECK(same_bits(p, a.data[2], 24));
   CHECK(same_bits(row, opt.slots[0].exp_avg_sq_row, 6));
