@@ -1,6 +1,7 @@
-/* --backend cpu|cuda|auto, shared by the commands that compute with the
- * kernels: resolves the name (kn_backend_resolve) before any work starts, so
- * that asking for a backend this build or machine lacks fails at once. */
+/* --backend cpu|cuda|auto and --precision float32|bf16, shared by the
+ * commands that compute with the kernels: resolve the name
+ * (kn_backend_resolve, kn_dtype_resolve) before any work starts, so that
+ * asking for a backend this build or machine lacks fails at once. */
 #include "cli/cli.h"
 #include "kernels/kernels.h"
 
@@ -12,5 +13,16 @@ int cli_backend(const char *cmd, const char *name, int *backend) {
     return cli_report_error(&err);
   }
   *backend = (int)chosen;
+  return EXIT_OK;
+}
+
+int cli_precision(const char *cmd, const char *name, int *dtype) {
+  dpo_error err = {0};
+  kn_dtype chosen = KN_F32;
+  if (kn_dtype_resolve(name, &chosen, &err) != DPO_OK) {
+    dpo_error_prefix(&err, "%s", cmd);
+    return cli_report_error(&err);
+  }
+  *dtype = (int)chosen;
   return EXIT_OK;
 }

@@ -28,7 +28,8 @@ static const char *const tiny_config =
 void bench_train_help(FILE *out) {
   fprintf(out,
           "\nusage: dpo bench train [--config tiny|sd15|both] [--batch N] [--threads N] [--repeat R]\n"
-          "                       [--backend cpu|cuda|auto] [--checkpointing] [--tf32] [--json]\n\n"
+          "                       [--backend cpu|cuda|auto] [--precision float32|bf16]\n"
+          "                       [--checkpointing] [--tf32] [--json]\n\n"
           "Pairs/s of one Diffusion-DPO step (on --backend: auto is cuda when this build has\n"
           "it and a device is visible, else cpu): the frozen reference UNet forward on\n"
           "winner and loser, the policy forward + backward on both, loss and gradient\n"
@@ -36,8 +37,10 @@ void bench_train_help(FILE *out) {
           "8 tokens; sd15: the SD1.5 UNet at 64x64 latents, 77 tokens. Median of R steps\n"
           "(default 1) after a warm-up step. bench/bench_train.py runs PyTorch beside it\n"
           "(CPU); tests/device/run.sh runs bench/torch_cuda_baseline.py beside --backend cuda.\n"
-          "On CUDA the UNets compute in float32 and --json adds device_memory_gib (device\n"
-          "memory in use after the last step). --checkpointing: the policy's activation\n"
+          "--precision bf16: the policy in bf16 mixed precision and the reference held\n"
+          "frozen in bf16 (dpo train --precision; on the CPU an emulation). --json adds\n"
+          "device_memory_gib on CUDA (device memory in use after the last step).\n"
+          "--checkpointing: the policy's activation\n"
           "checkpointing (dpo train --gradient-checkpointing). --tf32: on CUDA, TF32\n"
           "tensor-core GEMMs and convolutions (no effect on the CPU).\n");
 }
@@ -45,7 +48,7 @@ void bench_train_help(FILE *out) {
 int bench_train(int argc, char **argv) {
   int json = 0, do_tiny = 1, do_sd15 = 1, checkpointing = 0, tf32 = 0;
   uint64_t threads = 0, repeat = 1, batch = 1;
-  const char *backend_name = NULL;
+  const char *backend_name = NULL, *precision_name = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--json")) {
       json = 1;
@@ -56,6 +59,9 @@ int bench_train(int argc, char **argv) {
     } else if (!strcmp(argv[i], "--backend")) {
       if (i + 1 >= argc) return cli_usage_error("bench", "--backend needs a value");
       backend_name = argv[++i];
+    } else if (!strcmp(argv[i], "--precision")) {
+      if (i + 1 >= argc) return cli_usage_error("bench", "--precision needs a value");
+      precision_name = argv[++i];
     } else if (!strcmp(argv[i], "--config")) {
       if (i + 1 >= argc) return cli_usage_error("bench", "--config needs a value");
       const char *v = argv[++i];
@@ -77,6 +83,8 @@ int bench_train(int argc, char **argv) {
   if (batch < 1 || batch > 64) return cli_usage_error("bench", "--batch must be in 1..64");
   int backend, brc = cli_backend("bench train", backend_name, &backend);
   if (brc != EXIT_OK) return brc;
+  int precision, prc = cli_precision("bench train", precision_name, &precision);
+  if (prc != EXIT_OK) return prc;
   if (!json)
     printf("%-6s %6s %8s %7s %8s %10s %8s  %s\n", "config", "pairs", "latent", "tokens", "threads", "step s",
            "pairs/s", "backend");
@@ -87,7 +95,7 @@ int bench_train(int argc, char **argv) {
     json_t *cfg = json_loads(c == 0 ? tiny_config : sd15_config, 0, NULL);
     dpo_error err = {0};
     dpo_bench_train_options o = {(int)batch, hw, T, (int)threads, (kn_backend)backend, checkpointing, tf32,
-                                 (int)repeat};
+                                 (int)repeat, (kn_dtype)precision};
     dpo_bench_train_result r;
     int rc = cfg ? dpo_bench_train_step(cfg, &o, &r, &err) : dpo_fail(&err, DPO_ERR_DATA, "bench train: bad built-in config");
     json_decref(cfg);
@@ -95,13 +103,14 @@ int bench_train(int argc, char **argv) {
     if (json)
       printf("{\"bench\": \"train\", \"config\": \"%s\", \"pairs\": %d, \"latent\": %d, \"tokens\": %d, "
              "\"threads\": %d, \"step_seconds\": %.6g, \"pairs_per_s\": %.6g, \"repeat\": %d, "
-             "\"backend\": \"%s\", \"checkpointing\": %s, \"tf32\": %s, \"device_memory_gib\": %.3f}\n",
+             "\"backend\": \"%s\", \"precision\": \"%s\", \"checkpointing\": %s, \"tf32\": %s, "
+             "\"device_memory_gib\": %.3f}\n",
              name, (int)batch, hw, T, (int)threads, r.step_s, r.pairs_per_s, (int)repeat,
-             kn_backend_name((kn_backend)backend), checkpointing ? "true" : "false", tf32 ? "true" : "false",
+             kn_backend_name((kn_backend)backend), kn_dtype_name((kn_dtype)precision), checkpointing ? "true" : "false", tf32 ? "true" : "false",
              (double)r.device_bytes / (1024.0 * 1024.0 * 1024.0));
     else
-      printf("%-6s %6d %5dx%-3d %7d %8d %10.3f %8.3f  %s\n", name, (int)batch, hw, hw, T, (int)threads, r.step_s,
-             r.pairs_per_s, kn_backend_name((kn_backend)backend));
+      printf("%-6s %6d %5dx%-3d %7d %8d %10.3f %8.3f  %s %s\n", name, (int)batch, hw, hw, T, (int)threads,
+             r.step_s, r.pairs_per_s, kn_backend_name((kn_backend)backend), kn_dtype_name((kn_dtype)precision));
     fflush(stdout);
   }
   return EXIT_OK;

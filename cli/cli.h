@@ -28,6 +28,8 @@ int cli_parse_u64(const char *cmd, const char *flag, const char *text, uint64_t 
 /* --backend NAME (NULL: auto) of `cmd` as a kn_backend (cli/backend_cli.c);
  * returns the exit status (the error printed). */
 int cli_backend(const char *cmd, const char *name, int *backend);
+/* --precision NAME (NULL: float32) into a kn_dtype; a usage error (exit 2) otherwise. */
+int cli_precision(const char *cmd, const char *name, int *dtype);
 
 /* The subcommands. */
 int cmd_bench(int argc, char **argv);

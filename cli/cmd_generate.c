@@ -48,6 +48,9 @@ void cmd_generate_help(FILE *out) {
           "                         cuda when this build has it and a device is visible;\n"
           "                         the VAE runs on the CPU). cuda without either: exit 2\n"
           "                         (build) or 1 (no device)\n"
+          "  --precision float32|bf16  the UNet's arithmetic (default float32); bf16: mixed\n"
+          "                         precision (bf16 activations and weights, float32 sums),\n"
+          "                         meant for cuda; recorded in each image's settings\n"
           "  -h, --help             this help\n\n"
           "example:\n"
           "  dpo generate --model sd15 --prompts parti --out runs/base --steps 50 --seed 1\n\n"
@@ -59,7 +62,7 @@ int cmd_generate(int argc, char **argv) {
   eval_generate_config cfg;
   eval_generate_config_default(&cfg);
   const char *cmd = "generate";
-  const char *backend_name = NULL;
+  const char *backend_name = NULL, *precision_name = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (cli_is_help(a)) {
@@ -98,6 +101,7 @@ int cmd_generate(int argc, char **argv) {
     else if (!strcmp(a, "--threads")) rc = cli_parse_int(cmd, a, v, 1, 1024, &cfg.threads);
     else if (!strcmp(a, "--jobs")) rc = cli_parse_int(cmd, a, v, 1, EVAL_MAX_JOBS, &cfg.jobs);
     else if (!strcmp(a, "--backend")) backend_name = v;
+    else if (!strcmp(a, "--precision")) precision_name = v;
     else return cli_usage_error(cmd, "unknown option \"%s\"", a);
     if (rc) return rc;
   }
@@ -106,6 +110,9 @@ int cmd_generate(int argc, char **argv) {
   int backend, brc = cli_backend(cmd, backend_name, &backend);
   if (brc != EXIT_OK) return brc;
   cfg.sample.backend = (kn_backend)backend;
+  int precision, prc = cli_precision(cmd, precision_name, &precision);
+  if (prc != EXIT_OK) return prc;
+  cfg.sample.precision = (kn_dtype)precision;
   cfg.quiet = dpo_log_get_level() == DPO_LOG_QUIET;
   eval_generate_stats stats;
   dpo_error err = {0};

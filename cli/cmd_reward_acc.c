@@ -8,7 +8,7 @@ void cmd_reward_acc_help(FILE *out) {
   fprintf(out,
           "usage: dpo reward-acc --model TUNED --ref BASE --pairs FILE [--timesteps 10] [--seed S]\n"
           "                      [--beta B] [--resolution PX] [--limit N] [--threads N]\n"
-          "                      [--backend cpu|cuda|auto]\n"
+          "                      [--backend cpu|cuda|auto] [--precision float32|bf16]\n"
           "                      [--out PER_PAIR.jsonl] [--json]\n"
           "       dpo reward-acc --scorer NAME [--score NAME] --pairs FILE [--limit N] [--json]\n\n"
           "How often Diffusion-DPO's implicit reward picks the preferred image of a\n"
@@ -35,12 +35,15 @@ void cmd_reward_acc_help(FILE *out) {
           "                  (default: cuda when this build has it and a device is\n"
           "                  visible; the VAEs run on the CPU). cuda without either:\n"
           "                  exit 2 (build) or 1 (no device)\n"
+          "  --precision P   the UNets' arithmetic: float32 (default) or bf16 (mixed\n"
+          "                  precision, meant for cuda)\n"
           "  --json          print the result as JSON\n\n"
           "Exit status: 0 success; 1 unreadable models or pairs; 2 usage error.\n");
 }
 
 int cmd_reward_acc(int argc, char **argv) {
   const char *cmd = "reward-acc", *scorer_name = NULL, *score_name = NULL, *backend_name = NULL;
+  const char *precision_name = NULL;
   eval_reward_config cfg;
   eval_reward_config_default(&cfg);
   int json = 0;
@@ -73,6 +76,7 @@ int cmd_reward_acc(int argc, char **argv) {
     else if (!strcmp(a, "--limit")) rc = cli_parse_int(cmd, a, v, 1, 1 << 30, &cfg.limit);
     else if (!strcmp(a, "--threads")) rc = cli_parse_int(cmd, a, v, 1, 1024, &cfg.threads);
     else if (!strcmp(a, "--backend")) backend_name = v;
+    else if (!strcmp(a, "--precision")) precision_name = v;
     else return cli_usage_error(cmd, "unknown option \"%s\"", a);
     if (rc) return rc;
   }
@@ -80,6 +84,9 @@ int cmd_reward_acc(int argc, char **argv) {
   int backend, brc = cli_backend(cmd, backend_name, &backend);
   if (brc != EXIT_OK) return brc;
   cfg.backend = (kn_backend)backend;
+  int precision, prc = cli_precision(cmd, precision_name, &precision);
+  if (prc != EXIT_OK) return prc;
+  cfg.precision = (kn_dtype)precision;
   if (scorer_name && (cfg.model || cfg.ref))
     return cli_usage_error(cmd, "give either --scorer or --model and --ref, not both");
   if (!scorer_name && (!cfg.model || !cfg.ref)) return cli_usage_error(cmd, "--model and --ref are required");

@@ -71,9 +71,15 @@ void cmd_train_help(FILE *out) {
           "  --threads N             CPU threads (default: all cores)\n"
           "  --backend cpu|cuda|auto where the UNets run (default auto: cuda when this\n"
           "                          build has it and a device is visible). On cuda the\n"
-          "                          cache (VAE, text encoder) and the optimizer stay on\n"
-          "                          the CPU; --train-text-encoder and validation need cpu.\n"
+          "                          step (loss, clipping, optimizer) stays on the device;\n"
+          "                          the cache (VAE, text encoder) is made on the CPU;\n"
+          "                          --train-text-encoder and validation need cpu.\n"
           "                          cuda without a build or device: exit 2 or 1\n"
+          "  --precision float32|bf16  the UNets' arithmetic storage (default float32).\n"
+          "                          bf16: mixed precision, bf16 activations and weight\n"
+          "                          copies, float32 sums, master weights and optimizer;\n"
+          "                          the reference held in bf16. Checkpoints stay float32.\n"
+          "                          Meant for cuda: on the CPU it emulates bf16 (slow)\n"
           "\nvalidation (the paper's metric: the median score of generated images):\n"
           "  --validate-prompts SET  prompt set or file to sample during training\n"
           "  --validate-every N      after every N-th step (needs --validate-prompts)\n"
@@ -166,7 +172,7 @@ int cmd_train(int argc, char **argv) {
   dpo_train_options o;
   dpo_train_options_default(&o);
   dpo_error err = {0};
-  const char *backend_name = NULL;
+  const char *backend_name = NULL, *precision_name = NULL;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     if (cli_is_help(a)) {
@@ -186,6 +192,7 @@ int cmd_train(int argc, char **argv) {
     int rc = EXIT_OK;
     if (strcmp(a, "--base") == 0) o.base_dir = v;
     else if (strcmp(a, "--backend") == 0) backend_name = v;
+    else if (strcmp(a, "--precision") == 0) precision_name = v;
     else if (strcmp(a, "--pairs") == 0) o.pairs_path = v;
     else if (strcmp(a, "--out") == 0) o.out_dir = v;
     else if (strcmp(a, "--cache-dir") == 0) o.cache_dir = v;
@@ -245,6 +252,9 @@ int cmd_train(int argc, char **argv) {
   int backend, brc = cli_backend("train", backend_name, &backend);
   if (brc != EXIT_OK) return brc;
   o.backend = (kn_backend)backend;
+  int precision, prc = cli_precision("train", precision_name, &precision);
+  if (prc != EXIT_OK) return prc;
+  o.precision = (kn_dtype)precision;
   if (o.warmup_frac >= 0 && o.warmup_frac > 1) return cli_usage_error("train", "--warmup-frac must be in [0, 1]");
   int vrc = setup_validation(&validation, &o);
   if (vrc != EXIT_OK) return vrc;

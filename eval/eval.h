@@ -105,6 +105,9 @@ typedef struct {
   float strength;               /* img2img only, in (0, 1] */
   kn_backend backend;           /* where the text encoder and UNet run (default
                                    the CPU); the VAE always runs on the CPU */
+  kn_dtype precision;           /* KN_BF16: the UNet frozen in bf16 mixed precision
+                                   (dpo_unet_set_precision; before its first plan);
+                                   KN_F32 (default): the UNet as it is */
 } eval_sample_options;
 
 /* diffusers' defaults: the pipeline's sampler, 50 steps, guidance 7.5. */
@@ -373,6 +376,7 @@ typedef struct {
   int resolution;                     /* 0: the model's */
   int threads;
   kn_backend backend;                 /* text encoders and UNets (default the CPU) */
+  kn_dtype precision;                 /* KN_BF16: both UNets frozen in bf16 mixed precision */
   int limit;                          /* first N strict pairs; 0: all */
   const char *out_jsonl;              /* per-pair lines, or NULL */
   int quiet;

@@ -193,6 +193,8 @@ static json_t *make_settings(const eval_generate_config *cfg, const char *sample
                       json_string(cfg->sample.negative_prompt ? cfg->sample.negative_prompt : ""));
   json_object_set_new(s, "resolution", json_integer(resolution));
   if (edit) json_object_set_new(s, "strength", json_real(cfg->sample.strength));
+  /* Only when not the default, so float32 folders keep their settings. */
+  if (cfg->sample.precision == KN_BF16) json_object_set_new(s, "precision", json_string("bf16"));
   return s;
 }
 

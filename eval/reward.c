@@ -358,6 +358,10 @@ int eval_reward_accuracy(const eval_reward_config *cfg, eval_reward_result *res,
   eval_reward *r = NULL;
   rc = dpo_pipeline_load(cfg->model, &model, err);
   if (!rc) rc = dpo_pipeline_load(cfg->ref, &ref, err);
+  if (!rc && cfg->precision == KN_BF16) {
+    rc = dpo_unet_set_precision(model.unet, KN_BF16, 1, err);
+    if (!rc) rc = dpo_unet_set_precision(ref.unet, KN_BF16, 1, err);
+  }
   if (!rc) rc = eval_reward_open_on(&r, &model, &ref, cfg->resolution, cfg->threads, cfg->backend, err);
   dpo_atomic_file af;
   int have_out = 0;

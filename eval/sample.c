@@ -191,6 +191,8 @@ int eval_sampler_open(eval_sampler **out, dpo_pipeline *pipe, const eval_sample_
   if (!rc) rc = dpo_scheduler_set_timesteps(&s->sched, opt->steps, err);
   if (!rc) rc = alloc_buffers(s, err);
   if (!rc) rc = dpo_clip_plan(pipe->text_encoder, &s->ctx, unet_batch(s), s->text_length, 0, 0, err);
+  if (!rc && opt->precision == KN_BF16 && dpo_unet_precision(pipe->unet) != KN_BF16)
+    rc = dpo_unet_set_precision(pipe->unet, KN_BF16, 1, err);
   if (!rc) rc = dpo_unet_plan(pipe->unet, &s->ctx, unet_batch(s), s->height, s->width, s->text_length, 0, err);
   if (!rc && pipe->vae) rc = dpo_vae_plan(pipe->vae, vae_ctx(s), batch, s->resolution, s->resolution, err);
   if (rc) {

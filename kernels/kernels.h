@@ -113,6 +113,10 @@ typedef enum { KN_F32 = 0, KN_BF16 = 1 } kn_dtype;
 size_t kn_dtype_size(kn_dtype dtype);
 /* "float32" or "bf16". */
 const char *kn_dtype_name(kn_dtype dtype);
+/* The precision a `--precision NAME` asks for: "float32" (or "fp32", and
+ * NULL: the default) or "bf16"; anything else is a usage error naming the
+ * choices. */
+int kn_dtype_resolve(const char *name, kn_dtype *out, dpo_error *err);
 /* Host conversions: round to nearest even (NaN stays a quiet NaN), as the
  * device's __float2bfloat16_rn; widening is exact. */
 kn_bf16 kn_bf16_from_float(float x);

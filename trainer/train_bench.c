@@ -30,6 +30,10 @@ int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_option
   dpo_unet_init_random(policy, 1);
   dpo_unet_init_random(reference, 1);
   dpo_unet_set_checkpointing(policy, o->checkpointing);
+  if (o->precision == KN_BF16) {
+    if ((rc = dpo_unet_set_precision(policy, KN_BF16, 0, err)) != DPO_OK) goto done;
+    if ((rc = dpo_unet_set_precision(reference, KN_BF16, 1, err)) != DPO_OK) goto done;
+  }
   if ((rc = kn_ctx_init_backend(&ctx, o->backend, o->threads, err)) != DPO_OK) goto done;
   ctx_ok = 1;
   kn_ctx_set_tf32(&ctx, o->tf32);

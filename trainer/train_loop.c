@@ -174,6 +174,7 @@ static int add_params(run *r, const char *prefix, int n, void (*get)(const void 
     for (int d = 0; d < p.ndim && d < DPO_ST_MAX_DIMS; d++) q->shape[d] = p.shape[d];
     q->data = p.data;
     q->grad = p.grad;
+    q->data_bf16 = p.data_bf16;
     r->param_names[r->n_params++] = name;
   }
   return DPO_OK;
@@ -555,6 +556,11 @@ static int setup(run *r, const char *resume_dir, int *created_out, dpo_train_res
 
   int B = o->batch_size, hw = r->data.x0_hw;
   dpo_unet_set_checkpointing(r->pipe.unet, o->gradient_checkpointing);
+  if (o->precision == KN_BF16) {
+    rc = dpo_unet_set_precision(r->pipe.unet, KN_BF16, 0, err);
+    if (rc == DPO_OK && r->reference) rc = dpo_unet_set_precision(r->reference, KN_BF16, 1, err);
+    if (rc != DPO_OK) return rc;
+  }
   rc = dpo_train_step_init(&r->step, r->pipe.unet, r->reference, &r->pipe.scheduler, &r->ctx, B, hw, hw, r->data.T,
                            err);
   if (rc != DPO_OK) return rc;

@@ -746,6 +746,13 @@ typedef struct {
    * --train-text-encoder and validation are not available on CUDA yet
    * (usage errors). */
   kn_backend backend;
+  /* KN_F32 (default) or KN_BF16: mixed precision (dpo_unet_set_precision):
+   * the policy computes with bf16 activations and bf16 copies of its
+   * float32 master weights, which the optimizer updates and rewrites; the
+   * reference is held frozen in bf16 (half its weights' memory on a
+   * device). Checkpoints hold the float32 masters. On the CPU, bf16 runs
+   * the reference emulation (slow: for checks, not for training). */
+  kn_dtype precision;
   /* The device's step (above) on the CPU backend too: for tests that check
    * that code path without a GPU (its results match the host step's to
    * float rounding, not bit for bit). Ignored on a device. */
@@ -795,6 +802,7 @@ typedef struct {
   int checkpointing;          /* the policy's activation checkpointing */
   int tf32;                   /* CUDA: TF32 GEMMs and convolutions (kn_ctx_set_tf32) */
   int repeat;                 /* timed steps after one warm-up; the median is reported */
+  kn_dtype precision;         /* bf16: the policy mixed precision, the reference frozen bf16 */
 } dpo_bench_train_options;
 
 typedef struct {

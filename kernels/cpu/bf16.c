@@ -10,6 +10,16 @@ size_t kn_dtype_size(kn_dtype dtype) { return dtype == KN_BF16 ? sizeof(kn_bf16)
 
 const char *kn_dtype_name(kn_dtype dtype) { return dtype == KN_BF16 ? "bf16" : "float32"; }
 
+int kn_dtype_resolve(const char *name, kn_dtype *out, dpo_error *err) {
+  *out = KN_F32;
+  if (!name || strcmp(name, "float32") == 0 || strcmp(name, "fp32") == 0) return DPO_OK;
+  if (strcmp(name, "bf16") == 0) {
+    *out = KN_BF16;
+    return DPO_OK;
+  }
+  return dpo_fail(err, DPO_ERR_USAGE, "--precision: unknown precision '%s' (expected float32 or bf16)", name);
+}
+
 kn_bf16 kn_bf16_from_float(float x) {
   uint32_t bits;
   memcpy(&bits, &x, sizeof bits);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# --backend cpu|cuda|auto on dpo train, generate, reward-acc and bench train:
+# --backend cpu|cuda|auto and --precision float32|bf16 on dpo train,
+# generate, reward-acc and bench train:
 # a backend the build or the machine lacks is refused at once with a clear
 # message (exit 2 when the build has no CUDA, 1 when no device is visible);
 # unknown names are usage errors;
@@ -36,6 +37,9 @@ for cmd in "train --base b --pairs p --out o" "generate --model m --prompts p --
   # shellcheck disable=SC2086
   run $cmd --backend tpu
   expect 2 "unknown backend 'tpu' (expected cpu, cuda or auto)" "$cmd --backend tpu"
+  # shellcheck disable=SC2086
+  run $cmd --backend cpu --precision fp16
+  expect 2 "unknown precision 'fp16' (expected float32 or bf16)" "$cmd --precision fp16"
 done
 
 # bench train runs a tiny step wherever the backend exists.
@@ -47,7 +51,10 @@ fi
 run bench train --config tiny --backend
 expect 2 "needs a value" "bench train --backend (no value)"
 out=$("$DPO" bench train --config tiny --backend cpu --json --checkpointing --tf32)
-grep -q '"backend": "cpu", "checkpointing": true, "tf32": true' <<<"$out" || { echo "bench train --backend cpu: $out"; exit 1; }
+grep -q '"backend": "cpu", "precision": "float32", "checkpointing": true, "tf32": true' <<<"$out" ||
+  { echo "bench train --backend cpu: $out"; exit 1; }
+out=$("$DPO" bench train --config tiny --backend cpu --json --precision bf16)
+grep -q '"backend": "cpu", "precision": "bf16"' <<<"$out" || { echo "bench train --precision bf16: $out"; exit 1; }
 out=$("$DPO" bench train --config tiny --json)
 want=cpu
 if [ "$have_cuda" = ON ] && [ "$gpu" -eq 1 ]; then want=cuda; fi

@@ -64,6 +64,13 @@ lines = [json.loads(l) for l in open("per.jsonl")]
 assert len(lines) == d["n_pairs"] and all(l["model_diff"] == l["ref_diff"] for l in lines)
 PY
 
+# In bf16 (both UNets frozen bf16, the CPU's emulation) the same identical
+# models still give equal errors, hence no margin.
+"$dpo" -q reward-acc --model "$pixel" --ref "$pixel" --pairs pairs/pairs.jsonl --timesteps 2 --precision bf16 --json \
+  > racc16.json || { echo "FAIL: reward-acc bf16"; fail=1; }
+python3 -c 'import json; d=json.load(open("racc16.json")); assert d["mean_margin"] == 0.0 and d["n_pairs"] > 0, d' ||
+  { echo "FAIL: reward-acc bf16 output"; cat racc16.json; fail=1; }
+
 # Relabelling with the same judge keeps every label; another scorer writes
 # its own source.
 "$dpo" -q pairs --relabel pairs/pairs.jsonl --scorer shapes-judge --score overall --out pairs/same.jsonl || fail=1

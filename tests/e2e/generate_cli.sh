@@ -144,6 +144,15 @@ EOF
 "$dpo" -q study create --db e.db --name edit --a edit-tiny_sd --b edit-copy --questions edit --votes 1 ||
   { echo "FAIL: edit study"; fail=1; }
 
+# --precision bf16: the UNet in bf16 mixed precision (on the CPU, the
+# reference emulation): images made, the precision recorded in their
+# settings, and not the float32 images' bytes.
+"$dpo" -q generate --model "$sd" --out runbf "${common[@]}" --batch-size 3 --precision bf16 || fail=1
+equal "runbf lines" "$(check_manifest runbf)" 10
+grep -q '"precision":"bf16"' runbf/manifest.jsonl || { echo "FAIL: bf16 settings"; fail=1; }
+if [ "$(hashes runbf)" = "$(hashes runA)" ]; then echo "FAIL: bf16 images equal the float32 ones"; fail=1; fi
+grep -q '"precision"' runA/manifest.jsonl && { echo "FAIL: float32 settings name a precision"; fail=1; }
+
 # Shapes-world prompts.
 "$dpo" -q generate --model "$pixel" --prompts world:heldout:3 --steps 2 --out world || fail=1
 equal "world lines" "$(check_manifest world)" 3
