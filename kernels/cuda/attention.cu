@@ -18,7 +18,13 @@
  * The kernels are templated on the storage type: float32, or bf16 tensors
  * (q, k, v, out, dout, dq, dk, dv) with every product, the softmax and the
  * accumulators in float32 (tiles are converted as they are staged); lse
- * stays float32. */
+ * stays float32.
+ *
+ * bf16 with head size D <= KN_CUDA_ATTENTION_TC_MAX_D (64: SD1.5's 40 at
+ * 320 channels) goes to the tensor-core kernels of attention_tc.cu instead;
+ * the delta kernel below serves both. */
+#include <type_traits>
+
 #include "kernels/cuda/cuda_internal.cuh"
 
 #define ROWS 8          /* warps (rows) per block */
@@ -235,14 +241,6 @@ __global__ void attention_dkv_kernel(T *dk, T *dv, const T *dout, const T *q, co
   }
 }
 
-/* Dynamic shared memory above 48 KiB needs an explicit opt-in per kernel. */
-template <typename Kernel>
-static int allow_shared(kn_cuda_ctx *ctx, Kernel kernel, size_t bytes) {
-  if (bytes <= 48 * 1024) return 1;
-  return kn_cuda_ok(ctx, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
-                    "attention shared memory");
-}
-
 static int check_head_size(kn_cuda_ctx *ctx, int D) {
   if (D >= 1 && D <= KN_CUDA_ATTENTION_MAX_D) return 1;
   kn_cuda_fail(ctx, "attention", "head size outside 1..KN_CUDA_ATTENTION_MAX_D");
@@ -253,8 +251,13 @@ template <typename T>
 static void attention_forward(kn_cuda_ctx *ctx, T *out, float *lse, const T *q, const T *k, const T *v, int B, int H,
                               int Nq, int Nk, int D, float scale, int causal) {
   if (B * H * Nq == 0 || !check_head_size(ctx, D)) return;
+  if constexpr (std::is_same<T, __nv_bfloat16>::value)
+    if (D <= KN_CUDA_ATTENTION_TC_MAX_D) {
+      kn_cuda_attention_tc_forward(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
+      return;
+    }
   size_t shared = (2 * (size_t)TILE * (D + 1) + (size_t)ROWS * D) * sizeof(float);
-  if (!allow_shared(ctx, attention_forward_kernel<T>, shared)) return;
+  if (!kn_cuda_allow_shared(ctx, attention_forward_kernel<T>, shared, "attention shared memory")) return;
   dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
   attention_forward_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(out, lse, q, k, v, H, Nq, Nk, D, scale,
                                                                             causal);
@@ -271,9 +274,14 @@ static void attention_backward(kn_cuda_ctx *ctx, T *dq, T *dk, T *dv, const T *d
   if (!delta) return;
   attention_delta_kernel<T><<<(unsigned)((rows + 7) / 8), 256, 0, kn_stream(ctx)>>>(delta, dout, out, B, H, Nq, D);
   kn_cuda_launched(ctx, "attention delta");
+  if constexpr (std::is_same<T, __nv_bfloat16>::value)
+    if (D <= KN_CUDA_ATTENTION_TC_MAX_D) {
+      kn_cuda_attention_tc_backward(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal);
+      return;
+    }
   if (dq) {
     size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D) * sizeof(float);
-    if (!allow_shared(ctx, attention_dq_kernel<T>, shared)) return;
+    if (!kn_cuda_allow_shared(ctx, attention_dq_kernel<T>, shared, "attention shared memory")) return;
     dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
     attention_dq_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dq, dout, q, k, v, lse, delta, H, Nq, Nk, D,
                                                                          scale, causal);
@@ -281,7 +289,7 @@ static void attention_backward(kn_cuda_ctx *ctx, T *dq, T *dk, T *dv, const T *d
   }
   if (dk || dv) {
     size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D + 2 * TILE) * sizeof(float);
-    if (!allow_shared(ctx, attention_dkv_kernel<T>, shared)) return;
+    if (!kn_cuda_allow_shared(ctx, attention_dkv_kernel<T>, shared, "attention shared memory")) return;
     dim3 grid((Nk + ROWS - 1) / ROWS, B * H);
     attention_dkv_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dk, dv, dout, q, k, v, lse, delta, H, Nq,
                                                                           Nk, D, scale, causal);

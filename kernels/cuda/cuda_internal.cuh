@@ -43,6 +43,14 @@ static inline void kn_cuda_launched(kn_cuda_ctx *ctx, const char *what) {
   kn_cuda_ok(ctx, cudaGetLastError(), what);
 }
 
+/* Dynamic shared memory above 48 KiB needs an explicit opt-in per kernel
+ * (up to the device's limit: 163 KiB on an A100, 227 KiB on an H100). */
+template <typename Kernel>
+static inline int kn_cuda_allow_shared(kn_cuda_ctx *ctx, Kernel kernel, size_t bytes, const char *what) {
+  if (bytes <= 48 * 1024) return 1;
+  return kn_cuda_ok(ctx, cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), what);
+}
+
 /* Workspace of at least `bytes` (grown and counted if it is not). */
 void *kn_cuda_workspace(kn_cuda_ctx *ctx, size_t bytes);
 
@@ -102,6 +110,22 @@ __device__ __forceinline__ double kn_block_sum_double(double v, double *shared) 
   v = lane < n_warps ? shared[lane] : 0.0;
   return kn_warp_sum_double(v);
 }
+
+/* ------------------------------------------ attention on tensor cores */
+
+/* bf16 flash attention through wmma for head sizes D <= this
+ * (attention_tc.cu); attention.cu's bf16 entry points call it after their
+ * checks (1 <= D, B H Nq > 0), its scalar kernels serve larger heads and
+ * float32. Backward takes delta[B, H, Nq] = rowsum(dout * out), computed by
+ * attention.cu, and accumulates into the non-NULL gradients. */
+#define KN_CUDA_ATTENTION_TC_MAX_D 64
+void kn_cuda_attention_tc_forward(kn_cuda_ctx *ctx, __nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q,
+                                  const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B, int H, int Nq, int Nk, int D,
+                                  float scale, int causal);
+void kn_cuda_attention_tc_backward(kn_cuda_ctx *ctx, __nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloat16 *dv,
+                                   const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                                   const __nv_bfloat16 *v, const float *lse, const float *delta, int B, int H, int Nq,
+                                   int Nk, int D, float scale, int causal);
 
 /* dst[c] += sum over rows of src[rows, cols] (column sums), deterministic:
  * partial sums over fixed chunks of rows in the workspace, then the chunks in

@@ -18,7 +18,12 @@
  *                      expf and libm's in the frequency moves the argument
  *                      by about 1e-4
  *   TOL_BF16     2e-2  bf16 operands with float32 accumulation, against the
- *                      CPU on the same bf16-rounded inputs (8-bit mantissa)
+ *                      CPU on the same bf16-rounded inputs (8-bit mantissa).
+ *                      Also bf16 attention on tensor cores, which rounds the
+ *                      probabilities P and dS to bf16 for its products (as
+ *                      FlashAttention does): a relative 2^-9 per term, of
+ *                      random sign, averages out in sums over many keys far
+ *                      below this; the bf16 output rounding is the same size
  *   TOL_STEP     1e-2  the tiny DPO step's parameter updates, relative to
  *                      their size (about lr): Adam divides by sqrt(v), which
  *                      amplifies float32 differences in small gradients */
@@ -540,12 +545,21 @@ static void bf16_free(bf16_buf *b) {
 
 static void bf16_compare(const char *what, const bf16_buf *b) { compare_bf16(what, b->cpu, b->dev, b->n, TOL_BF16); }
 
-static void test_bf16_attention(int B, int H, int Nq, int Nk, int D, int causal) {
-  printf("attention bf16 B=%d H=%d Nq=%d Nk=%d D=%d causal=%d\n", B, H, Nq, Nk, D, causal);
+/* bf16 attention against the CPU on the same bf16-rounded inputs. Head sizes
+ * D <= 64 run on the tensor cores (attention_tc.cu), larger ones on the
+ * scalar kernels. grad_scale 0: the gradients start at zero, else random of
+ * that scale (backward accumulates). A second backward with dq and dk NULL
+ * must leave them alone and add to dv again. */
+static void test_bf16_attention(int B, int H, int Nq, int Nk, int D, int causal, float grad_scale) {
+  printf("attention bf16 B=%d H=%d Nq=%d Nk=%d D=%d causal=%d grad0=%g (%s)\n", B, H, Nq, Nk, D, causal,
+         (double)grad_scale, D <= 64 ? "tensor cores" : "scalar");
   size_t nq = (size_t)B * Nq * H * D, nk = (size_t)B * Nk * H * D, nl = (size_t)B * H * Nq;
   float scale = 1.0f / sqrtf((float)D);
   bf16_buf q = bf16_random(nq, 1.0f), k = bf16_random(nk, 1.0f), v = bf16_random(nk, 1.0f), dout = bf16_random(nq, 1.0f);
-  bf16_buf out = bf16_zero(nq), dq = bf16_zero(nq), dk = bf16_zero(nk), dv = bf16_zero(nk);
+  bf16_buf out = bf16_zero(nq);
+  bf16_buf dq = grad_scale > 0 ? bf16_random(nq, grad_scale) : bf16_zero(nq);
+  bf16_buf dk = grad_scale > 0 ? bf16_random(nk, grad_scale) : bf16_zero(nk);
+  bf16_buf dv = grad_scale > 0 ? bf16_random(nk, grad_scale) : bf16_zero(nk);
   pair_buf lse = pair_zero(nl);
   kn_attention_forward(&cpu, out.cpu, lse.cpu, q.cpu, k.cpu, v.cpu, B, H, Nq, Nk, D, scale, causal);
   kn_cuda_attention_forward_bf16(&gpu, out.dev, lse.dev, q.dev, k.dev, v.dev, B, H, Nq, Nk, D, scale, causal);
@@ -560,6 +574,13 @@ static void test_bf16_attention(int B, int H, int Nq, int Nk, int D, int causal)
   bf16_compare("attention bf16 dq", &dq);
   bf16_compare("attention bf16 dk", &dk);
   bf16_compare("attention bf16 dv", &dv);
+  kn_attention_backward(&cpu, NULL, NULL, dv.cpu, dout.cpu, q.cpu, k.cpu, v.cpu, out.cpu, lse.cpu, B, H, Nq, Nk, D,
+                        scale, causal);
+  kn_cuda_attention_backward_bf16(&gpu, NULL, NULL, dv.dev, dout.dev, q.dev, k.dev, v.dev, out.dev, lse.dev, B, H, Nq,
+                                  Nk, D, scale, causal);
+  bf16_compare("attention bf16 dq (NULL: kept)", &dq);
+  bf16_compare("attention bf16 dk (NULL: kept)", &dk);
+  bf16_compare("attention bf16 dv (twice)", &dv);
   bf16_free(&q), bf16_free(&k), bf16_free(&v), bf16_free(&dout), bf16_free(&out);
   bf16_free(&dq), bf16_free(&dk), bf16_free(&dv), pair_free(&lse);
 }
@@ -1000,8 +1021,21 @@ int main(void) {
   test_attention(1, 2, 77, 77, 64, 1);
   test_attention(1, 2, 100, 77, 160, 0);
   test_attention(1, 1, 33, 33, 256, 1);
-  test_bf16_attention(1, 2, 77, 77, 64, 1);
-  test_bf16_attention(2, 8, 256, 77, 40, 0);
+  test_bf16_attention(1, 2, 77, 77, 64, 1, 0.0f);
+  test_bf16_attention(2, 8, 256, 77, 40, 0, 0.0f);
+  /* The tensor-core path's edges: N not a multiple of its 64-row tiles,
+   * padded heads (24 -> 32, 40 -> 48, 36 -> 48 with element loads, 8 -> 16),
+   * causal with Nq != Nk either way, one query row, accumulation into
+   * non-zero gradients; then SD1.5's self-attention at 32x32 latents and a
+   * head of 80 (the scalar kernels). */
+  test_bf16_attention(1, 2, 100, 77, 40, 0, 0.5f);
+  test_bf16_attention(1, 2, 100, 77, 24, 1, 0.5f);
+  test_bf16_attention(1, 3, 77, 130, 64, 1, 0.5f);
+  test_bf16_attention(2, 2, 130, 200, 36, 1, 0.5f);
+  test_bf16_attention(1, 2, 1, 70, 8, 0, 0.5f);
+  test_bf16_attention(1, 2, 65, 1, 40, 1, 0.5f);
+  test_bf16_attention(1, 8, 1024, 1024, 40, 0, 0.5f);
+  test_bf16_attention(1, 2, 100, 77, 80, 1, 0.5f);
   test_bf16_pointwise_and_norms();
   test_bf16_conv2d(2, 8, 12, 10, 16, 3, 1, 1);
   test_bf16_conv2d(2, 8, 12, 10, 16, 3, 2, 1);
