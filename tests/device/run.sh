@@ -7,26 +7,45 @@
 #      stated in the test) and a tiny DPO step of its own;
 #   3. test_cuda_models: through the kernels' dispatch, CUDA vs CPU: the
 #      layout ops, a tiny UNet forward + backward (output, input and every
-#      parameter gradient), the tiny CLIP, the training step's ops (sum of
-#      squares, clip factor, DPO loss, AdamW, Adafactor), a tiny
-#      dpo_train_step (loss and gradients), txt2img and reward-acc's pass on
-#      the tiny pipeline, 3 steps of dpo train --backend cuda vs cpu with the
-#      device-resident step (AdamW; Adafactor with 2 micro-batches, clipped,
-#      --sft-weight, and a stop + resume; SFT: loss, grad norm, weights within
-#      1e-2); then the SD1.5 UNet forward
-#      + backward at batch 4 (= the baseline's 2 pairs), 64x64, 77 tokens,
-#      float32: time and memory, plain and with activation checkpointing
-#      (whose gradient must be bitwise the same; tolerances in the test);
+#      parameter gradient) in float32 and in bf16 mixed precision (against
+#      the CPU's bf16 reference; a frozen bf16 model bitwise the trainable
+#      one's), the tiny CLIP, the training step's ops (sum of squares, clip
+#      factor, DPO loss, AdamW, Adafactor), a tiny dpo_train_step (loss and
+#      gradients), txt2img and reward-acc's pass on the tiny pipeline, 3
+#      steps of dpo train --backend cuda vs cpu with the device-resident step
+#      (AdamW; Adafactor with 2 micro-batches, clipped, --sft-weight, and a
+#      stop + resume; SFT; --precision bf16 with a stop + resume: loss, grad
+#      norm, weights); then the SD1.5 UNet forward + backward at batch 4
+#      (= the baseline's 2 pairs), 64x64, 77 tokens, float32 and bf16: time
+#      and memory, plain and with activation checkpointing (whose gradient
+#      must be bitwise the same), and the frozen bf16 reference's forward and
+#      memory (tolerances in the test);
 #   4. dpo bench train --backend cuda (tiny and SD1.5, 2 pairs, float32), and
-#      after the baseline the SD1.5 step again with --checkpointing and with
-#      --tf32;
+#      the SD1.5 step with --precision bf16 (policy bf16 mixed precision,
+#      reference frozen bf16);
 #   5. bench/torch_cuda_baseline.py: PyTorch + diffusers SD1.5 UNet, bf16,
-#      SDPA, forward+backward and a DPO step, time and peak memory, 2 pairs;
-#   6. bench_cuda_ops: the CUDA ops timed at SD1.5 shapes;
-#   7. dpo bench kernels: the CPU kernels, for reference (if time is left).
-# Steps 4 and 5 are the comparison of the issue's targets, in the same run on
-# the same card. Note: dpo's UNet runs float32 (bf16 is op-level only so far)
-# while the baseline runs bf16 autocast: the ratio is not yet like for like.
+#      SDPA, forward+backward and a DPO step, time and peak memory, 2 pairs
+#      (eager; torch.compile too with DPO_TORCH_COMPILE=1);
+#   6. the bf16 SD1.5 step again with --checkpointing; then the comparison:
+#      every dpo SD1.5 step against the baseline's, pairs/s and memory;
+#   7.-8. optional extras, as the budget allows: the float32 SD1.5 step with
+#      --checkpointing and with --tf32;
+#   9. bench_cuda_ops: the CUDA ops timed at SD1.5 shapes;
+#  10. dpo bench kernels: the CPU kernels, for reference (if time is left).
+# Steps 4 to 6 are the comparison of the issue's targets, in the same run on
+# the same card, before the extras. Like for like: dpo --precision bf16
+# against the baseline's bf16 autocast (bf16 activations and GEMM/conv
+# inputs, float32 accumulation, float32 master weights and gradients; the
+# reference in bf16 weights without gradients) at the same batch, resolution
+# and text length. Not alike: dpo bench train times the step without the
+# optimizer update and allocates no optimizer state, while the baseline's
+# step ends with fused AdamW (a few ms; its two float32 moments, 8 bytes a
+# parameter, are in its peak: the comparison also prints dpo's memory with
+# them added); dpo's attention is its own kernel, the baseline's SDPA; the
+# baseline lets TF32 into the float32 ops it keeps; and the memory measures
+# differ (dpo: cudaMemGetInfo, the whole device in use; torch:
+# max_memory_allocated, its tensors alone). The float32 dpo lines stay as the
+# reference of the CPU's numerics.
 # Results go to $OUT (the caller sets it); a summary is printed at the end and
 # written to $OUT/summary.txt. Every number in it is measured by this run;
 # a step that could not run says why instead. Budget: under 8 minutes (each
@@ -42,6 +61,8 @@ cd "$(dirname "$0")/../.."
 mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"
+# Results of an earlier run in the same folder must not pass for this one's.
+rm -f "$OUT"/*.jsonl "$OUT/torch_baseline.json" "$OUT/comparison.txt"
 START=$(date +%s)
 BUDGET=${DPO_DEVICE_BUDGET_S:-450}   # 7.5 minutes, leaving the caller margin
 
@@ -116,7 +137,8 @@ esac
 grep -E '^  dpo loss' "$OUT/test_cuda_ops.txt" | sed 's/^ */tiny DPO step: /' | tee -a "$SUMMARY"
 
 # ------------------------------------------------- 3. models through dispatch
-t=$(limit 180)   # tiny models, 8 tiny dpo train runs (3 on the CPU), then SD1.5; not yet timed on a GPU
+t=$(limit 210)   # tiny models (float32 and bf16), 12 tiny dpo train runs (4 on the CPU), then SD1.5 in
+                 # float32 and bf16 (+ the frozen bf16 reference); not yet timed on a GPU
 DPO_SOURCE_DIR=$PWD timeout "$t" "$TESTS/test_cuda_models" >"$OUT/test_cuda_models.txt" 2>&1
 models_rc=$?
 case $models_rc in
@@ -126,7 +148,7 @@ case $models_rc in
   *) note "test_cuda_models: FAILED (exit $models_rc); failures:"
      grep -E 'FAIL|error|cuda:' "$OUT/test_cuda_models.txt" | head -40 | tee -a "$SUMMARY" ;;
 esac
-grep -E '^  (dpo loss loss|train |sd15|random init)' "$OUT/test_cuda_models.txt" | sed 's/^ */  /' | tee -a "$SUMMARY"
+grep -E '^  (dpo loss loss|train |sd15|random init|unet bf16 frozen)' "$OUT/test_cuda_models.txt" | sed 's/^ */  /' | tee -a "$SUMMARY"
 
 # ------------------------------------------------- 4. dpo bench train on CUDA
 t=$(limit 120)
@@ -139,16 +161,35 @@ else
   tail -5 "$OUT/bench_train_cuda.err" | sed 's/^/  /' | tee -a "$SUMMARY"
 fi
 
+# --------------------------------- 4b. the same SD1.5 step in bf16 (like for like)
+# The policy in bf16 mixed precision, the reference frozen bf16: the
+# baseline's precision.
+t=$(limit 90)
+if [ "$t" -lt 30 ]; then
+  note "dpo bench train --precision bf16: skipped, only ${t}s of the budget left"
+elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 --repeat 3 --precision bf16 --json \
+     >"$OUT/bench_train_cuda_bf16.jsonl" 2>"$OUT/bench_train_cuda_bf16.err"; then
+  note "dpo bench train --backend cuda --precision bf16 (SD1.5, 2 pairs, median of 3):"
+  sed 's/^/  /' "$OUT/bench_train_cuda_bf16.jsonl" | tee -a "$SUMMARY"
+else
+  note "dpo bench train --precision bf16: FAILED or timed out after ${t}s:"
+  tail -5 "$OUT/bench_train_cuda_bf16.err" | sed 's/^/  /' | tee -a "$SUMMARY"
+fi
+
 # ----------------------------------------------- 5. PyTorch baseline
 if ! "$PY" -c 'import diffusers' 2>/dev/null && ls build-bundle/whl/*.whl >/dev/null 2>&1; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/dpo-site \
     build-bundle/whl/*.whl >/dev/null 2>&1 && export PYTHONPATH=/tmp/dpo-site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# torch.compile of the SD1.5 UNet's forward and backward takes minutes: only
+# when asked (DPO_TORCH_COMPILE=1, with a larger DPO_DEVICE_BUDGET_S).
+compile_args=()
+if [ "${DPO_TORCH_COMPILE:-0}" = 1 ]; then compile_args=(--compile); fi
 t=$(limit 200)
 if [ "$t" -lt 60 ]; then
   note "torch baseline: skipped, only ${t}s of the budget left"
-elif PYTHONUNBUFFERED=1 timeout "$t" "$PY" bench/torch_cuda_baseline.py --pairs 2 --json "$OUT/torch_baseline.json" \
-     >"$OUT/torch_baseline.txt" 2>&1; then
+elif PYTHONUNBUFFERED=1 timeout "$t" "$PY" bench/torch_cuda_baseline.py --pairs 2 "${compile_args[@]}" \
+       --json "$OUT/torch_baseline.json" >"$OUT/torch_baseline.txt" 2>&1; then
   note "torch baseline (diffusers SD1.5 UNet, bf16 autocast, SDPA, 64x64 latents, 2 pairs):"
   sed 's/^/  /' "$OUT/torch_baseline.txt" | tail -12 | tee -a "$SUMMARY"
 else
@@ -156,45 +197,89 @@ else
   tail -5 "$OUT/torch_baseline.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
 fi
 
-# ------------------------------------ the issue's comparison, from 4 and 5
-# Same card, same run: dpo's SD1.5 step (float32) against PyTorch's eager
-# bf16 step; TFLOP/s and MFU use the baseline's FLOP count (flop_counter).
-if [ -s "$OUT/torch_baseline.json" ] && grep -q '"config": "sd15"' "$OUT/bench_train_cuda.jsonl" 2>/dev/null; then
-  "$PY" - "$OUT/torch_baseline.json" "$OUT/bench_train_cuda.jsonl" <<'PYEOF' | tee "$OUT/comparison.txt" | tee -a "$SUMMARY"
+# ---------------------- 6. the bf16 step with activation checkpointing
+t=$(limit 60)
+if [ "$t" -lt 20 ]; then
+  note "dpo bench train --precision bf16 --checkpointing: skipped, only ${t}s of the budget left"
+elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 --repeat 3 --precision bf16 \
+       --checkpointing --json >"$OUT/bench_train_cuda_bf16_checkpointing.jsonl" 2>>"$OUT/bench_train_cuda_bf16.err"; then
+  note "dpo bench train --backend cuda --precision bf16 --checkpointing (SD1.5, 2 pairs):"
+  sed 's/^/  /' "$OUT/bench_train_cuda_bf16_checkpointing.jsonl" | tee -a "$SUMMARY"
+else
+  note "dpo bench train --precision bf16 --checkpointing: FAILED or timed out after ${t}s (see bench_train_cuda_bf16.err)"
+fi
+
+# ------------------------------- the issue's comparison, from 4 to 6
+# Same card, same run: each of dpo's SD1.5 steps (float32; bf16, the
+# baseline's precision; bf16 checkpointed) against PyTorch's bf16 step, eager
+# (and torch.compile when it ran). TFLOP/s and MFU use the baseline's FLOP
+# count (flop_counter). Memory: dpo's is cudaMemGetInfo's whole-device use
+# after the last step (CUDA context, cuBLAS/cuDNN workspace and anything else
+# on the card included), torch's is max_memory_allocated (its tensors alone,
+# without the context and the caching allocator's slack), which leans
+# against dpo; but bench train allocates no optimizer state, while torch's
+# peak holds AdamW's two float32 moments: "+ AdamW" adds those 8 bytes a
+# parameter to dpo's number (computed, not measured).
+dpo_sd15=()
+for f in bench_train_cuda bench_train_cuda_bf16 bench_train_cuda_bf16_checkpointing; do
+  if grep -q '"config": "sd15"' "$OUT/$f.jsonl" 2>/dev/null; then dpo_sd15+=("$OUT/$f.jsonl"); fi
+done
+if [ -s "$OUT/torch_baseline.json" ] && [ "${#dpo_sd15[@]}" -gt 0 ]; then
+  "$PY" - "$OUT/torch_baseline.json" "${dpo_sd15[@]}" <<'PYEOF' | tee "$OUT/comparison.txt" | tee -a "$SUMMARY"
 import json, sys
 torch = json.load(open(sys.argv[1]))
-dpo = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
-dpo = next(d for d in dpo if d["config"] == "sd15")
-flops = 2 * dpo["pairs"] * torch["forward_flops_per_sample"] * 4
+dpo = []
+for path in sys.argv[2:]:
+    for line in open(path):
+        if line.startswith("{"):
+            d = json.loads(line)
+            if d.get("config") == "sd15" and not d.get("tf32"):
+                dpo.append(d)
+order = {"float32": 0, "bf16": 1}
+dpo.sort(key=lambda d: (order.get(d.get("precision", "float32"), 2), bool(d.get("checkpointing"))))
 peaks = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 peak = next((v for k, v in peaks.items() if k in torch["device"]), None)
-tf = flops / dpo["step_seconds"] / 1e12
-print(f"comparison on {torch['device']} ({dpo['pairs']} pairs, SD1.5, 64x64):")
-print(f"  dpo (float32) {dpo['pairs_per_s']:.3f} pairs/s, {tf:.1f} TFLOP/s"
-      + (f", MFU {100 * tf / peak:.1f}% of the bf16 peak {peak:.0f}" if peak else "")
-      + f", device memory in use {dpo['device_memory_gib']:.2f} GiB")
-print(f"  torch eager (bf16) {torch['dpo_step_eager_pairs_per_s']:.3f} pairs/s, "
-      f"peak {torch['dpo_step_eager_peak_bytes'] / 2**30:.2f} GiB")
-print(f"  ratio dpo / torch eager: {dpo['pairs_per_s'] / torch['dpo_step_eager_pairs_per_s']:.2f}x "
-      f"(target >= 1.3x; torch.compile not run here)")
+gib = 2.0 ** 30
+variants = [v for v in ("eager", "compile") if f"dpo_step_{v}_pairs_per_s" in torch]
+print(f"comparison on {torch['device']} (SD1.5, 64x64, 77 tokens, {torch['pairs']} pairs):")
+for v in variants:
+    print(f"  torch {v} (bf16 autocast) {torch[f'dpo_step_{v}_pairs_per_s']:.3f} pairs/s, "
+          f"peak {torch[f'dpo_step_{v}_peak_bytes'] / gib:.2f} GiB")
+for d in dpo:
+    if d["pairs"] != torch["pairs"]:
+        continue
+    label = d.get("precision", "float32") + (" checkpointed" if d.get("checkpointing") else "")
+    tf = 2 * d["pairs"] * torch["forward_flops_per_sample"] * 4 / d["step_seconds"] / 1e12
+    print(f"  dpo {label}: {d['pairs_per_s']:.3f} pairs/s, {tf:.1f} TFLOP/s"
+          + (f", MFU {100 * tf / peak:.1f}% of the bf16 peak {peak:.0f}" if peak else "")
+          + f", device memory in use {d['device_memory_gib']:.2f} GiB")
+    adam = 8.0 * torch["params"] / gib
+    for v in variants:
+        peak_gib = torch[f"dpo_step_{v}_peak_bytes"] / gib
+        print(f"    vs torch {v}: speed {d['pairs_per_s'] / torch[f'dpo_step_{v}_pairs_per_s']:.2f}x "
+              f"(target >= 1.3x); memory {d['device_memory_gib'] / peak_gib:.2f}x of torch's peak, "
+              f"{(d['device_memory_gib'] + adam) / peak_gib:.2f}x with AdamW's moments "
+              f"(+{adam:.2f} GiB) added")
+if "compile" not in variants:
+    print("  torch.compile not run here (DPO_TORCH_COMPILE=1 runs it)")
 PYEOF
 else
   note "comparison: not made (the dpo or the torch SD1.5 numbers are missing above)"
 fi
 
-# ------------------------- the same dpo step with activation checkpointing
+# ----------------- 7. the float32 dpo step with activation checkpointing
 t=$(limit 60)
 if [ "$t" -lt 20 ]; then
   note "dpo bench train --checkpointing: skipped, only ${t}s of the budget left"
 elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 --repeat 3 --checkpointing --json \
      >"$OUT/bench_train_cuda_checkpointing.jsonl" 2>>"$OUT/bench_train_cuda.err"; then
-  note "dpo bench train --backend cuda --checkpointing (SD1.5, 2 pairs):"
+  note "dpo bench train --backend cuda --checkpointing (SD1.5, 2 pairs, float32):"
   sed 's/^/  /' "$OUT/bench_train_cuda_checkpointing.jsonl" | tee -a "$SUMMARY"
 else
   note "dpo bench train --checkpointing: FAILED or timed out after ${t}s (see bench_train_cuda.err)"
 fi
 
-# ------------------------------------------- the same dpo step with TF32
+# ------------------------------------------- 8. the float32 dpo step with TF32
 t=$(limit 45)
 if [ "$t" -lt 20 ]; then
   note "dpo bench train --tf32: skipped, only ${t}s of the budget left"
@@ -206,7 +291,7 @@ else
   note "dpo bench train --tf32: FAILED or timed out after ${t}s (see bench_train_cuda.err)"
 fi
 
-# --------------------------------------------------------- 6. CUDA op times
+# --------------------------------------------------------- 9. CUDA op times
 t=$(limit 60)
 if [ "$t" -lt 10 ]; then
   note "bench_cuda_ops: skipped, only ${t}s of the budget left"
@@ -221,7 +306,7 @@ else
   esac
 fi
 
-# -------------------------------------------------------- 7. CPU kernels
+# ------------------------------------------------------- 10. CPU kernels
 t=$(limit 40)
 if [ "$t" -lt 10 ]; then
   note "dpo bench kernels (CPU): skipped, only ${t}s of the budget left"

@@ -4,6 +4,14 @@
  *      affine) through kn_<op>, on both backends;
  *   2. a tiny UNet (the block structure of SD1.5 at widths 32/64) forward
  *      and backward: output, input gradients, every parameter gradient;
+ *   2b. the same tiny UNet in bf16 mixed precision on both backends
+ *      (dpo_unet_set_precision(KN_BF16): the CPU's bf16 ops, float32 math on
+ *      bf16-rounded values, are the reference of the CUDA bf16 kernels):
+ *      output, dsample, dencoder and every parameter gradient; then a frozen
+ *      bf16 model on the device (the DPO reference) against a trainable bf16
+ *      one, both with inference plans: the same output bit for bit, its
+ *      weights held as bf16 alone (no float32 values: parameter values a
+ *      third of the trainable model's), and a training plan refused;
  *   3. the tiny CLIP text encoder of tests/fixtures forward and backward;
  *   4. a tiny Diffusion-DPO step (dpo_train_step_run: reference forward,
  *      policy forward + backward, loss on the host) with the text gradient;
@@ -18,7 +26,9 @@
  *      norms and the weight updates; then again with Adafactor, 2
  *      micro-batches per step, --sft-weight 0.5 and a max_grad_norm small
  *      enough that every step clips (stopped after step 2 and resumed from its checkpoint:
- *      the same weights as uninterrupted), and once with the SFT loss. On
+ *      the same weights as uninterrupted), once with the SFT loss, and once
+ *      with --precision bf16 on both backends (beta 50; stopped and resumed
+ *      too). On
  *      CUDA the whole step is device-resident (MSEs, DPO loss gradient,
  *      clipping, optimizer; one download of logged scalars per step), so
  *      this compares that path with the CPU's host step. Before it, the step's ops through kn_<op>
@@ -27,7 +37,15 @@
  *      PyTorch baseline's 2 pairs), 64x64 latents, 77 tokens, float32, on the
  *      device alone: time and memory, a check that the output and the last
  *      gradient are finite; then the same with activation checkpointing,
- *      whose gradient must equal the plain one bit for bit.
+ *      whose gradient must equal the plain one bit for bit; then the same
+ *      weights and inputs in bf16 mixed precision (the PyTorch baseline's
+ *      precision), plain and checkpointed (again bitwise), printed as the
+ *      float32 lines with "sd15 bf16" (run.sh picks both up); and the DPO
+ *      reference as dpo train --precision bf16 holds it, frozen bf16 with
+ *      an inference plan beside the bf16 policy: its forward time, the
+ *      device memory it adds (beyond its plan at most
+ *      FROZEN_MAX_BYTES_PER_PARAM per parameter) and its output against the
+ *      policy's.
  * Written without a GPU at hand: none of this has run on a device yet; the
  * first run of tests/device/run.sh is its first execution.
  *
@@ -63,14 +81,45 @@
  *                    weights (the kernels are deterministic, so bitwise is
  *                    expected and printed; the tolerance leaves room for a
  *                    cuDNN algorithm choice that differs between plans)
+ * bf16 (2b, 7, 8): both backends round each bf16 activation at the same
+ * points, but their float32 sums run in other orders, so a value near a
+ * rounding boundary can round the other way (2^-9 relative) and carry that
+ * through the following layers; and a CUDA conv with bias rounds twice
+ * (the product to bf16 in cuDNN, then + bias) where the CPU rounds once.
+ * The tolerances are those of tests/unit/test_models_bf16.c (bf16 against
+ * float32), which bound these differences too:
+ *   TOL_BF16_OUT  3e-2  the output (scale-relative, as above)
+ *   TOL_BF16_GRAD 8e-2  dsample and dencoder (they pass through about twice
+ *                       as many rounded tensors); all parameter gradients
+ *                       together; and each parameter's on its own unless
+ *   MIN_COS_BF16  0.99  its cosine with the CPU's is at least this (a
+ *                       gradient is a sum over batch and pixels in which
+ *                       terms cancel, a small bias's most of all, so its
+ *                       scaled error can exceed that of the values summed:
+ *                       the direction is what matters)
+ *   TOL_TRAIN_BF16_LOSS 0.15, TOL_TRAIN_BF16_NORM 5e-2, MIN_COS_TRAIN_BF16
+ *                 0.9   dpo train --precision bf16: each logged loss and
+ *                       gradient norm (relative, as TOL_TRAIN), and the
+ *                       cosine of the two runs' weight updates (Adam
+ *                       normalises each update to about lr, so a small
+ *                       gradient whose sign rounding flips moves its weight
+ *                       the other way by 2 lr: the mean measure of TOL_TRAIN
+ *                       would count that noise, the cosine the bulk); the
+ *                       tolerances of tests/unit/test_train_bf16.c
+ *   FROZEN_MAX_BYTES_PER_PARAM 3  SD1.5's frozen reference: device memory
+ *                       beyond its plan per parameter (bf16 weights take 2,
+ *                       float32 biases and norms a little more; a trainable
+ *                       bf16 model's float32 masters + bf16 copies take 6)
  * --cpu-as-device runs all of it with a second CPU context standing in for
  * the device: that checks this test itself (its set-up, comparisons and
  * fixtures; every difference is then zero or a rounding), not CUDA; the
  * "device" DPO step and dpo train then take the resident path that CUDA
  * takes (dpo_train_step_make_resident, resident_step), on the CPU. The
  * default suite runs it so (unit.test_cuda_models_cpu, without SD1.5).
+ * --sd15-tiny runs the SD1.5 section on the tiny UNet (16x16, 8 tokens):
+ * with --cpu-as-device, a check of that section's code in seconds.
  *
- * Usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N] [--cpu-as-device] */
+ * Usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N] [--sd15-tiny] [--cpu-as-device] */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +141,13 @@
 #define TOL_STEP 1e-5
 #define TOL_TRAIN 1e-2
 #define TOL_RESUME 1e-6
+#define TOL_BF16_OUT 3e-2
+#define TOL_BF16_GRAD 8e-2
+#define MIN_COS_BF16 0.99
+#define TOL_TRAIN_BF16_LOSS 0.15
+#define TOL_TRAIN_BF16_NORM 5e-2
+#define MIN_COS_TRAIN_BF16 0.9
+#define FROZEN_MAX_BYTES_PER_PARAM 3.0
 
 static kn_ctx cpu, gpu;
 static uint64_t next_stream = 1;
@@ -387,6 +443,175 @@ static void test_unet(void) {
   dpo_unet_free(ug);
 }
 
+/* ------------------------------------------------------- bf16 models */
+
+static double cosine(const float *a, const float *b, size_t n) {
+  double ab = 0.0, aa = 0.0, bb = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    ab += (double)a[i] * b[i];
+    aa += (double)a[i] * a[i];
+    bb += (double)b[i] * b[i];
+  }
+  if (aa == 0.0 && bb == 0.0) return 1.0;
+  double c = ab / sqrt(aa * bb + 1e-300);
+  return isnan(c) ? -1.0 : c;
+}
+
+/* Every parameter gradient of two bf16 UNets, device against CPU: each
+ * parameter points the same way (cosine >= MIN_COS_BF16) or is within
+ * TOL_BF16_GRAD of its own scale, and all together within TOL_BF16_GRAD of
+ * the largest. */
+static void compare_param_grads_bf16(const char *what, const dpo_unet *uc, const dpo_unet *ug) {
+  int n_params = dpo_unet_n_params(uc), n_bad = 0;
+  size_t total = 0;
+  for (int i = 0; i < n_params; i++) {
+    dpo_param p;
+    dpo_unet_param(uc, i, &p);
+    total += p.numel;
+  }
+  float *want = malloc(total * sizeof(float)), *got = malloc(total * sizeof(float));
+  size_t at = 0;
+  double worst_cos = 2.0; /* above any cosine: the first parameter sets it */
+  const char *worst_name = "";
+  for (int i = 0; i < n_params; i++) {
+    dpo_param pc, pg;
+    dpo_unet_param(uc, i, &pc);
+    dpo_unet_param(ug, i, &pg);
+    memcpy(want + at, pc.grad, pc.numel * sizeof(float));
+    kn_download(&gpu, got + at, pg.grad, pg.numel * sizeof(float));
+    size_t worst;
+    double rel = rel_error(want + at, got + at, pc.numel, &worst), cs = cosine(want + at, got + at, pc.numel);
+    if (cs < worst_cos) worst_cos = cs, worst_name = pc.name;
+    if (!(cs >= MIN_COS_BF16) && !(rel <= TOL_BF16_GRAD) && n_bad++ < 10)
+      test_fail(__FILE__, __LINE__, "%s: gradient of %s: cosine %.5f, rel.err %.3g (element %zu cpu %.9g gpu %.9g)",
+                what, pc.name, cs, rel, worst, (double)want[at + worst], (double)got[at + worst]);
+    at += pc.numel;
+  }
+  printf("  %-40s %d parameters, %d with cosine < %.2f and rel.err > %.0e; lowest cosine %.5f (%s)\n", what,
+         n_params, n_bad, MIN_COS_BF16, TOL_BF16_GRAD, worst_cos, worst_name);
+  compare_host(what, want, got, total, TOL_BF16_GRAD);
+  free(want);
+  free(got);
+}
+
+static dpo_unet *tiny_unet_bf16(uint64_t seed, int frozen) {
+  dpo_unet *u = tiny_unet(seed);
+  dpo_error err = {0};
+  if (u && dpo_unet_set_precision(u, KN_BF16, frozen, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "tiny unet bf16: %s", err.msg);
+    dpo_unet_free(u);
+    return NULL;
+  }
+  return u;
+}
+
+/* Bytes that a placed model's parameter values take (float32 values and bf16
+ * copies, as its views show them; gradients aside). */
+static size_t param_value_bytes(const dpo_unet *u) {
+  size_t bytes = 0;
+  for (int i = 0; i < dpo_unet_n_params(u); i++) {
+    dpo_param p;
+    dpo_unet_param(u, i, &p);
+    if (p.data) bytes += p.numel * sizeof(float);
+    if (p.data_bf16) bytes += p.numel * sizeof(kn_bf16);
+  }
+  return bytes;
+}
+
+/* The tiny UNet in bf16 mixed precision on both backends (the CPU's bf16
+ * ops, the reference, against the CUDA kernels); then a frozen bf16 model
+ * on the device against a trainable one planned alike. */
+static void test_unet_bf16(void) {
+  printf("tiny UNet forward + backward in bf16 mixed precision (both models KN_BF16)\n");
+  int B = 2, H = 16, W = 16, T = 8, D = 32, C = 4;
+  size_t ns = (size_t)B * C * H * W, ne = (size_t)B * T * D;
+  dpo_unet *uc = tiny_unet_bf16(3, 0), *ug = tiny_unet_bf16(3, 0);
+  if (!uc || !ug) {
+    dpo_unet_free(uc), dpo_unet_free(ug);
+    return;
+  }
+  dpo_error err = {0};
+  CHECK_INT(dpo_unet_plan(uc, &cpu, B, H, W, T, 1, &err), DPO_OK);
+  CHECK_INT(dpo_unet_plan(ug, &gpu, B, H, W, T, 1, &err), DPO_OK);
+  if (err.code) {
+    fprintf(stderr, "plan: %s\n", err.msg);
+    dpo_unet_free(uc), dpo_unet_free(ug);
+    return;
+  }
+  CHECK_INT(dpo_unet_precision(ug), KN_BF16);
+  float *sample = host_random(ns, 1.0f), *enc = host_random(ne, 1.0f), *dout = host_random(ns, 0.1f);
+  float t[2] = {999.0f, 17.0f};
+  float *dsample = calloc(ns, sizeof(float)), *denc = calloc(ne, sizeof(float));
+  float *g_sample = device_copy(sample, ns * sizeof(float)), *g_enc = device_copy(enc, ne * sizeof(float));
+  float *g_t = device_copy(t, sizeof t), *g_dout = device_copy(dout, ns * sizeof(float));
+  float *g_dsample = kn_malloc(&gpu, ns * sizeof(float)), *g_denc = kn_malloc(&gpu, ne * sizeof(float));
+
+  dpo_unet_zero_grads(uc);
+  dpo_unet_zero_grads(ug);
+  const float *oc = dpo_unet_forward(uc, &cpu, sample, t, enc);
+  const float *og = dpo_unet_forward(ug, &gpu, g_sample, g_t, g_enc);
+  float *out_trained = og ? device_download(og, ns) : NULL;
+  if (oc && out_trained) compare_host("unet bf16 output", oc, out_trained, ns, TOL_BF16_OUT);
+  dpo_unet_backward(uc, &cpu, dout, dsample, denc);
+  dpo_unet_backward(ug, &gpu, g_dout, g_dsample, g_denc);
+  compare("unet bf16 d sample", dsample, g_dsample, ns, TOL_BF16_GRAD);
+  compare("unet bf16 d encoder_hidden_states", denc, g_denc, ne, TOL_BF16_GRAD);
+  compare_param_grads_bf16("unet bf16 parameter gradients", uc, ug);
+
+  /* Frozen: the same weights held as bf16 alone compute the same bits as a
+   * trainable bf16 model planned alike (inference), and refuse a training
+   * plan. On a device its weights have no float32 values (data NULL). */
+  dpo_unet *ui = tiny_unet_bf16(3, 0), *uz = tiny_unet_bf16(3, 1);
+  if (ui && uz) {
+    CHECK_INT(dpo_unet_plan(ui, &gpu, B, H, W, T, 0, &err), DPO_OK);
+    CHECK_INT(dpo_unet_plan(uz, &gpu, B, H, W, T, 0, &err), DPO_OK);
+    const float *oi = err.code ? NULL : dpo_unet_forward(ui, &gpu, g_sample, g_t, g_enc);
+    float *out_i = oi ? device_download(oi, ns) : NULL;
+    const float *oz = err.code ? NULL : dpo_unet_forward(uz, &gpu, g_sample, g_t, g_enc);
+    float *out_z = oz ? device_download(oz, ns) : NULL;
+    CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
+    int same = out_i && out_z && memcmp(out_i, out_z, ns * sizeof(float)) == 0;
+    printf("  unet bf16 frozen output equals the trainable model's (inference plans) bit for bit: %s\n",
+           same ? "yes" : "NO");
+    CHECK(same);
+    n_checked++;
+    CHECK_INT(dpo_unet_plan(uz, &gpu, B, H, W, T, 1, &err), DPO_ERR_USAGE);
+    CHECK_CONTAINS(err.msg, "frozen");
+    if (out_i && out_trained) {
+      size_t worst;
+      double rel = rel_error(out_trained, out_i, ns, &worst);
+      printf("  unet bf16 inference plan vs training plan output: rel.err=%.3g%s\n", rel,
+             rel == 0.0 ? " (bitwise)" : "");
+      CHECK(rel <= TOL_BF16_OUT);
+    }
+    size_t bytes_i = param_value_bytes(ui), bytes_z = param_value_bytes(uz);
+    int n_weights = 0, n_bf16_only = 0;
+    for (int i = 0; i < dpo_unet_n_params(uz); i++) {
+      dpo_param p;
+      dpo_unet_param(uz, i, &p);
+      if (p.ndim < 2) continue;
+      n_weights++;
+      if (!p.data && p.data_bf16) n_bf16_only++;
+    }
+    printf("  unet bf16 frozen: %d of %d weights held as bf16 alone; parameter values %.1f KiB vs %.1f KiB "
+           "trainable (%s)\n",
+           n_bf16_only, n_weights, bytes_z / 1024.0, bytes_i / 1024.0,
+           gpu.backend == KN_BACKEND_CUDA ? "device" : "the CPU stand-in keeps float32 values");
+    if (gpu.backend == KN_BACKEND_CUDA) {
+      CHECK_INT(n_bf16_only, n_weights);
+      CHECK(bytes_z * 10 < bytes_i * 4); /* bf16 alone: a third of float32 + bf16, biases and norms aside */
+    }
+    free(out_i), free(out_z);
+  }
+  dpo_unet_free(ui), dpo_unet_free(uz);
+
+  free(out_trained), free(sample), free(enc), free(dout), free(dsample), free(denc);
+  kn_free(gpu.backend, g_sample), kn_free(gpu.backend, g_enc), kn_free(gpu.backend, g_t);
+  kn_free(gpu.backend, g_dout), kn_free(gpu.backend, g_dsample), kn_free(gpu.backend, g_denc);
+  dpo_unet_free(uc);
+  dpo_unet_free(ug);
+}
+
 static void test_clip(void) {
   printf("tiny CLIP text encoder forward + backward\n");
   dpo_error err = {0};
@@ -609,14 +834,15 @@ static int read_log(const char *path, const char *key, double *values, int max) 
 /* Each step's logged `key` of the two runs, relative to the CPU's value
  * floored at `floor` (a nearly converged pair's loss, -log sigmoid of a
  * large margin, carries beta times the MSE rounding). */
-static void compare_log(const char *run, const char *key, const char *log_cpu, const char *log_gpu, double floor) {
+static void compare_log(const char *run, const char *key, const char *log_cpu, const char *log_gpu, double floor,
+                        double tol) {
   double vc[8], vg[8];
   int nc = read_log(log_cpu, key, vc, 8), ng = read_log(log_gpu, key, vg, 8);
   CHECK_INT(nc, 3);
   CHECK_INT(ng, 3);
   for (int i = 0; i < nc && i < ng; i++) {
     double rel = fabs(vg[i] - vc[i]) / (fabs(vc[i]) > floor ? fabs(vc[i]) : floor);
-    int ok = rel <= TOL_TRAIN;
+    int ok = rel <= tol;
     printf("  train %s %s step %d: cpu %.8g gpu %.8g rel.err=%.3g %s\n", run, key, i + 1, vc[i], vg[i], rel,
            ok ? "ok" : "FAIL");
     if (!ok) test_fail(__FILE__, __LINE__, "train %s %s step %d: cpu %.9g gpu %.9g", run, key, i + 1, vc[i], vg[i]);
@@ -645,9 +871,6 @@ static float *unet_weights(const char *dir, size_t *n) {
   return w;
 }
 
-/* One dpo train comparison: 3 steps of --backend cpu and of the device
- * (resident step) from the same base, pairs and options; the arguments are what
- * this variant changes. */
 /* The device run stopped after step 2 (its checkpoint: the optimizer state
  * downloaded) and resumed from it (uploaded) against the uninterrupted one:
  * the same weights (deterministic kernels: bitwise expected; TOL_RESUME). */
@@ -690,8 +913,24 @@ static void check_resume(const char *run, const dpo_train_options *base_options,
   free(w1), free(w2);
 }
 
-static void train_variant(const char *run, const char *base, const char *pairs, int optimizer, int grad_accum,
-                          double max_grad_norm, int sft, double sft_weight, int resume) {
+/* One dpo train comparison: 3 steps of --backend cpu and of the device
+ * (resident step) from the same base, pairs and options; a train_case holds
+ * what its variant changes from train_options. */
+typedef struct {
+  const char *run;
+  dpo_optim_kind optimizer;
+  int grad_accum;
+  double max_grad_norm;
+  int sft;
+  double sft_weight;
+  int resume;           /* also check_resume on the device */
+  kn_dtype precision;   /* KN_BF16: both runs bf16 (policy mixed precision, reference frozen bf16) */
+  double beta;          /* 0: the default */
+} train_case;
+
+static void train_variant(const train_case *tc, const char *base, const char *pairs) {
+  const char *run = tc->run;
+  int bf16 = tc->precision == KN_BF16;
   char out_cpu[1100], out_gpu[1100], name[64];
   snprintf(name, sizeof name, "train_cpu_%s", run);
   snprintf(out_cpu, sizeof out_cpu, "%s", test_path(name));
@@ -701,11 +940,13 @@ static void train_variant(const char *run, const char *base, const char *pairs, 
   dpo_train_result res;
   dpo_error err = {0};
   train_options(&o, base, pairs, out_cpu);
-  o.optimizer = (dpo_optim_kind)optimizer;
-  o.grad_accum = grad_accum;
-  o.max_grad_norm = max_grad_norm;
-  o.sft = sft;
-  o.sft_weight = sft_weight;
+  o.optimizer = tc->optimizer;
+  o.grad_accum = tc->grad_accum;
+  o.max_grad_norm = tc->max_grad_norm;
+  o.sft = tc->sft;
+  o.sft_weight = tc->sft_weight;
+  o.precision = tc->precision;
+  if (tc->beta > 0) o.beta = tc->beta;
   if (dpo_train(&o, &res, &err) != DPO_OK) {
     test_fail(__FILE__, __LINE__, "dpo train %s --backend cpu: %s", run, err.msg);
     return;
@@ -720,26 +961,30 @@ static void train_variant(const char *run, const char *base, const char *pairs, 
   char log_cpu[1200], log_gpu[1200];
   snprintf(log_cpu, sizeof log_cpu, "%s/train_log.jsonl", out_cpu);
   snprintf(log_gpu, sizeof log_gpu, "%s/train_log.jsonl", out_gpu);
-  compare_log(run, "loss", log_cpu, log_gpu, 1e-3);
-  compare_log(run, "grad_norm", log_cpu, log_gpu, 1e-12);
+  compare_log(run, "loss", log_cpu, log_gpu, 1e-3, bf16 ? TOL_TRAIN_BF16_LOSS : TOL_TRAIN);
+  compare_log(run, "grad_norm", log_cpu, log_gpu, 1e-12, bf16 ? TOL_TRAIN_BF16_NORM : TOL_TRAIN);
   size_t n0 = 0, n1 = 0, n2 = 0;
   float *w0 = unet_weights(base, &n0), *w1 = unet_weights(out_cpu, &n1), *w2 = unet_weights(out_gpu, &n2);
   if (w0 && w1 && w2 && n0 == n1 && n0 == n2) {
-    double diff = 0, size = 0;
+    double diff = 0, size = 0, ab = 0, aa = 0, bb = 0;
     for (size_t i = 0; i < n0; i++) {
       double u_cpu = (double)w1[i] - w0[i], u_gpu = (double)w2[i] - w0[i];
       diff += fabs(u_gpu - u_cpu);
       size += fabs(u_cpu);
+      ab += u_cpu * u_gpu, aa += u_cpu * u_cpu, bb += u_gpu * u_gpu;
     }
     double rel = diff / (size > 0 ? size : 1e-30);
-    int ok = size > 0 && rel <= TOL_TRAIN;
-    printf("  train %s weight updates: mean |gpu - cpu| / mean |cpu| = %.3g over %zu weights %s\n", run, rel, n0,
-           ok ? "ok" : "FAIL");
-    if (!ok) test_fail(__FILE__, __LINE__, "train %s weight updates differ: %.3g (size %.3g)", run, rel, size);
+    double cs = aa > 0 && bb > 0 ? ab / sqrt(aa * bb) : 0.0;
+    int ok = size > 0 && (bf16 ? cs >= MIN_COS_TRAIN_BF16 : rel <= TOL_TRAIN);
+    printf("  train %s weight updates: mean |gpu - cpu| / mean |cpu| = %.3g, cosine %.5f over %zu weights %s\n", run,
+           rel, cs, n0, ok ? "ok" : "FAIL");
+    if (!ok)
+      test_fail(__FILE__, __LINE__, "train %s weight updates differ: %.3g, cosine %.5f (size %.3g)", run, rel, cs,
+                size);
     n_checked++;
   }
   free(w0), free(w1), free(w2);
-  if (resume) check_resume(run, &o, out_gpu);
+  if (tc->resume) check_resume(run, &o, out_gpu);
 }
 
 static void test_train_loop(void) {
@@ -751,14 +996,25 @@ static void test_train_loop(void) {
   snprintf(pairs, sizeof pairs, "%s/pairs.jsonl", data);
   CHECK_INT(tf_make_pipeline(base, 0, 1), 0);
   CHECK_INT(tf_make_pairs(data, 4, 3, 60, 16), 0);
-  /* AdamW, one micro-batch, the default max_grad_norm 1. */
-  train_variant("adamw", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 0, 0.0, 0);
-  /* Adafactor over 2 micro-batches, clipped at every step, with the
-   * --sft-weight term; and stopped after step 2 and resumed (its factored
-   * state through a checkpoint). */
-  train_variant("adafactor-accum2-clip-sftw", base, pairs, DPO_OPTIM_ADAFACTOR, 2, 1e-4, 0, 0.5, 1);
-  /* The SFT loss (seeds from the host, the rest resident). */
-  train_variant("sft", base, pairs, DPO_OPTIM_ADAMW, 1, 1.0, 1, 0.0, 0);
+  static const train_case cases[] = {
+      /* AdamW, one micro-batch, the default max_grad_norm 1. */
+      {.run = "adamw", .optimizer = DPO_OPTIM_ADAMW, .grad_accum = 1, .max_grad_norm = 1.0},
+      /* Adafactor over 2 micro-batches, clipped at every step, with the
+       * --sft-weight term; and stopped after step 2 and resumed (its factored
+       * state through a checkpoint). */
+      {.run = "adafactor-accum2-clip-sftw", .optimizer = DPO_OPTIM_ADAFACTOR, .grad_accum = 2,
+       .max_grad_norm = 1e-4, .sft_weight = 0.5, .resume = 1},
+      /* The SFT loss (seeds from the host, the rest resident). */
+      {.run = "sft", .optimizer = DPO_OPTIM_ADAMW, .grad_accum = 1, .max_grad_norm = 1.0, .sft = 1},
+      /* --precision bf16 on both backends (the CPU's bf16 emulation is the
+       * reference), beta 50 so that the loss is not saturated and stays
+       * comparable (beta 5000 turns bf16 rounding of the MSEs into loss
+       * changes of order 1); stopped and resumed as well (the checkpoint
+       * holds float32 masters, the bf16 copies are rounded from them again). */
+      {.run = "bf16-adamw", .optimizer = DPO_OPTIM_ADAMW, .grad_accum = 1, .max_grad_norm = 1.0, .resume = 1,
+       .precision = KN_BF16, .beta = 50},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) train_variant(&cases[i], base, pairs);
 }
 
 /* --------------------------------------------------------------- SD1.5 */
@@ -768,28 +1024,48 @@ static int compare_doubles(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
+/* The network and shapes of the SD1.5 section: SD1.5 itself, or (with
+ * --sd15-tiny) the tiny UNet, to run this section's code on the CPU
+ * stand-in in seconds. */
+typedef struct {
+  const char *config;
+  int HW, T, D;
+} sd15_shape;
+
 typedef struct {
   const float *sample, *t, *enc, *dout; /* device */
   int B, HW, T;
 } sd15_inputs;
 
+/* Host copies of what the passes left: the last output and the first
+ * parameter's gradient (the end of the backward pass). */
+typedef struct {
+  float *out, *grad;
+  size_t n_out, n_grad;
+} sd15_result;
+
+static void sd15_result_free(sd15_result *r) {
+  free(r->out);
+  free(r->grad);
+  *r = (sd15_result){0};
+}
+
 /* Plans u for training (with or without checkpointing), runs a warm-up and
  * `repeat` forward + backward passes, prints the medians and the device
- * memory, and returns a host copy of the first parameter's gradient (the
- * end of the backward pass), or NULL when the plan failed. */
-static float *sd15_passes(dpo_unet *u, const sd15_inputs *in, int checkpoint, size_t *n_grad) {
+ * memory under `label`, and fills r; 0 when the plan failed. */
+static int sd15_passes(dpo_unet *u, const sd15_inputs *in, const char *label, int checkpoint, sd15_result *r) {
   enum { repeat = 3 };
   dpo_error err = {0};
   double gib = 1024.0 * 1024.0 * 1024.0;
-  const char *label = checkpoint ? "sd15 checkpointed" : "sd15";
+  *r = (sd15_result){0};
   dpo_unet_set_checkpointing(u, checkpoint);
   if (dpo_unet_plan(u, &gpu, in->B, in->HW, in->HW, in->T, 1, &err) != DPO_OK) {
     test_fail(__FILE__, __LINE__, "%s plan: %s", label, err.msg);
-    return NULL;
+    return 0;
   }
   double fwd[repeat], bwd[repeat];
   const float *out = NULL;
-  for (int r = -1; r < repeat; r++) {
+  for (int k = -1; k < repeat; k++) {
     dpo_unet_zero_grads(u);
     double a = dpo_now_seconds();
     out = dpo_unet_forward(u, &gpu, in->sample, in->t, in->enc);
@@ -798,9 +1074,9 @@ static float *sd15_passes(dpo_unet *u, const sd15_inputs *in, int checkpoint, si
     dpo_unet_backward(u, &gpu, in->dout, NULL, NULL);
     CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
     double c = dpo_now_seconds();
-    if (r >= 0) {
-      fwd[r] = b - a;
-      bwd[r] = c - b;
+    if (k >= 0) {
+      fwd[k] = b - a;
+      bwd[k] = c - b;
     }
   }
   qsort(fwd, repeat, sizeof *fwd, compare_doubles);
@@ -810,72 +1086,169 @@ static float *sd15_passes(dpo_unet *u, const sd15_inputs *in, int checkpoint, si
   printf("  %s memory: %.2f GiB in use on the device (cudaMemGetInfo: parameters, gradients, "
          "activations, cuDNN/cuBLAS workspace); plan %.2f GiB of activations and their gradients\n",
          label, (double)kn_ctx_device_memory(&gpu) / gib, (double)dpo_unet_plan_bytes(u) / gib);
-  size_t ns = (size_t)in->B * 4 * in->HW * in->HW;
-  float *host_out = out ? device_download(out, ns) : NULL;
-  CHECK(host_out && all_finite(host_out, ns));
-  free(host_out);
+  r->n_out = (size_t)in->B * 4 * in->HW * in->HW;
+  r->out = out ? device_download(out, r->n_out) : NULL;
+  CHECK(r->out && all_finite(r->out, r->n_out));
   dpo_param p;
   dpo_unet_param(u, 0, &p);
-  *n_grad = p.numel;
-  float *grad = device_download(p.grad, p.numel);
-  CHECK(all_finite(grad, p.numel));
+  r->n_grad = p.numel;
+  r->grad = device_download(p.grad, p.numel);
+  CHECK(all_finite(r->grad, p.numel));
   double norm = 0;
-  for (size_t i = 0; i < p.numel; i++) norm += (double)grad[i] * grad[i];
+  for (size_t i = 0; i < p.numel; i++) norm += (double)r->grad[i] * r->grad[i];
   printf("  %s |d %s| = %.4g (finite and non-zero expected)\n", label, p.name, sqrt(norm));
   CHECK(norm > 0);
-  return grad;
+  return 1;
+}
+
+/* The plain passes and the checkpointed ones of one model (`label` names
+ * it): the gradient must be the same bit for bit (the recompute is the same
+ * arithmetic). The plain passes' result stays in *plain. */
+static void sd15_plain_and_checkpointed(dpo_unet *u, const sd15_inputs *in, const char *label, sd15_result *plain) {
+  char name[96];
+  sd15_result ckpt = {0};
+  int ok_plain = sd15_passes(u, in, label, 0, plain);
+  snprintf(name, sizeof name, "%s checkpointed", label);
+  if (ok_plain && sd15_passes(u, in, name, 1, &ckpt)) {
+    int same = plain->n_grad == ckpt.n_grad && memcmp(plain->grad, ckpt.grad, plain->n_grad * sizeof(float)) == 0;
+    printf("  %s gradient equals the plain one bit for bit: %s\n", name, same ? "yes" : "NO");
+    CHECK(same);
+  }
+  sd15_result_free(&ckpt);
+}
+
+/* The DPO reference as dpo train --precision bf16 holds it: frozen bf16,
+ * an inference plan, beside the bf16 policy (still planned for training).
+ * Its forward time; the device memory it adds, whose part beyond its plan
+ * (the parameters, bf16 weights alone) must stay under
+ * FROZEN_MAX_BYTES_PER_PARAM per parameter (trainable bf16 holds float32
+ * masters and bf16 copies, 6 bytes a weight); its output against the
+ * policy's on the same inputs and weights (the same bits expected; plans
+ * differ, so within TOL_BF16_OUT). */
+static void sd15_frozen_reference(dpo_unet *z, const sd15_inputs *in, const sd15_result *policy) {
+  enum { repeat = 3 };
+  dpo_error err = {0};
+  double gib = 1024.0 * 1024.0 * 1024.0;
+  double before = (double)kn_ctx_device_memory(&gpu);
+  if (dpo_unet_plan(z, &gpu, in->B, in->HW, in->HW, in->T, 0, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "sd15 bf16 frozen reference plan: %s", err.msg);
+    return;
+  }
+  double fwd[repeat];
+  const float *out = NULL;
+  for (int k = -1; k < repeat; k++) {
+    double a = dpo_now_seconds();
+    out = dpo_unet_forward(z, &gpu, in->sample, in->t, in->enc);
+    CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
+    if (k >= 0) fwd[k] = dpo_now_seconds() - a;
+  }
+  double after = (double)kn_ctx_device_memory(&gpu), plan = (double)dpo_unet_plan_bytes(z);
+  double n_params = (double)dpo_unet_param_count(z), params = after - before - plan;
+  qsort(fwd, repeat, sizeof *fwd, compare_doubles);
+  printf("  sd15 bf16 frozen reference forward %.1f ms (median of %d after a warm-up)\n", 1e3 * fwd[repeat / 2],
+         repeat);
+  printf("  sd15 bf16 frozen reference memory: %.2f GiB in use on the device with the bf16 policy (training plan); "
+         "the reference added %.2f GiB: plan %.2f GiB, parameters and the rest %.2f GiB = %.2f bytes per "
+         "parameter\n",
+         after / gib, (after - before) / gib, plan / gib, params / gib, params / n_params);
+  if (gpu.backend == KN_BACKEND_CUDA) CHECK(params <= FROZEN_MAX_BYTES_PER_PARAM * n_params);
+  size_t n = (size_t)in->B * 4 * in->HW * in->HW;
+  float *host = out ? device_download(out, n) : NULL;
+  CHECK(host && all_finite(host, n));
+  if (host && policy->out && policy->n_out == n) {
+    size_t worst;
+    double rel = rel_error(policy->out, host, n, &worst);
+    int ok = rel <= TOL_BF16_OUT;
+    printf("  sd15 bf16 frozen reference output vs the policy's: rel.err=%.3g%s %s\n", rel,
+           rel == 0.0 ? " (bitwise)" : "", ok ? "ok" : "FAIL");
+    if (!ok) test_fail(__FILE__, __LINE__, "sd15 bf16 frozen reference output: rel.err %.3g", rel);
+    n_checked++;
+  }
+  free(host);
+}
+
+static dpo_unet *sd15_model(const sd15_shape *shape) {
+  json_t *cfg = json_loads(shape->config, 0, NULL);
+  dpo_unet *u = NULL;
+  dpo_error err = {0};
+  if (!cfg || dpo_unet_create(cfg, &u, &err) != DPO_OK) test_fail(__FILE__, __LINE__, "sd15 unet: %s", err.msg);
+  json_decref(cfg);
+  return u;
+}
+
+/* dst's parameters := src's (both unplaced: host blocks). */
+static void copy_params(dpo_unet *dst, const dpo_unet *src) {
+  for (int i = 0; i < dpo_unet_n_params(src); i++) {
+    dpo_param a, b;
+    dpo_unet_param(src, i, &a);
+    dpo_unet_param(dst, i, &b);
+    memcpy(b.data, a.data, a.numel * sizeof(float));
+  }
 }
 
 /* B samples: 4 is the 2 pairs (winners and losers) of the PyTorch baseline's
  * fwd+bwd (bench/torch_cuda_baseline.py --pairs 2), for a like comparison.
- * Then the same with activation checkpointing, which must give the same
- * gradient bit for bit (the recompute is the same arithmetic). */
-static void test_sd15(int B) {
-  int HW = 64, T = 77, D = 768, C = 4;
-  printf("SD1.5 UNet forward + backward on the device (batch %d, %dx%d latents, %d tokens, float32)\n", B, HW, HW, T);
-  json_t *cfg = json_loads(sd15_unet_config, 0, NULL);
-  dpo_unet *u = NULL;
+ * float32, then bf16 mixed precision (the baseline's precision) on the same
+ * weights and inputs, each plain and with activation checkpointing; then
+ * the frozen bf16 reference forward beside the bf16 policy. */
+static void test_sd15(int B, const sd15_shape *shape) {
+  int HW = shape->HW, T = shape->T, D = shape->D, C = 4;
+  const char *what = shape->config == sd15_unet_config ? "SD1.5 UNet" : "SD1.5 section on the tiny UNet";
+  printf("%s forward + backward on the device (batch %d, %dx%d latents, %d tokens, float32)\n", what, B, HW, HW, T);
+  dpo_unet *u = sd15_model(shape), *p = sd15_model(shape), *z = sd15_model(shape);
   dpo_error err = {0};
-  if (!cfg || dpo_unet_create(cfg, &u, &err) != DPO_OK) {
-    test_fail(__FILE__, __LINE__, "sd15 unet: %s", err.msg);
-    json_decref(cfg);
+  if (!u || !p || !z || dpo_unet_set_precision(p, KN_BF16, 0, &err) != DPO_OK ||
+      dpo_unet_set_precision(z, KN_BF16, 1, &err) != DPO_OK) {
+    if (err.code) test_fail(__FILE__, __LINE__, "sd15 bf16: %s", err.msg);
+    dpo_unet_free(u), dpo_unet_free(p), dpo_unet_free(z);
     return;
   }
-  json_decref(cfg);
   double t0 = dpo_now_seconds();
   dpo_unet_init_random(u, 1);
   printf("  random init on the host: %.1f s (%zu parameters); %.2f GiB in use on the device before\n",
          dpo_now_seconds() - t0, dpo_unet_param_count(u), (double)kn_ctx_device_memory(&gpu) / (1 << 30));
+  copy_params(p, u);
+  copy_params(z, u);
   size_t ns = (size_t)B * C * HW * HW, ne = (size_t)B * T * D;
   float *sample = host_random(ns, 1.0f), *enc = host_random(ne, 1.0f), *dout = host_random(ns, 1e-3f);
   float *t = malloc((size_t)B * sizeof(float));
   for (int b = 0; b < B; b++) t[b] = (float)((999 - 250 * b) % 1000);
   sd15_inputs in = {device_copy(sample, ns * sizeof(float)), device_copy(t, (size_t)B * sizeof(float)),
                     device_copy(enc, ne * sizeof(float)), device_copy(dout, ns * sizeof(float)), B, HW, T};
-  size_t n_plain = 0, n_ckpt = 0;
-  float *plain = sd15_passes(u, &in, 0, &n_plain);
-  float *ckpt = sd15_passes(u, &in, 1, &n_ckpt);
-  if (plain && ckpt) {
-    int same = n_plain == n_ckpt && memcmp(plain, ckpt, n_plain * sizeof(float)) == 0;
-    printf("  sd15 checkpointed gradient equals the plain one bit for bit: %s\n", same ? "yes" : "NO");
-    CHECK(same);
+  sd15_result f32 = {0}, bf16 = {0};
+  sd15_plain_and_checkpointed(u, &in, "sd15", &f32);
+  dpo_unet_free(u); /* its device memory too: the bf16 lines count the bf16 model alone */
+
+  printf("%s forward + backward on the device (batch %d, %dx%d latents, %d tokens, bf16 mixed precision)\n", what,
+         B, HW, HW, T);
+  sd15_plain_and_checkpointed(p, &in, "sd15 bf16", &bf16);
+  if (f32.out && bf16.out) {
+    size_t worst;
+    double rel = rel_error(f32.out, bf16.out, f32.n_out, &worst);
+    printf("  sd15 bf16 output vs float32 (random weights, for information): rel.err=%.3g\n", rel);
   }
-  free(plain), free(ckpt), free(sample), free(enc), free(dout), free(t);
+  sd15_frozen_reference(z, &in, &bf16);
+
+  sd15_result_free(&f32), sd15_result_free(&bf16);
+  free(sample), free(enc), free(dout), free(t);
   kn_free(gpu.backend, (void *)in.sample), kn_free(gpu.backend, (void *)in.enc);
   kn_free(gpu.backend, (void *)in.t), kn_free(gpu.backend, (void *)in.dout);
-  dpo_unet_free(u);
+  dpo_unet_free(z);
+  dpo_unet_free(p);
 }
 
 int main(int argc, char **argv) {
   int sd15 = 1, small = 1, sd15_batch = 4, cpu_as_device = 0;
+  sd15_shape shape = {sd15_unet_config, 64, 77, 768};
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--no-sd15")) sd15 = 0;
     else if (!strcmp(argv[i], "--sd15-only")) small = 0;
+    else if (!strcmp(argv[i], "--sd15-tiny")) shape = (sd15_shape){tiny_unet_config, 16, 8, 32};
     else if (!strcmp(argv[i], "--cpu-as-device")) cpu_as_device = 1;
     else if (!strcmp(argv[i], "--sd15-batch") && i + 1 < argc && atoi(argv[i + 1]) >= 1) sd15_batch = atoi(argv[++i]);
     else {
       fprintf(stderr, "usage: test_cuda_models [--no-sd15 | --sd15-only] [--sd15-batch N (default 4)] "
-                      "[--cpu-as-device]\n");
+                      "[--sd15-tiny] [--cpu-as-device]\n");
       return 2;
     }
   }
@@ -897,13 +1270,14 @@ int main(int argc, char **argv) {
     test_layout_ops();
     test_step_ops();
     test_unet();
+    test_unet_bf16();
     test_clip();
     test_dpo_step();
     test_sampling();
     test_reward();
     test_train_loop();
   }
-  if (sd15) test_sd15(sd15_batch);
+  if (sd15) test_sd15(sd15_batch, &shape);
   CHECK_INT(kn_ctx_check(&gpu, &err), DPO_OK);
   printf("%d tensors compared\n", n_checked);
   kn_ctx_free(&gpu);
