@@ -1,7 +1,9 @@
 /* dpo bench train: seconds of one Diffusion-DPO step (dpo_train_step_run:
- * reference forward on winner and loser, policy forward + backward on both)
- * for a UNet config with random weights; the median of `repeat` steps after
- * one warm-up. Policy and reference start from the same weights. */
+ * reference forward on winner and loser, policy forward + backward on both,
+ * then an AdamW update of every policy parameter, as a training step and
+ * PyTorch's baseline step do) for a UNet config with random weights; the
+ * median of `repeat` steps after one warm-up. Policy and reference start
+ * from the same weights. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +24,9 @@ int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_option
   kn_ctx ctx;
   int ctx_ok = 0, step_ok = 0, rc;
   dpo_train_step step;
+  dpo_optimizer opt;
+  int opt_ok = 0;
+  dpo_optim_param *params = NULL;
   float *x0_w = NULL, *x0_l = NULL, *noise = NULL, *text = NULL;
   double *times = calloc((size_t)repeat, sizeof(double));
   int *t = calloc((size_t)batch, sizeof(int));
@@ -46,6 +51,30 @@ int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_option
       DPO_OK)
     goto done;
   step_ok = 1;
+  /* AdamW over the policy, where its parameters live (device memory on a
+   * device, as dpo train does); lr 1e-8 keeps the weights nearly as they are. */
+  int n_params = dpo_unet_n_params(policy);
+  params = calloc((size_t)n_params, sizeof *params);
+  if (!params) {
+    rc = dpo_fail(err, DPO_ERR_DATA, "out of memory");
+    goto done;
+  }
+  for (int i = 0; i < n_params; i++) {
+    dpo_param p;
+    dpo_unet_param(policy, i, &p);
+    params[i].name = p.name;
+    params[i].ndim = p.ndim;
+    for (int d = 0; d < p.ndim && d < DPO_ST_MAX_DIMS; d++) params[i].shape[d] = p.shape[d];
+    params[i].data = p.data;
+    params[i].grad = p.grad;
+    params[i].data_bf16 = p.data_bf16;
+  }
+  dpo_optim_config oc;
+  dpo_optim_config_default(&oc, DPO_OPTIM_ADAMW);
+  rc = step.resident ? dpo_optim_init_on(&opt, &oc, params, n_params, &ctx, err)
+                     : dpo_optim_init(&opt, &oc, params, n_params, err);
+  if (rc != DPO_OK) goto done;
+  opt_ok = 1;
   size_t per = (size_t)step.C * latent_hw * latent_hw, per_text = (size_t)text_len * step.D;
   x0_w = malloc(sizeof(float) * batch * per);
   x0_l = malloc(sizeof(float) * batch * per);
@@ -65,7 +94,8 @@ int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_option
     dpo_loss_stats stats;
     dpo_unet_zero_grads(policy);
     rc = dpo_train_step_run(&step, x0_w, x0_l, text, noise, t, NULL, 0, 5000, 1.0, NULL, &stats, err);
-    if (rc == DPO_OK) rc = kn_ctx_check(&ctx, err); /* the device's backward may still run */
+    if (rc == DPO_OK) dpo_optim_step(&opt, 1e-8);
+    if (rc == DPO_OK) rc = kn_ctx_check(&ctx, err); /* the device's work may still run */
     if (rc != DPO_OK) goto done;
     if (r >= 0) times[r] = dpo_now_seconds() - start;
   }
@@ -74,6 +104,8 @@ int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_option
   res->pairs_per_s = batch / res->step_s;
   res->device_bytes = kn_ctx_device_memory(&ctx);
 done:
+  if (opt_ok) dpo_optim_free(&opt);
+  free(params);
   if (step_ok) dpo_train_step_free(&step);
   if (ctx_ok) kn_ctx_free(&ctx);
   dpo_unet_free(policy);
