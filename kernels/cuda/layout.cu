@@ -35,7 +35,7 @@ void kn_cuda_transpose_forward(kn_cuda_ctx *ctx, float *out, const float *inp, i
 
 void kn_cuda_transpose_backward(kn_cuda_ctx *ctx, float *dinp, const float *dout, int B, int C, int A) {
   size_t n = (size_t)B * C * A;
-  if (n == 0) return;
+  if (n == 0 || !dinp) return; /* a NULL gradient is not computed (kernels.h) */
   transpose_kernel<float><<<kn_blocks(n, THREADS), THREADS, 0, kn_stream(ctx)>>>(dinp, dout, C, A, n, 1);
   kn_cuda_launched(ctx, "transpose backward");
 }
@@ -68,7 +68,7 @@ void kn_cuda_add_channel_forward(kn_cuda_ctx *ctx, float *x, const float *v, int
 
 void kn_cuda_add_channel_backward(kn_cuda_ctx *ctx, float *dv, const float *dx, int B, int C, int HW) {
   int rows = B * C;
-  if (rows <= 0 || HW <= 0) return;
+  if (rows <= 0 || HW <= 0 || !dv) return; /* a NULL gradient is not computed (kernels.h) */
   add_channel_backward_kernel<float><<<(rows + 127) / 128, 128, 0, kn_stream(ctx)>>>(dv, dx, rows, HW);
   kn_cuda_launched(ctx, "add_channel backward");
 }
