@@ -36,7 +36,7 @@ assert (d["batch"], d["images"], d["guidance"], d["precision"], d["sampler"], d[
 assert d["seconds_per_image"] > 0, d' "$json"
 
 out=$("$DPO" bench sample --model "$sd" --steps 1 --images 1 --threads 1)
-grep -q '^backend ' <<<"$out" && grep -q '^cpu ' <<<"$out" || { echo "no table in: $out"; exit 1; }
+if ! grep -q '^backend ' <<<"$out" || ! grep -q '^cpu ' <<<"$out"; then echo "no table in: $out"; exit 1; fi
 
 expect() {
   local want=$1 rc
