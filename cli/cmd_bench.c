@@ -1,6 +1,6 @@
 /* dpo bench <what>: benchmarks. `kernels` times each CPU kernel at SD1.5
- * shapes beside this machine's sgemm speed measured in the same run. Later
- * subjects (unet, train) join the table below. */
+ * shapes beside this machine's sgemm speed measured in the same run; the
+ * other subjects (unet, train, sample) have a file each, in the table below. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,22 +76,25 @@ int bench_unet(int argc, char **argv);  /* cli/bench_unet.c */
 void bench_unet_help(FILE *out);
 int bench_train(int argc, char **argv);  /* cli/bench_train.c */
 void bench_train_help(FILE *out);
+int bench_sample(int argc, char **argv);  /* cli/bench_sample.c */
+void bench_sample_help(FILE *out);
 
 static const bench_subject subjects[] = {
     {"kernels", bench_kernels},
     {"unet", bench_unet},
     {"train", bench_train},
+    {"sample", bench_sample},
 };
 
 int cmd_bench(int argc, char **argv) {
-  if (argc < 2) return cli_usage_error("bench", "what to benchmark? (kernels)");
+  if (argc < 2) return cli_usage_error("bench", "what to benchmark? (kernels, unet, train or sample)");
   if (cli_is_help(argv[1])) {
     cmd_bench_help(stdout);
     return EXIT_OK;
   }
   for (size_t i = 0; i < sizeof subjects / sizeof subjects[0]; i++)
     if (!strcmp(argv[1], subjects[i].name)) return subjects[i].run(argc - 1, argv + 1);
-  return cli_usage_error("bench", "unknown benchmark \"%s\" (kernels)", argv[1]);
+  return cli_usage_error("bench", "unknown benchmark \"%s\" (kernels, unet, train or sample)", argv[1]);
 }
 
 void cmd_bench_help(FILE *out) {
@@ -113,4 +116,5 @@ void cmd_bench_help(FILE *out) {
           "  --quick       tiny shapes (for tests)\n");
   bench_unet_help(out);
   bench_train_help(out);
+  bench_sample_help(out);
 }

@@ -4,7 +4,11 @@
 # network): a Release build with the CUDA backend for sm_80 and sm_90,
 # portable CPU code (DPO_NATIVE=OFF: the GPU machine's CPU is not this one),
 # the shared libraries its binaries need that a CUDA + PyTorch image lacks,
-# and the diffusers wheel for the PyTorch baseline. The build is
+# and the diffusers wheel for the PyTorch baselines (training and sampling;
+# the image has torch and transformers). The sampling step's other needs
+# travel with the working tree: bench/torch_cuda_sampling.py and CLIP's
+# vocabulary in tests/fixtures/tokenizer/clip/ (its random SD1.5 pipeline is
+# made on the GPU machine, not carried: 2 GB). The build is
 # build-device/; what travels is build-bundle/ (ignored by git): bundle.tar.xz
 # (bin/ and lib/, about 10 MB: OpenBLAS alone is 36 MB unpacked, and a carried
 # tree is limited to 64 MiB) and whl/. The caller carries build-bundle.
@@ -35,7 +39,9 @@ for bin in "$BUILD/dpo" "$BUILD/tests/test_cuda_ops" "$BUILD/tests/test_cuda_mod
   done
 done
 
-# diffusers (pure Python) for bench/torch_cuda_baseline.py; the image has torch.
+# diffusers (pure Python) for bench/torch_cuda_baseline.py and
+# bench/torch_cuda_sampling.py (which checks this version); the image has torch
+# and transformers.
 PY=${PYTHON:-python3}
 "$PY" -m pip download -q --no-deps --only-binary=:all: -d "$BUNDLE/whl" diffusers==0.42.1
 

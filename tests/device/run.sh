@@ -28,12 +28,20 @@
 #      (eager; torch.compile too with DPO_TORCH_COMPILE=1);
 #   6. the bf16 SD1.5 step again with --checkpointing; then the comparison:
 #      every dpo SD1.5 step against the baseline's, pairs/s and memory;
-#   7.-8. optional extras, as the budget allows: the float32 SD1.5 step with
+#   7. sampling (one 180 s cap for the whole step): bench/torch_cuda_sampling.py
+#      makes an SD1.5 pipeline with random weights (float16, in
+#      $DPO_SD15_RANDOM, default /tmp/dpo-sd15-random, kept for a rerun) and
+#      times diffusers' StableDiffusionPipeline on it (bf16, SDPA, 50 DDIM
+#      steps, guidance 7.5, 512x512, VAE decode included); dpo bench sample
+#      --backend cuda times the same folder with --precision bf16 (median of 3,
+#      or 1 when short of time) and float32 (1 image) if time is left; then
+#      images/s against diffusers (target >= 1.2x at bf16) and memory;
+#   8.-9. optional extras, as the budget allows: the float32 SD1.5 step with
 #      --checkpointing and with --tf32;
-#   9. bench_cuda_ops: the CUDA ops timed at SD1.5 shapes;
-#  10. dpo bench kernels: the CPU kernels, for reference (if time is left).
-# Steps 4 to 6 are the comparison of the issue's targets, in the same run on
-# the same card, before the extras. Like for like: dpo --precision bf16
+#  10. bench_cuda_ops: the CUDA ops timed at SD1.5 shapes;
+#  11. dpo bench kernels: the CPU kernels, for reference (if time is left).
+# Steps 4 to 7 are the comparisons of the issue's targets (training, then
+# sampling), in the same run on the same card, before the extras. Like for like: dpo --precision bf16
 # against the baseline's bf16 autocast (bf16 activations and GEMM/conv
 # inputs, float32 accumulation, float32 master weights and gradients; the
 # reference in bf16 weights without gradients) at the same batch, resolution
@@ -46,8 +54,9 @@
 # reference of the CPU's numerics.
 # Results go to $OUT (the caller sets it); a summary is printed at the end and
 # written to $OUT/summary.txt. Every number in it is measured by this run;
-# a step that could not run says why instead. Budget: under 8 minutes (each
-# step has its own time limit, cut to what is left).
+# a step that could not run says why instead. Budget: DPO_DEVICE_BUDGET_S,
+# default 450 s (7.5 minutes; each step has its own time limit, cut to what
+# is left, so the steps that come late are the ones dropped when time is short).
 #
 # Usage: OUT=/some/dir tests/device/run.sh
 # Exit 0 only when test_cuda_ops and test_cuda_models both pass: a skip (no
@@ -60,7 +69,8 @@ mkdir -p "$OUT"
 SUMMARY="$OUT/summary.txt"
 : >"$SUMMARY"
 # Results of an earlier run in the same folder must not pass for this one's.
-rm -f "$OUT"/*.jsonl "$OUT/torch_baseline.json" "$OUT/comparison.txt"
+rm -f "$OUT"/*.jsonl "$OUT"/*.err "$OUT/torch_baseline.json" "$OUT/comparison.txt" "$OUT/torch_sampling.json" \
+  "$OUT/sampling_comparison.txt"
 START=$(date +%s)
 BUDGET=${DPO_DEVICE_BUDGET_S:-450}   # 7.5 minutes, leaving the caller margin
 
@@ -263,7 +273,89 @@ else
   note "comparison: not made (the dpo or the torch SD1.5 numbers are missing above)"
 fi
 
-# ----------------- 7. the float32 dpo step with activation checkpointing
+# ------------------------- 7. sampling: dpo bench sample against diffusers
+# Issue 10's second target: an SD1.5 50-step 512x512 image at bf16 >= 1.2x
+# diffusers' images/s. bench/torch_cuda_sampling.py makes one SD1.5 pipeline
+# with random weights (float16 safetensors, in $SD15_RANDOM, kept for a rerun
+# on the same machine) and times diffusers' StableDiffusionPipeline on it
+# (bf16, SDPA); dpo bench sample then loads the same folder (--precision bf16,
+# then float32 when time is left). Both: 50 DDIM steps, guidance 7.5, one image
+# per call, VAE decode included, the median of the timed calls after a warm-up.
+# The whole step shares one cap, each part cut to what is left of it.
+SD15_RANDOM=${DPO_SD15_RANDOM:-/tmp/dpo-sd15-random}
+sample_end=$(($(date +%s) + $(limit 180)))
+sample_left() {
+  local r=$((sample_end - $(date +%s)))
+  if [ "$r" -lt 1 ]; then r=1; fi
+  echo "$r"
+}
+t=$(sample_left)
+if [ "$t" -lt 60 ]; then
+  note "sampling: skipped, only ${t}s of the budget left"
+else
+  if PYTHONUNBUFFERED=1 timeout "$t" "$PY" bench/torch_cuda_sampling.py --pipeline "$SD15_RANDOM" --repeat 3 \
+       --json "$OUT/torch_sampling.json" >"$OUT/torch_sampling.txt" 2>&1; then
+    note "diffusers sampling (random SD1.5, bf16, SDPA, 50 DDIM steps, guidance 7.5, 512x512, median of 3):"
+    grep -E '^(pipeline|device|diffusers)' "$OUT/torch_sampling.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+  else
+    note "diffusers sampling: FAILED or timed out after ${t}s:"
+    tail -5 "$OUT/torch_sampling.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+  fi
+  for precision in bf16 float32; do
+    t=$(sample_left)
+    images=3
+    if [ "$precision" = float32 ] || [ "$t" -lt 90 ]; then images=1; fi
+    if ! [ -f "$SD15_RANDOM/model_index.json" ]; then
+      note "dpo bench sample --precision $precision: skipped, no random SD1.5 pipeline was made"
+    elif [ "$t" -lt 40 ]; then
+      note "dpo bench sample --precision $precision: skipped, only ${t}s of the sampling cap left"
+    elif timeout "$t" "$BIN/dpo" bench sample --model "$SD15_RANDOM" --backend cuda --precision "$precision" \
+           --steps 50 --guidance 7.5 --images "$images" --json >>"$OUT/bench_sample_cuda.jsonl" \
+           2>>"$OUT/bench_sample_cuda.err"; then
+      note "dpo bench sample --backend cuda --precision $precision (median of $images):"
+      tail -1 "$OUT/bench_sample_cuda.jsonl" | sed 's/^/  /' | tee -a "$SUMMARY"
+    else
+      note "dpo bench sample --precision $precision: FAILED or timed out after ${t}s:"
+      tail -5 "$OUT/bench_sample_cuda.err" | sed 's/^/  /' | tee -a "$SUMMARY"
+    fi
+  done
+fi
+# The sampling comparison. Memory like for like: both cudaMemGetInfo's
+# whole-device use after the timed images (dpo's includes a second CUDA
+# context it opens to read it); torch's max_memory_allocated (its tensors
+# alone) beside it.
+if [ -s "$OUT/torch_sampling.json" ] && grep -q '"bench": "sample"' "$OUT/bench_sample_cuda.jsonl" 2>/dev/null; then
+  "$PY" - "$OUT/torch_sampling.json" "$OUT/bench_sample_cuda.jsonl" <<'PYEOF' | tee "$OUT/sampling_comparison.txt" | tee -a "$SUMMARY"
+import json, sys
+torch = json.load(open(sys.argv[1]))
+gib = 2.0 ** 30
+print(f"sampling comparison on {torch['device']} (SD1.5 random weights, {torch['resolution']}x{torch['resolution']}, "
+      f"{torch['steps']} steps, guidance {torch['guidance']}, batch {torch['batch']}):")
+print(f"  diffusers bf16: {torch['images_per_s']:.3f} images/s ({torch['seconds_per_image']:.3f} s/image), "
+      f"device in use {torch['device_memory_in_use_bytes'] / gib:.2f} GiB, "
+      f"peak allocated {torch['peak_allocated_bytes'] / gib:.2f} GiB"
+      + ("" if torch.get("image_finite_fraction", 1) == 1 else
+         f" (image finite fraction {torch['image_finite_fraction']:.3f}: random weights)"))
+for line in open(sys.argv[2]):
+    if not line.startswith("{"):
+        continue
+    d = json.loads(line)
+    if (d["steps"], d["batch"], d["resolution"]) != (torch["steps"], torch["batch"], torch["resolution"]):
+        print(f"  dpo {d['precision']}: other settings, not compared")
+        continue
+    ratio = d["images_per_s"] / torch["images_per_s"]
+    print(f"  dpo {d['precision']}: {d['images_per_s']:.3f} images/s ({d['seconds_per_image']:.3f} s/image, "
+          f"median of {d['images']}), {ratio:.2f}x diffusers"
+          + (" (target >= 1.2x)" if d["precision"] == "bf16" else "")
+          + f"; device in use {d['device_memory_gib']:.2f} GiB "
+          f"({d['device_memory_gib'] * gib / torch['device_memory_in_use_bytes']:.2f}x diffusers'); "
+          f"load {d['load_seconds']:.1f} s, warm-up {d['warmup_seconds']:.1f} s")
+PYEOF
+else
+  note "sampling comparison: not made (the dpo or the diffusers numbers are missing above)"
+fi
+
+# ----------------- 8. the float32 dpo step with activation checkpointing
 t=$(limit 60)
 if [ "$t" -lt 20 ]; then
   note "dpo bench train --checkpointing: skipped, only ${t}s of the budget left"
@@ -275,7 +367,7 @@ else
   note "dpo bench train --checkpointing: FAILED or timed out after ${t}s (see bench_train_cuda.err)"
 fi
 
-# ------------------------------------------- 8. the float32 dpo step with TF32
+# ------------------------------------------- 9. the float32 dpo step with TF32
 t=$(limit 45)
 if [ "$t" -lt 20 ]; then
   note "dpo bench train --tf32: skipped, only ${t}s of the budget left"
@@ -287,7 +379,7 @@ else
   note "dpo bench train --tf32: FAILED or timed out after ${t}s (see bench_train_cuda.err)"
 fi
 
-# --------------------------------------------------------- 9. CUDA op times
+# -------------------------------------------------------- 10. CUDA op times
 t=$(limit 60)
 if [ "$t" -lt 10 ]; then
   note "bench_cuda_ops: skipped, only ${t}s of the budget left"
@@ -302,7 +394,7 @@ else
   esac
 fi
 
-# ------------------------------------------------------- 10. CPU kernels
+# ------------------------------------------------------- 11. CPU kernels
 t=$(limit 40)
 if [ "$t" -lt 10 ]; then
   note "dpo bench kernels (CPU): skipped, only ${t}s of the budget left"
