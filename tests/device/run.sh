@@ -52,9 +52,10 @@
 # differ (dpo: cudaMemGetInfo, the whole device in use; torch:
 # max_memory_allocated, its tensors alone). The float32 dpo lines stay as the
 # reference of the CPU's numerics.
-# Results go to $OUT (the caller sets it); a summary is printed at the end and
-# written to $OUT/summary.txt. Every number in it is measured by this run;
-# a step that could not run says why instead. Budget: DPO_DEVICE_BUDGET_S,
+# Results go to $OUT (the caller sets it): a summary, printed as it goes and
+# written to $OUT/summary.txt, and every log in $OUT/details.tar.gz. Every
+# number in the summary is measured by this run; a step that could not run
+# says why instead. Budget: DPO_DEVICE_BUDGET_S,
 # default 450 s (7.5 minutes; each step has its own time limit, cut to what
 # is left, so the steps that come late are the ones dropped when time is short).
 #
@@ -66,11 +67,19 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT to the folder for the results}"
 mkdir -p "$OUT"
-SUMMARY="$OUT/summary.txt"
+# Every file goes to a work folder first; on exit $OUT receives
+# summary.txt and details.tar.gz (the logs, JSON lines and build log): the
+# device tool returns at most 8 files.
+WORK=$(mktemp -d /tmp/dpo-device.XXXXXX)
+pack_results() {
+  cp "$WORK/summary.txt" "$OUT/summary.txt" 2>/dev/null
+  tar -C "$WORK" -czf "$OUT/details.tar.gz" . 2>/dev/null
+}
+trap pack_results EXIT
+SUMMARY="$WORK/summary.txt"
 : >"$SUMMARY"
 # Results of an earlier run in the same folder must not pass for this one's.
-rm -f "$OUT"/*.jsonl "$OUT"/*.err "$OUT/torch_baseline.json" "$OUT/comparison.txt" "$OUT/torch_sampling.json" \
-  "$OUT/sampling_comparison.txt"
+rm -f "$OUT/summary.txt" "$OUT/details.tar.gz"
 START=$(date +%s)
 BUDGET=${DPO_DEVICE_BUDGET_S:-450}   # 7.5 minutes, leaving the caller margin
 
@@ -86,7 +95,7 @@ limit() {
 
 note "== dpo device run, $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt" |
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$WORK/gpu.txt" |
     sed 's/^/gpu: /' | tee -a "$SUMMARY"
 else
   note "gpu: nvidia-smi not found"
@@ -118,13 +127,13 @@ else
   fi
   t=$(limit 240)
   if timeout "$t" cmake -S . -B build-device -DCMAKE_BUILD_TYPE=Release -DDPO_CUDA=ON \
-       -DCMAKE_CUDA_ARCHITECTURES=native "${cudnn_args[@]}" >"$OUT/build.log" 2>&1 &&
+       -DCMAKE_CUDA_ARCHITECTURES=native "${cudnn_args[@]}" >"$WORK/build.log" 2>&1 &&
      timeout "$t" cmake --build build-device -j "$(nproc)" --target dpo test_cuda_ops test_cuda_models bench_cuda_ops \
-       >>"$OUT/build.log" 2>&1; then
+       >>"$WORK/build.log" 2>&1; then
     note "build: Release with CUDA (native architecture) in build-device"
   else
     note "build: FAILED (see build.log; on an image without the project's libraries, carry build-bundle from tests/device/pack.sh)"
-    tail -20 "$OUT/build.log"
+    tail -20 "$WORK/build.log"
     exit 1
   fi
   BIN=build-device
@@ -133,40 +142,40 @@ fi
 
 # ------------------------------------------------------------- 2. op tests
 t=$(limit 180)
-timeout "$t" "$TESTS/test_cuda_ops" >"$OUT/test_cuda_ops.txt" 2>&1
+timeout "$t" "$TESTS/test_cuda_ops" >"$WORK/test_cuda_ops.txt" 2>&1
 ops_rc=$?
 case $ops_rc in
-  0) note "test_cuda_ops: PASSED ($(grep -c ' ok$' "$OUT/test_cuda_ops.txt") tensors within tolerance)" ;;
+  0) note "test_cuda_ops: PASSED ($(grep -c ' ok$' "$WORK/test_cuda_ops.txt") tensors within tolerance)" ;;
   77) note "test_cuda_ops: SKIPPED (no CUDA device visible) - counted as a failure here" ;;
   124) note "test_cuda_ops: TIMED OUT after ${t}s" ;;
   *) note "test_cuda_ops: FAILED (exit $ops_rc); failing tensors:"
-     grep -E 'FAIL|error|cuda:' "$OUT/test_cuda_ops.txt" | head -40 | tee -a "$SUMMARY" ;;
+     grep -E 'FAIL|error|cuda:' "$WORK/test_cuda_ops.txt" | head -40 | tee -a "$SUMMARY" ;;
 esac
-grep -E '^  dpo loss' "$OUT/test_cuda_ops.txt" | sed 's/^ */tiny DPO step: /' | tee -a "$SUMMARY"
+grep -E '^  dpo loss' "$WORK/test_cuda_ops.txt" | sed 's/^ */tiny DPO step: /' | tee -a "$SUMMARY"
 
 # ------------------------------------------------- 3. models through dispatch
 t=$(limit 210)   # tiny models (float32 and bf16), 12 tiny dpo train runs (4 on the CPU), then SD1.5 in
                  # float32 and bf16 (+ the frozen bf16 reference); not yet timed on a GPU
-DPO_SOURCE_DIR=$PWD timeout "$t" "$TESTS/test_cuda_models" >"$OUT/test_cuda_models.txt" 2>&1
+DPO_SOURCE_DIR=$PWD timeout "$t" "$TESTS/test_cuda_models" >"$WORK/test_cuda_models.txt" 2>&1
 models_rc=$?
 case $models_rc in
-  0) note "test_cuda_models: PASSED ($(grep -c ' ok$' "$OUT/test_cuda_models.txt") tensors within tolerance)" ;;
+  0) note "test_cuda_models: PASSED ($(grep -c ' ok$' "$WORK/test_cuda_models.txt") tensors within tolerance)" ;;
   77) note "test_cuda_models: SKIPPED (no CUDA device visible) - counted as a failure here" ;;
   124) note "test_cuda_models: TIMED OUT after ${t}s" ;;
   *) note "test_cuda_models: FAILED (exit $models_rc); failures:"
-     grep -E 'FAIL|error|cuda:' "$OUT/test_cuda_models.txt" | head -40 | tee -a "$SUMMARY" ;;
+     grep -E 'FAIL|error|cuda:' "$WORK/test_cuda_models.txt" | head -40 | tee -a "$SUMMARY" ;;
 esac
-grep -E '^  (dpo loss loss|train |sd15|random init|unet bf16 frozen)' "$OUT/test_cuda_models.txt" | sed 's/^ */  /' | tee -a "$SUMMARY"
+grep -E '^  (dpo loss loss|train |sd15|random init|unet bf16 frozen)' "$WORK/test_cuda_models.txt" | sed 's/^ */  /' | tee -a "$SUMMARY"
 
 # ------------------------------------------------- 4. dpo bench train on CUDA
 t=$(limit 120)
 if timeout "$t" "$BIN/dpo" bench train --backend cuda --config both --batch 2 --repeat 3 --json \
-     >"$OUT/bench_train_cuda.jsonl" 2>"$OUT/bench_train_cuda.err"; then
+     >"$WORK/bench_train_cuda.jsonl" 2>"$WORK/bench_train_cuda.err"; then
   note "dpo bench train --backend cuda (2 pairs, float32, median of 3):"
-  sed 's/^/  /' "$OUT/bench_train_cuda.jsonl" | tee -a "$SUMMARY"
+  sed 's/^/  /' "$WORK/bench_train_cuda.jsonl" | tee -a "$SUMMARY"
 else
   note "dpo bench train --backend cuda: FAILED or timed out after ${t}s:"
-  tail -5 "$OUT/bench_train_cuda.err" | sed 's/^/  /' | tee -a "$SUMMARY"
+  tail -5 "$WORK/bench_train_cuda.err" | sed 's/^/  /' | tee -a "$SUMMARY"
 fi
 
 # --------------------------------- 4b. the same SD1.5 step in bf16 (like for like)
@@ -176,12 +185,12 @@ t=$(limit 90)
 if [ "$t" -lt 30 ]; then
   note "dpo bench train --precision bf16: skipped, only ${t}s of the budget left"
 elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 --repeat 3 --precision bf16 --json \
-     >"$OUT/bench_train_cuda_bf16.jsonl" 2>"$OUT/bench_train_cuda_bf16.err"; then
+     >"$WORK/bench_train_cuda_bf16.jsonl" 2>"$WORK/bench_train_cuda_bf16.err"; then
   note "dpo bench train --backend cuda --precision bf16 (SD1.5, 2 pairs, median of 3):"
-  sed 's/^/  /' "$OUT/bench_train_cuda_bf16.jsonl" | tee -a "$SUMMARY"
+  sed 's/^/  /' "$WORK/bench_train_cuda_bf16.jsonl" | tee -a "$SUMMARY"
 else
   note "dpo bench train --precision bf16: FAILED or timed out after ${t}s:"
-  tail -5 "$OUT/bench_train_cuda_bf16.err" | sed 's/^/  /' | tee -a "$SUMMARY"
+  tail -5 "$WORK/bench_train_cuda_bf16.err" | sed 's/^/  /' | tee -a "$SUMMARY"
 fi
 
 # ----------------------------------------------- 5. PyTorch baseline
@@ -197,12 +206,12 @@ t=$(limit 200)
 if [ "$t" -lt 60 ]; then
   note "torch baseline: skipped, only ${t}s of the budget left"
 elif PYTHONUNBUFFERED=1 timeout "$t" "$PY" bench/torch_cuda_baseline.py --pairs 2 "${compile_args[@]}" \
-       --json "$OUT/torch_baseline.json" >"$OUT/torch_baseline.txt" 2>&1; then
+       --json "$WORK/torch_baseline.json" >"$WORK/torch_baseline.txt" 2>&1; then
   note "torch baseline (diffusers SD1.5 UNet, bf16 autocast, SDPA, 64x64 latents, 2 pairs):"
-  sed 's/^/  /' "$OUT/torch_baseline.txt" | tail -12 | tee -a "$SUMMARY"
+  sed 's/^/  /' "$WORK/torch_baseline.txt" | tail -12 | tee -a "$SUMMARY"
 else
   note "torch baseline: FAILED or timed out after ${t}s:"
-  tail -5 "$OUT/torch_baseline.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+  tail -5 "$WORK/torch_baseline.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
 fi
 
 # ---------------------- 6. the bf16 step with activation checkpointing
@@ -210,9 +219,9 @@ t=$(limit 60)
 if [ "$t" -lt 20 ]; then
   note "dpo bench train --precision bf16 --checkpointing: skipped, only ${t}s of the budget left"
 elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 --repeat 3 --precision bf16 \
-       --checkpointing --json >"$OUT/bench_train_cuda_bf16_checkpointing.jsonl" 2>>"$OUT/bench_train_cuda_bf16.err"; then
+       --checkpointing --json >"$WORK/bench_train_cuda_bf16_checkpointing.jsonl" 2>>"$WORK/bench_train_cuda_bf16.err"; then
   note "dpo bench train --backend cuda --precision bf16 --checkpointing (SD1.5, 2 pairs):"
-  sed 's/^/  /' "$OUT/bench_train_cuda_bf16_checkpointing.jsonl" | tee -a "$SUMMARY"
+  sed 's/^/  /' "$WORK/bench_train_cuda_bf16_checkpointing.jsonl" | tee -a "$SUMMARY"
 else
   note "dpo bench train --precision bf16 --checkpointing: FAILED or timed out after ${t}s (see bench_train_cuda_bf16.err)"
 fi
@@ -229,10 +238,10 @@ fi
 # numbers hold AdamW's two float32 moments.
 dpo_sd15=()
 for f in bench_train_cuda bench_train_cuda_bf16 bench_train_cuda_bf16_checkpointing; do
-  if grep -q '"config": "sd15"' "$OUT/$f.jsonl" 2>/dev/null; then dpo_sd15+=("$OUT/$f.jsonl"); fi
+  if grep -q '"config": "sd15"' "$WORK/$f.jsonl" 2>/dev/null; then dpo_sd15+=("$WORK/$f.jsonl"); fi
 done
-if [ -s "$OUT/torch_baseline.json" ] && [ "${#dpo_sd15[@]}" -gt 0 ]; then
-  "$PY" - "$OUT/torch_baseline.json" "${dpo_sd15[@]}" <<'PYEOF' | tee "$OUT/comparison.txt" | tee -a "$SUMMARY"
+if [ -s "$WORK/torch_baseline.json" ] && [ "${#dpo_sd15[@]}" -gt 0 ]; then
+  "$PY" - "$WORK/torch_baseline.json" "${dpo_sd15[@]}" <<'PYEOF' | tee "$WORK/comparison.txt" | tee -a "$SUMMARY"
 import json, sys
 torch = json.load(open(sys.argv[1]))
 dpo = []
@@ -294,12 +303,12 @@ if [ "$t" -lt 60 ]; then
   note "sampling: skipped, only ${t}s of the budget left"
 else
   if PYTHONUNBUFFERED=1 timeout "$t" "$PY" bench/torch_cuda_sampling.py --pipeline "$SD15_RANDOM" --repeat 3 \
-       --json "$OUT/torch_sampling.json" >"$OUT/torch_sampling.txt" 2>&1; then
+       --json "$WORK/torch_sampling.json" >"$WORK/torch_sampling.txt" 2>&1; then
     note "diffusers sampling (random SD1.5, bf16, SDPA, 50 DDIM steps, guidance 7.5, 512x512, median of 3):"
-    grep -E '^(pipeline|device|diffusers)' "$OUT/torch_sampling.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+    grep -E '^(pipeline|device|diffusers)' "$WORK/torch_sampling.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
   else
     note "diffusers sampling: FAILED or timed out after ${t}s:"
-    tail -5 "$OUT/torch_sampling.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+    tail -5 "$WORK/torch_sampling.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
   fi
   for precision in bf16 float32; do
     t=$(sample_left)
@@ -310,13 +319,13 @@ else
     elif [ "$t" -lt 40 ]; then
       note "dpo bench sample --precision $precision: skipped, only ${t}s of the sampling cap left"
     elif timeout "$t" "$BIN/dpo" bench sample --model "$SD15_RANDOM" --backend cuda --precision "$precision" \
-           --steps 50 --guidance 7.5 --images "$images" --json >>"$OUT/bench_sample_cuda.jsonl" \
-           2>>"$OUT/bench_sample_cuda.err"; then
+           --steps 50 --guidance 7.5 --images "$images" --json >>"$WORK/bench_sample_cuda.jsonl" \
+           2>>"$WORK/bench_sample_cuda.err"; then
       note "dpo bench sample --backend cuda --precision $precision (median of $images):"
-      tail -1 "$OUT/bench_sample_cuda.jsonl" | sed 's/^/  /' | tee -a "$SUMMARY"
+      tail -1 "$WORK/bench_sample_cuda.jsonl" | sed 's/^/  /' | tee -a "$SUMMARY"
     else
       note "dpo bench sample --precision $precision: FAILED or timed out after ${t}s:"
-      tail -5 "$OUT/bench_sample_cuda.err" | sed 's/^/  /' | tee -a "$SUMMARY"
+      tail -5 "$WORK/bench_sample_cuda.err" | sed 's/^/  /' | tee -a "$SUMMARY"
     fi
   done
 fi
@@ -324,8 +333,8 @@ fi
 # whole-device use after the timed images (dpo's includes a second CUDA
 # context it opens to read it); torch's max_memory_allocated (its tensors
 # alone) beside it.
-if [ -s "$OUT/torch_sampling.json" ] && grep -q '"bench": "sample"' "$OUT/bench_sample_cuda.jsonl" 2>/dev/null; then
-  "$PY" - "$OUT/torch_sampling.json" "$OUT/bench_sample_cuda.jsonl" <<'PYEOF' | tee "$OUT/sampling_comparison.txt" | tee -a "$SUMMARY"
+if [ -s "$WORK/torch_sampling.json" ] && grep -q '"bench": "sample"' "$WORK/bench_sample_cuda.jsonl" 2>/dev/null; then
+  "$PY" - "$WORK/torch_sampling.json" "$WORK/bench_sample_cuda.jsonl" <<'PYEOF' | tee "$WORK/sampling_comparison.txt" | tee -a "$SUMMARY"
 import json, sys
 torch = json.load(open(sys.argv[1]))
 gib = 2.0 ** 30
@@ -360,9 +369,9 @@ t=$(limit 60)
 if [ "$t" -lt 20 ]; then
   note "dpo bench train --checkpointing: skipped, only ${t}s of the budget left"
 elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 --repeat 3 --checkpointing --json \
-     >"$OUT/bench_train_cuda_checkpointing.jsonl" 2>>"$OUT/bench_train_cuda.err"; then
+     >"$WORK/bench_train_cuda_checkpointing.jsonl" 2>>"$WORK/bench_train_cuda.err"; then
   note "dpo bench train --backend cuda --checkpointing (SD1.5, 2 pairs, float32):"
-  sed 's/^/  /' "$OUT/bench_train_cuda_checkpointing.jsonl" | tee -a "$SUMMARY"
+  sed 's/^/  /' "$WORK/bench_train_cuda_checkpointing.jsonl" | tee -a "$SUMMARY"
 else
   note "dpo bench train --checkpointing: FAILED or timed out after ${t}s (see bench_train_cuda.err)"
 fi
@@ -372,9 +381,9 @@ t=$(limit 45)
 if [ "$t" -lt 20 ]; then
   note "dpo bench train --tf32: skipped, only ${t}s of the budget left"
 elif timeout "$t" "$BIN/dpo" bench train --backend cuda --config sd15 --batch 2 --repeat 3 --tf32 --json \
-     >"$OUT/bench_train_cuda_tf32.jsonl" 2>>"$OUT/bench_train_cuda.err"; then
+     >"$WORK/bench_train_cuda_tf32.jsonl" 2>>"$WORK/bench_train_cuda.err"; then
   note "dpo bench train --backend cuda --tf32 (SD1.5, 2 pairs, TF32 GEMMs and convolutions):"
-  sed 's/^/  /' "$OUT/bench_train_cuda_tf32.jsonl" | tee -a "$SUMMARY"
+  sed 's/^/  /' "$WORK/bench_train_cuda_tf32.jsonl" | tee -a "$SUMMARY"
 else
   note "dpo bench train --tf32: FAILED or timed out after ${t}s (see bench_train_cuda.err)"
 fi
@@ -384,13 +393,13 @@ t=$(limit 60)
 if [ "$t" -lt 10 ]; then
   note "bench_cuda_ops: skipped, only ${t}s of the budget left"
 else
-  timeout "$t" "$TESTS/bench_cuda_ops" --repeat 10 >"$OUT/bench_cuda_ops.txt" 2>&1
+  timeout "$t" "$TESTS/bench_cuda_ops" --repeat 10 >"$WORK/bench_cuda_ops.txt" 2>&1
   case $? in
     0) note "bench_cuda_ops (median of 10, synchronised per call):"
-       grep -E 'device|ms|peak' "$OUT/bench_cuda_ops.txt" | sed 's/^/  /' | tee -a "$SUMMARY" ;;
+       grep -E 'device|ms|peak' "$WORK/bench_cuda_ops.txt" | sed 's/^/  /' | tee -a "$SUMMARY" ;;
     77) note "bench_cuda_ops: SKIPPED (no CUDA device visible)" ;;
     *) note "bench_cuda_ops: FAILED or timed out after ${t}s:"
-       tail -5 "$OUT/bench_cuda_ops.txt" | sed 's/^/  /' | tee -a "$SUMMARY" ;;
+       tail -5 "$WORK/bench_cuda_ops.txt" | sed 's/^/  /' | tee -a "$SUMMARY" ;;
   esac
 fi
 
@@ -398,9 +407,9 @@ fi
 t=$(limit 40)
 if [ "$t" -lt 10 ]; then
   note "dpo bench kernels (CPU): skipped, only ${t}s of the budget left"
-elif timeout "$t" "$BIN/dpo" bench kernels --repeat 3 >"$OUT/bench_kernels_cpu.txt" 2>&1; then
-  note "dpo bench kernels (CPU, $(nproc) cores, median of 3): $(wc -l <"$OUT/bench_kernels_cpu.txt") lines in bench_kernels_cpu.txt"
-  head -4 "$OUT/bench_kernels_cpu.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
+elif timeout "$t" "$BIN/dpo" bench kernels --repeat 3 >"$WORK/bench_kernels_cpu.txt" 2>&1; then
+  note "dpo bench kernels (CPU, $(nproc) cores, median of 3): $(wc -l <"$WORK/bench_kernels_cpu.txt") lines in bench_kernels_cpu.txt"
+  head -4 "$WORK/bench_kernels_cpu.txt" | sed 's/^/  /' | tee -a "$SUMMARY"
 else
   note "dpo bench kernels: FAILED or timed out after ${t}s (see bench_kernels_cpu.txt)"
 fi
