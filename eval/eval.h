@@ -103,11 +103,14 @@ typedef struct {
   const char *negative_prompt;  /* NULL: "" */
   int resolution;               /* image side in pixels; 0: the UNet's sample_size x the VAE's factor */
   float strength;               /* img2img only, in (0, 1] */
-  kn_backend backend;           /* where the text encoder and UNet run (default
-                                   the CPU); the VAE always runs on the CPU */
-  kn_dtype precision;           /* KN_BF16: the UNet frozen in bf16 mixed precision
-                                   (dpo_unet_set_precision; before its first plan);
-                                   KN_F32 (default): the UNet as it is */
+  kn_backend backend;           /* where the text encoder, UNet and VAE decoder run
+                                   (default the CPU); SDEdit's encoding always runs
+                                   on the CPU in float32 (a host copy of the VAE
+                                   when the pipeline's decodes on a device or in bf16) */
+  kn_dtype precision;           /* KN_BF16: the UNet and the VAE frozen in bf16 mixed
+                                   precision (dpo_unet_set_precision,
+                                   dpo_vae_set_precision; before their first plans);
+                                   KN_F32 (default): the models as they are */
 } eval_sample_options;
 
 /* diffusers' defaults: the pipeline's sampler, 50 steps, guidance 7.5. */

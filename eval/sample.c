@@ -8,9 +8,13 @@
 
 struct eval_sampler {
   dpo_pipeline *pipe;
-  kn_ctx ctx;            /* text encoder and UNet, on opt.backend */
-  kn_ctx host_ctx;       /* the VAE's when ctx is not the CPU's (else unused) */
+  kn_ctx ctx;            /* text encoder, UNet and the VAE's decoder, on opt.backend */
+  kn_ctx host_ctx;       /* the encoder's for SDEdit when ctx is not the CPU's (else unused) */
   int host_ctx_ok;
+  /* SDEdit when the pipeline's VAE cannot encode (planned on a device or in
+   * bf16: models.h): a float32 host copy that encodes, made at the first
+   * img2img call. */
+  dpo_vae *encoder;
   eval_sample_options opt;
   char negative[DPO_TOKENIZER_MAX_TEXT + 1];
   int batch;             /* images per call, at most */
@@ -33,6 +37,7 @@ struct eval_sampler {
    * output, which guidance and the scheduler step read (NULL on the CPU). */
   float *dev_text, *dev_unet_in, *dev_timesteps;
   float *eps_host;       /* [unet_batch, latent] */
+  float *dev_latents;    /* [batch, latent]: the VAE decodes on the device */
 };
 
 void eval_sample_options_default(eval_sample_options *opt) {
@@ -68,7 +73,9 @@ void eval_sampler_close(eval_sampler *s) {
   kn_free(s->ctx.backend, s->dev_text);
   kn_free(s->ctx.backend, s->dev_unet_in);
   kn_free(s->ctx.backend, s->dev_timesteps);
+  kn_free(s->ctx.backend, s->dev_latents);
   free(s->eps_host);
+  dpo_vae_free(s->encoder);
   kn_ctx_free(&s->ctx);
   if (s->host_ctx_ok) kn_ctx_free(&s->host_ctx);
   free(s->ids);
@@ -137,15 +144,17 @@ static int alloc_buffers(eval_sampler *s, dpo_error *err) {
     s->dev_unet_in = kn_malloc(&s->ctx, ub * lat * sizeof(float));
     s->dev_timesteps = kn_malloc(&s->ctx, ub * sizeof(float));
     s->eps_host = malloc(ub * lat * sizeof(float));
-    if (!s->dev_text || !s->dev_unet_in || !s->dev_timesteps || !s->eps_host)
+    s->dev_latents = kn_malloc(&s->ctx, (size_t)s->batch * lat * sizeof(float));
+    if (!s->dev_text || !s->dev_unet_in || !s->dev_timesteps || !s->eps_host || !s->dev_latents)
       return dpo_fail(err, DPO_ERR_DATA, "out of %s memory for a batch of %d images at %d px",
                       kn_backend_name(s->ctx.backend), s->batch, s->resolution);
   }
   return DPO_OK;
 }
 
-/* The VAE's context: the sampler's own on the CPU, a CPU one beside a device. */
-static kn_ctx *vae_ctx(eval_sampler *s) { return s->host_ctx_ok ? &s->host_ctx : &s->ctx; }
+/* The context that encodes for SDEdit: the sampler's own on the CPU, a CPU
+ * one beside a device. (Decoding runs on the sampler's context.) */
+static kn_ctx *encode_ctx(eval_sampler *s) { return s->host_ctx_ok ? &s->host_ctx : &s->ctx; }
 
 int eval_sampler_open(eval_sampler **out, dpo_pipeline *pipe, const eval_sample_options *opt, int batch,
                       int n_threads, dpo_error *err) {
@@ -194,7 +203,11 @@ int eval_sampler_open(eval_sampler **out, dpo_pipeline *pipe, const eval_sample_
   if (!rc && opt->precision == KN_BF16 && dpo_unet_precision(pipe->unet) != KN_BF16)
     rc = dpo_unet_set_precision(pipe->unet, KN_BF16, 1, err);
   if (!rc) rc = dpo_unet_plan(pipe->unet, &s->ctx, unet_batch(s), s->height, s->width, s->text_length, 0, err);
-  if (!rc && pipe->vae) rc = dpo_vae_plan(pipe->vae, vae_ctx(s), batch, s->resolution, s->resolution, err);
+  /* The VAE decodes where the UNet runs (on a device: no host decode of
+   * seconds per image), in bf16 when the UNet is. */
+  if (!rc && pipe->vae && opt->precision == KN_BF16 && dpo_vae_precision(pipe->vae) != KN_BF16)
+    rc = dpo_vae_set_precision(pipe->vae, KN_BF16, err);
+  if (!rc && pipe->vae) rc = dpo_vae_plan(pipe->vae, &s->ctx, batch, s->resolution, s->resolution, err);
   if (rc) {
     eval_sampler_close(s);
     return rc;
@@ -263,13 +276,33 @@ static uint8_t to_byte(float x) {
   return (uint8_t)lrintf(v * 255.0f);
 }
 
+/* The decoded images of the batch's first n latents, in host memory: on a
+ * device the latents go up once and the n images come down once. */
+static const float *decode(eval_sampler *s, int n, dpo_error *err) {
+  size_t lat = eval_sampler_latent_numel(s), px = 3u * (size_t)s->resolution * (size_t)s->resolution;
+  if (!s->dev_latents) {
+    const float *rgb = dpo_vae_decode(s->pipe->vae, &s->ctx, s->latents, 1);
+    if (!rgb) dpo_fail(err, DPO_ERR_USAGE, "VAE decode without a plan");
+    return rgb;
+  }
+  kn_upload(&s->ctx, s->dev_latents, s->latents, (size_t)s->batch * lat * sizeof(float));
+  const float *rgb = dpo_vae_decode(s->pipe->vae, &s->ctx, s->dev_latents, 1);
+  if (!rgb) {
+    dpo_fail(err, DPO_ERR_USAGE, "VAE decode without a plan");
+    return NULL;
+  }
+  kn_download(&s->ctx, s->pixels, rgb, (size_t)n * px * sizeof(float));
+  if (kn_ctx_check(&s->ctx, err)) return NULL;
+  return s->pixels;
+}
+
 /* Latents -> 8-bit RGB images (VAE decode, or the latents themselves). */
 static int latents_to_images(eval_sampler *s, int n, float *final_latents, dpo_image *images, dpo_error *err) {
   size_t lat = eval_sampler_latent_numel(s);
   if (final_latents) memcpy(final_latents, s->latents, (size_t)n * lat * sizeof(float));
   const float *rgb = s->latents;
-  if (s->pipe->vae) rgb = dpo_vae_decode(s->pipe->vae, vae_ctx(s), s->latents, 1);
-  if (!rgb) return dpo_fail(err, DPO_ERR_USAGE, "VAE decode without a plan");
+  if (s->pipe->vae) rgb = decode(s, n, err);
+  if (!rgb) return err->code;
   int R = s->resolution;
   size_t plane = (size_t)R * R;
   for (int i = 0; i < n; i++) {
@@ -316,6 +349,29 @@ static void image_to_planes(const dpo_image *im, float *out) {
     for (int c = 0; c < 3; c++) out[c * plane + p] = im->pixels[p * 3 + c] / 255.0f * 2.0f - 1.0f;
 }
 
+/* The VAE that encodes SDEdit's sources: the pipeline's when its plan can
+ * (float32 on the CPU), else a float32 host copy planned once for the
+ * batch. The copy costs the VAE's weights again in host memory, only for
+ * SDEdit on a device or in bf16; the edit's latents are then exactly the
+ * CPU float32 encoder's, whatever the sampler's backend. */
+static int encoder_vae(eval_sampler *s, dpo_vae **out, dpo_error *err) {
+  if (dpo_vae_can_encode(s->pipe->vae)) {
+    *out = s->pipe->vae;
+    return DPO_OK;
+  }
+  if (!s->encoder) {
+    dpo_vae *copy = NULL;
+    if (dpo_vae_clone(s->pipe->vae, &copy, err)) return err->code;
+    if (dpo_vae_plan(copy, encode_ctx(s), s->batch, s->resolution, s->resolution, err)) {
+      dpo_vae_free(copy);
+      return err->code;
+    }
+    s->encoder = copy;
+  }
+  *out = s->encoder;
+  return DPO_OK;
+}
+
 int eval_img2img(eval_sampler *s, const char *const *prompts, int n, const dpo_image *sources, const float *noise,
                  float *final_latents, dpo_image *images, dpo_error *err) {
   if (check_call(s, n, err) || reset_sampler(s, err)) return err->code;
@@ -340,7 +396,10 @@ int eval_img2img(eval_sampler *s, const char *const *prompts, int n, const dpo_i
     /* The posterior's mean (diffusers' retrieve_latents with
      * sample_mode="argmax"): it keeps an edit independent of batching, and
      * Stable Diffusion's posterior std is negligible next to the noise added. */
-    dpo_vae_encode(s->pipe->vae, vae_ctx(s), s->pixels, 0, 0, 1, s->latents, NULL);
+    dpo_vae *vae = NULL;
+    if (encoder_vae(s, &vae, err)) return err->code;
+    if (dpo_vae_encode(vae, encode_ctx(s), s->pixels, 0, 0, 1, s->latents, NULL))
+      return dpo_fail(err, DPO_ERR_USAGE, "VAE encode without an encoder plan");
   } else {
     memcpy(s->latents, s->pixels, (size_t)s->batch * lat * sizeof(float));
   }

@@ -27,8 +27,10 @@
  * context's backend (device memory under CUDA: kn_upload / kn_download
  * cross to the host); the one exception is CLIP's token ids, which are host
  * int32 (checked, then uploaded). Save writes the device values (fetched
- * into the host block first). The VAE runs on a CPU context only. On the
- * CPU nothing is copied and results are those of the CPU kernels. */
+ * into the host block first). The VAE decodes on any backend (its latents
+ * and image in the context's memory) but encodes on a CPU context in
+ * float32 only (see dpo_vae_plan). On the CPU nothing is copied and results
+ * are those of the CPU kernels. */
 #ifndef DPO_MODELS_H
 #define DPO_MODELS_H
 
@@ -204,19 +206,43 @@ int dpo_vae_save(const dpo_vae *v, const char *dir, dpo_error *err);
 void dpo_vae_free(dpo_vae *v);
 const dpo_vae_config *dpo_vae_get_config(const dpo_vae *v);
 
-/* Plans encode of image[B, in_channels, H, W] (H, W divisible by
- * 2^(n_blocks - 1)) and decode of latents[B, latent_channels, H/f, W/f]. */
+/* Plans decode of latents[B, latent_channels, H/f, W/f] into images
+ * [B, out_channels, H, W] (H, W divisible by f = 2^(n_blocks - 1)) and, on a
+ * CPU context in float32, encode of such images. Elsewhere (a device, or a
+ * bf16 VAE) the plan holds the decoder alone: the encoder's right/bottom
+ * padding and its posterior are host loops, and a sampler on a device only
+ * decodes (the encoder's activations would double the VAE's memory there).
+ * The first plan on a device places the parameters there (models.h's
+ * "Backends"); the VAE then stays on that backend. Replaces any earlier plan. */
 int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err);
+/* The precision of the plans that follow, set before the first one: KN_F32
+ * (the default, the CPU reference's numerics) or KN_BF16 for decoding: the
+ * decoder's activations stored as bf16 and its conv and linear weights read
+ * from bf16 copies, float32 arithmetic, biases and norms (as
+ * dpo_unet_set_precision). Always frozen (nothing trains a VAE): on a device
+ * its weights are held as bf16 alone. decode's latents and image stay
+ * float32. A bf16 VAE does not encode (dpo_vae_clone gives a float32 copy
+ * that does). DPO_ERR_USAGE once planned. */
+int dpo_vae_set_precision(dpo_vae *v, kn_dtype dtype, dpo_error *err);
+kn_dtype dpo_vae_precision(const dpo_vae *v);
+/* 1 when the current plan includes the encoder (float32 on the CPU). */
+int dpo_vae_can_encode(const dpo_vae *v);
+/* A new float32, unplanned VAE with v's config and weights (from v's host
+ * block, wherever v is placed): for encoding on the host beside a VAE that
+ * decodes on a device or in bf16. */
+int dpo_vae_clone(const dpo_vae *v, dpo_vae **out, dpo_error *err);
 /* Encodes to the posterior's mean and a sample mean + std * noise, the noise
  * standard normals from the Philox stream (seed, stream) (element i of the
  * latent batch is normal i). Either output may be NULL. Both are multiplied
  * by scaling_factor when `scaled` is set (what the pipelines feed the UNet).
- * Does nothing without a plan. */
-void dpo_vae_encode(dpo_vae *v, kn_ctx *ctx, const float *image, uint64_t seed, uint64_t stream,
-                    int scaled, float *mean, float *sample);
+ * Host memory in and out (a CPU plan). DPO_ERR_USAGE, touching nothing,
+ * without a plan that includes the encoder (dpo_vae_can_encode). */
+int dpo_vae_encode(dpo_vae *v, kn_ctx *ctx, const float *image, uint64_t seed, uint64_t stream,
+                   int scaled, float *mean, float *sample);
 /* image[B, out_channels, H, W] from latents (divided by scaling_factor first
- * when `scaled`); the returned buffer belongs to the model (NULL without a
- * plan). */
+ * when `scaled`), both float32 in the memory of ctx's backend (the
+ * context that planned it); the returned buffer belongs to the model (NULL
+ * without a plan). */
 const float *dpo_vae_decode(dpo_vae *v, kn_ctx *ctx, const float *latents, int scaled);
 
 #endif

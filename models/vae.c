@@ -3,7 +3,14 @@
  * attention, group norm, SiLU, conv to 2 x latent channels), quant_conv, the
  * diagonal Gaussian posterior, post_quant_conv and the Decoder
  * (UpDecoderBlock2D blocks). Forward only: nothing in Diffusion-DPO trains
- * the VAE. All its norms use eps 1e-6, as diffusers hard-codes. */
+ * the VAE. All its norms use eps 1e-6, as diffusers hard-codes.
+ *
+ * Backends and precision (models.h). The decoder is backend- and
+ * precision-neutral like the UNet's forward: its tensors live in the
+ * context's memory, its ops are kernels.h calls, and the md_* wrappers pick
+ * the float32 or bf16 op from the plan's dtype. The encoder stays a float32
+ * CPU path (its right/bottom padding and the posterior are host loops): a
+ * plan on another backend, or in bf16, leaves it out. */
 #include "models/models.h"
 
 #include <math.h>
@@ -38,6 +45,8 @@ struct dpo_vae {
   dpo_vae_config cfg;
   int legacy_attn;          /* mid-block attention named query/key/value/proj_attn */
   int planned;
+  int encoder_planned;      /* float32 plans on the CPU only (see the top) */
+  kn_dtype precision;       /* of the decoder's activations (dpo_vae_set_precision) */
   json_t *config_json;
   md_params params;
   md_plan plan;
@@ -49,7 +58,10 @@ struct dpo_vae {
   md_norm enc_norm_out, dec_norm_out;
 
   md_tensor image, e0, enc_act, enc_out, moments, noise;
-  md_tensor latent_in, z, d0, dec_act, dec_out;
+  md_tensor latent_in, z, d0, dec_act, dec_out;   /* dec_act: unplanned in bf16 (fused norm) */
+  /* bf16 plans: float32 at the decoder's edges, in the context's memory:
+   * the scaled latents on their way in, the image on its way out. */
+  float *edge, *out_f32;
 };
 
 /* ---------------------------------------------------------------- config */
@@ -329,25 +341,10 @@ static void block_plan(md_plan *p, vae_block *b, int B, int H, int W, int up) {
   }
 }
 
-int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err) {
+/* The encoder: a float32 CPU plan only (its padding and posterior are host loops). */
+static void plan_encoder(dpo_vae *v, md_plan *p) {
   const dpo_vae_config *c = &v->cfg;
-  int n = c->n_blocks, f = 1 << (n - 1), L = c->latent_channels;
-  if (B <= 0 || H <= 0 || W <= 0 || H % f != 0 || W % f != 0)
-    return dpo_fail(err, DPO_ERR_USAGE, "vae plan: %dx%d images must be divisible by %d", H, W, f);
-  /* The encoder's padding and posterior are host loops still: the VAE runs
-   * on a CPU context (callers on another backend keep one for it). */
-  if (ctx->backend != KN_BACKEND_CPU)
-    return dpo_fail(err, DPO_ERR_USAGE, "vae plan: the VAE runs on the CPU backend only (not %s)",
-                    kn_backend_name(ctx->backend));
-  md_plan_free(&v->plan);
-  v->planned = 0;
-  md_plan *p = &v->plan;
-  md_plan_init(p, 0, ctx->n_threads);
-  v->B = B;
-  v->H = H;
-  v->W = W;
-  v->h = H / f;
-  v->w = W / f;
+  int B = v->B, H = v->H, W = v->W, n = c->n_blocks, L = c->latent_channels;
   const int *boc = c->block_out_channels;
   md_plan_tensor(p, &v->image, (size_t)B * c->in_channels * H * W);
   md_plan_tensor(p, &v->e0, (size_t)B * boc[0] * H * W);
@@ -361,13 +358,17 @@ int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err) {
     }
   }
   mid_plan(p, &v->enc_mid, B, h, w);
-  md_norm_plan(p, &v->enc_norm_out, B, h * w);
-  md_plan_tensor(p, &v->enc_act, (size_t)B * boc[n - 1] * h * w);
+  md_norm_silu_plan(p, &v->enc_norm_out, &v->enc_act, B, h * w);
   md_plan_tensor(p, &v->enc_out, (size_t)B * 2 * L * h * w);
   md_plan_tensor(p, &v->moments, (size_t)B * 2 * L * h * w);
   md_plan_tensor(p, &v->noise, (size_t)B * L * h * w);
   md_conv_plan(p, &v->enc_conv_out, h, w);
+}
 
+static void plan_decoder(dpo_vae *v, md_plan *p) {
+  const dpo_vae_config *c = &v->cfg;
+  int B = v->B, H = v->H, W = v->W, n = c->n_blocks, L = c->latent_channels, h = v->h, w = v->w;
+  const int *boc = c->block_out_channels;
   md_plan_tensor(p, &v->latent_in, (size_t)B * L * h * w);
   md_plan_tensor(p, &v->z, (size_t)B * L * h * w);
   md_plan_tensor(p, &v->d0, (size_t)B * boc[n - 1] * h * w);
@@ -380,28 +381,94 @@ int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err) {
       w *= 2;
     }
   }
-  md_norm_plan(p, &v->dec_norm_out, B, H * W);
-  md_plan_tensor(p, &v->dec_act, (size_t)B * boc[0] * H * W);
+  md_norm_silu_plan(p, &v->dec_norm_out, &v->dec_act, B, H * W);
   md_plan_tensor(p, &v->dec_out, (size_t)B * c->out_channels * H * W);
+  v->edge = v->out_f32 = NULL;
+  if (v->precision == KN_BF16) {
+    md_plan_floats(p, &v->edge, (size_t)B * L * h * w);
+    md_plan_floats(p, &v->out_f32, (size_t)B * c->out_channels * H * W);
+  }
   md_conv_plan(p, &v->dec_conv_out, H, W);
+}
+
+int dpo_vae_plan(dpo_vae *v, kn_ctx *ctx, int B, int H, int W, dpo_error *err) {
+  const dpo_vae_config *c = &v->cfg;
+  int f = 1 << (c->n_blocks - 1);
+  if (B <= 0 || H <= 0 || W <= 0 || B > 4096 || H > 16384 || W > 16384 || H % f != 0 || W % f != 0)
+    return dpo_fail(err, DPO_ERR_USAGE, "vae plan: %dx%d images must be divisible by %d (batch %d)", H, W, f, B);
+  md_plan_free(&v->plan);
+  v->planned = v->encoder_planned = 0;
+  /* Parameters go to the context's memory (a no-op for float32 on the CPU). */
+  int rc = md_params_place(&v->params, ctx, err);
+  if (rc != DPO_OK) return rc;
+  md_plan *p = &v->plan;
+  md_plan_init(p, 0, ctx->n_threads);
+  p->dtype = v->precision;
+  v->B = B;
+  v->H = H;
+  v->W = W;
+  v->h = H / f;
+  v->w = W / f;
+  /* Encoding stays on the CPU in float32; elsewhere only the decoder is
+   * planned, which also spares a device the encoder's activations (as
+   * large as the decoder's). */
+  int encoder = ctx->backend == KN_BACKEND_CPU && v->precision == KN_F32;
+  if (encoder) plan_encoder(v, p);
+  plan_decoder(v, p);
   if (md_plan_alloc(p, ctx, err) != DPO_OK) return DPO_ERR_DATA;
   if (kn_ctx_reserve(ctx, p->scratch_bytes, err) != DPO_OK) return DPO_ERR_DATA;
   v->planned = 1;
+  v->encoder_planned = encoder;
+  return DPO_OK;
+}
+
+int dpo_vae_set_precision(dpo_vae *v, kn_dtype dtype, dpo_error *err) {
+  if (v->planned || v->params.device || v->params.half)
+    return dpo_fail(err, DPO_ERR_USAGE, "vae: the precision is set before the first plan");
+  if (dtype != KN_F32 && dtype != KN_BF16) return dpo_fail(err, DPO_ERR_USAGE, "vae: unknown precision");
+  /* Always frozen: the VAE never trains, so a device holds bf16 weights alone. */
+  if (dtype == KN_BF16 && md_params_set_bf16(&v->params, 1, err) != DPO_OK) return DPO_ERR_USAGE;
+  v->precision = dtype;
+  return DPO_OK;
+}
+
+kn_dtype dpo_vae_precision(const dpo_vae *v) { return v->precision; }
+
+int dpo_vae_can_encode(const dpo_vae *v) { return v->planned && v->encoder_planned; }
+
+int dpo_vae_clone(const dpo_vae *v, dpo_vae **out, dpo_error *err) {
+  *out = NULL;
+  dpo_vae *c = calloc(1, sizeof *c);
+  if (!c) return dpo_fail(err, DPO_ERR_DATA, "out of memory");
+  c->cfg = v->cfg;
+  c->legacy_attn = v->legacy_attn;
+  c->config_json = json_deep_copy(v->config_json);
+  if (!c->config_json || build(c, err) != DPO_OK) {
+    if (!c->config_json) dpo_fail(err, DPO_ERR_DATA, "out of memory");
+    dpo_vae_free(c);
+    return DPO_ERR_DATA;
+  }
+  /* The host block holds the loaded values whatever the placement: nothing
+   * trains a VAE, so a device copy never differs from it. */
+  memcpy(c->params.data, v->params.data, v->params.total * sizeof(float));
+  *out = c;
   return DPO_OK;
 }
 
 /* -------------------------------------------------------------- passes */
 
-static const float *mid_forward(kn_ctx *ctx, vae_mid *m, const float *x) {
+static const void *mid_forward(kn_ctx *ctx, vae_mid *m, const void *x) {
   md_resnet_forward(ctx, &m->res[0], x, NULL);
   x = m->res[0].out.v;
   if (m->has_attn) {
-    /* Attention over the H*W positions as tokens of C channels, one head. */
+    /* Attention over the H*W positions as tokens of C channels, one head
+     * (head size C: 512 in Stable Diffusion's VAE). */
+    kn_dtype dt = m->tokens.dtype;
     md_norm_forward(ctx, &m->attn_norm, x);
-    kn_transpose_forward(ctx, m->tokens.v, m->attn_norm.out.v, m->B, m->C, m->HW);
+    md_transpose_forward(ctx, dt, m->tokens.v, m->attn_norm.out.v, m->B, m->C, m->HW);
     md_attention_forward(ctx, &m->attn, m->tokens.v, m->tokens.v);
-    kn_transpose_forward(ctx, m->back.v, m->attn.out.v, m->B, m->HW, m->C);
-    kn_add_forward(ctx, m->attn_out.v, m->back.v, x, (size_t)m->B * m->C * m->HW);
+    md_transpose_forward(ctx, dt, m->back.v, m->attn.out.v, m->B, m->HW, m->C);
+    md_add_forward(ctx, dt, m->attn_out.v, m->back.v, x, (size_t)m->B * m->C * m->HW);
     x = m->attn_out.v;
   }
   md_resnet_forward(ctx, &m->res[1], x, NULL);
@@ -421,14 +488,14 @@ static void pad_right_bottom(float *out, const float *x, int BC, int H, int W) {
   }
 }
 
-static const float *block_forward(kn_ctx *ctx, vae_block *b, const float *x, int B, int up) {
+static const void *block_forward(kn_ctx *ctx, vae_block *b, const void *x, int B, int up) {
   for (int j = 0; j < b->n_layers; j++) {
     md_resnet_forward(ctx, &b->res[j], x, NULL);
     x = b->res[j].out.v;
   }
   if (!b->has_resample) return x;
   if (up) {
-    kn_upsample2x_forward(ctx, b->resample_in.v, x, B, b->C, b->H, b->W);
+    md_upsample2x_forward(ctx, b->resample_in.dtype, b->resample_in.v, x, B, b->C, b->H, b->W);
     md_conv_forward(ctx, &b->resample, b->resample_out.v, b->resample_in.v, B, 2 * b->H, 2 * b->W);
   } else {
     pad_right_bottom(b->resample_in.v, x, B * b->C, b->H, b->W);
@@ -437,20 +504,19 @@ static const float *block_forward(kn_ctx *ctx, vae_block *b, const float *x, int
   return b->resample_out.v;
 }
 
-void dpo_vae_encode(dpo_vae *v, kn_ctx *ctx, const float *image, uint64_t seed, uint64_t stream, int scaled,
-                    float *mean, float *sample) {
+int dpo_vae_encode(dpo_vae *v, kn_ctx *ctx, const float *image, uint64_t seed, uint64_t stream, int scaled,
+                   float *mean, float *sample) {
   const dpo_vae_config *c = &v->cfg;
   int B = v->B, n = c->n_blocks, L = c->latent_channels, hw = v->h * v->w;
-  if (!v->planned) return;
+  if (!v->planned || !v->encoder_planned) return DPO_ERR_USAGE;
+  /* A float32 CPU plan (see the top): tensors are host floats here. */
   memcpy(v->image.v, image, (size_t)B * c->in_channels * v->H * v->W * sizeof(float));
   md_conv_forward(ctx, &v->enc_conv_in, v->e0.v, v->image.v, B, v->H, v->W);
-  const float *x = v->e0.v;
+  const void *x = v->e0.v;
   for (int i = 0; i < n; i++) x = block_forward(ctx, &v->enc_blocks[i], x, B, 0);
   x = mid_forward(ctx, &v->enc_mid, x);
-  md_norm_forward(ctx, &v->enc_norm_out, x);
-  kn_activation_forward(ctx, KN_ACT_SILU, v->enc_act.v, v->enc_norm_out.out.v,
-                        (size_t)B * c->block_out_channels[n - 1] * hw);
-  md_conv_forward(ctx, &v->enc_conv_out, v->enc_out.v, v->enc_act.v, B, v->h, v->w);
+  md_tensor *act = md_norm_silu_forward(ctx, &v->enc_norm_out, &v->enc_act, x);
+  md_conv_forward(ctx, &v->enc_conv_out, v->enc_out.v, act->v, B, v->h, v->w);
   if (c->use_quant_conv) md_conv_forward(ctx, &v->quant_conv, v->moments.v, v->enc_out.v, B, v->h, v->w);
   else memcpy(v->moments.v, v->enc_out.v, (size_t)B * 2 * L * hw * sizeof(float));
 
@@ -469,27 +535,39 @@ void dpo_vae_encode(dpo_vae *v, kn_ctx *ctx, const float *image, uint64_t seed, 
       if (sample) sample[k] = scale * (mu[i] + expf(0.5f * lv) * noise[k]);
     }
   }
+  return DPO_OK;
+}
+
+/* latent_in = latents / scaling_factor (or as they are), float32 or rounded
+ * to bf16 through the edge buffer. x * (1 / s) as the host loop did, so the
+ * CPU's float32 results are unchanged. */
+static void take_latents(dpo_vae *v, kn_ctx *ctx, const float *latents, int scaled) {
+  size_t n_lat = (size_t)v->B * v->cfg.latent_channels * v->h * v->w;
+  float inv = scaled ? 1.0f / v->cfg.scaling_factor : 1.0f;
+  if (v->precision == KN_BF16) {
+    kn_scale_forward(ctx, v->edge, latents, inv, n_lat);
+    kn_to_bf16(ctx, v->latent_in.v, v->edge, n_lat);
+  } else {
+    kn_scale_forward(ctx, v->latent_in.v, latents, inv, n_lat);
+  }
 }
 
 const float *dpo_vae_decode(dpo_vae *v, kn_ctx *ctx, const float *latents, int scaled) {
   const dpo_vae_config *c = &v->cfg;
-  int B = v->B, n = c->n_blocks, L = c->latent_channels;
-  size_t n_lat = (size_t)B * L * v->h * v->w;
+  int B = v->B, n = c->n_blocks;
   if (!v->planned) return NULL;
-  float inv = scaled ? 1.0f / c->scaling_factor : 1.0f;
-  float *latent_in = v->latent_in.v;
-  for (size_t i = 0; i < n_lat; i++) latent_in[i] = latents[i] * inv;
-  const float *z = v->latent_in.v;
+  take_latents(v, ctx, latents, scaled);
+  const void *z = v->latent_in.v;
   if (c->use_post_quant_conv) {
     md_conv_forward(ctx, &v->post_quant_conv, v->z.v, z, B, v->h, v->w);
     z = v->z.v;
   }
   md_conv_forward(ctx, &v->dec_conv_in, v->d0.v, z, B, v->h, v->w);
-  const float *x = mid_forward(ctx, &v->dec_mid, v->d0.v);
+  const void *x = mid_forward(ctx, &v->dec_mid, v->d0.v);
   for (int i = 0; i < n; i++) x = block_forward(ctx, &v->dec_blocks[i], x, B, 1);
-  md_norm_forward(ctx, &v->dec_norm_out, x);
-  kn_activation_forward(ctx, KN_ACT_SILU, v->dec_act.v, v->dec_norm_out.out.v,
-                        (size_t)B * c->block_out_channels[0] * v->H * v->W);
-  md_conv_forward(ctx, &v->dec_conv_out, v->dec_out.v, v->dec_act.v, B, v->H, v->W);
-  return v->dec_out.v;
+  md_tensor *act = md_norm_silu_forward(ctx, &v->dec_norm_out, &v->dec_act, x);
+  md_conv_forward(ctx, &v->dec_conv_out, v->dec_out.v, act->v, B, v->H, v->W);
+  if (v->precision != KN_BF16) return v->dec_out.v;
+  kn_from_bf16(ctx, v->out_f32, v->dec_out.v, (size_t)B * c->out_channels * v->H * v->W);
+  return v->out_f32;
 }

@@ -22,14 +22,28 @@
  *
  * bf16 with head size D <= KN_CUDA_ATTENTION_TC_MAX_D (64: SD1.5's 40 at
  * 320 channels) goes to the tensor-core kernels of attention_tc.cu instead;
- * the delta kernel below serves both. */
+ * the delta kernel below serves both.
+ *
+ * Head sizes. Each lane keeps DPL = ceil(D / 32) accumulators in registers
+ * (a template parameter: 8 for D <= 256, the UNets' heads, whose code is
+ * unchanged; 16 for D <= 512, the VAE's one 512-channel mid-block head), and
+ * the tiles take shared memory that grows with D. At D = 512 (floats):
+ *   forward  2 x TILE x (D+1) + ROWS x D              = 36928 x 4 = 147712 B (144.3 KiB)
+ *   dq       2 x TILE x (D+1) + 2 x ROWS x D          = 41024 x 4 = 164096 B (160.3 KiB)
+ *   dk, dv   2 x TILE x (D+1) + 2 x ROWS x D + 2 TILE = 41088 x 4 = 164352 B (160.5 KiB)
+ * all under the per-block opt-in limit (kn_cuda_allow_shared) of an A100
+ * (163 KiB = 166912 B) and an H100 (227 KiB = 232448 B), so forward and
+ * backward both take D <= 512. (At D = 256 the largest is 82 KiB.) One block
+ * per SM fits at D = 512: slow next to the UNet's heads, but the VAE runs
+ * it once per image. */
 #include <type_traits>
 
 #include "kernels/cuda/cuda_internal.cuh"
 
 #define ROWS 8          /* warps (rows) per block */
 #define TILE 32         /* keys (forward, dq) or queries (dk, dv) per tile */
-#define MAX_DPL (KN_CUDA_ATTENTION_MAX_D / 32) /* dimensions per lane */
+#define SMALL_DPL 8     /* dimensions per lane for D <= 256 */
+#define LARGE_DPL (KN_CUDA_ATTENTION_MAX_D / 32) /* for D <= KN_CUDA_ATTENTION_MAX_D */
 #define FULL_MASK 0xffffffffu
 
 /* Loads rows [t0, t0 + TILE) of one head of x[B, N, H*D] into tile[TILE][D+1]
@@ -49,7 +63,7 @@ __device__ __forceinline__ float row_dot(const float *a, const float *b, int D) 
   return s;
 }
 
-template <typename T>
+template <typename T, int MAX_DPL>
 __global__ void attention_forward_kernel(T *out, float *lse, const T *q, const T *k, const T *v,
                                          int H, int Nq, int Nk, int D, float scale, int causal) {
   extern __shared__ float smem[];
@@ -119,7 +133,7 @@ __global__ void attention_delta_kernel(float *delta, const T *dout, const T *out
 }
 
 /* dq by query rows: dq_i += scale sum_j p_ij (dout_i . v_j - delta_i) k_j. */
-template <typename T>
+template <typename T, int MAX_DPL>
 __global__ void attention_dq_kernel(T *dq, const T *dout, const T *q, const T *k, const T *v,
                                     const float *lse, const float *delta, int H, int Nq, int Nk, int D, float scale,
                                     int causal) {
@@ -177,7 +191,7 @@ __global__ void attention_dq_kernel(T *dq, const T *dout, const T *q, const T *k
 }
 
 /* dk, dv by key rows: dv_j += sum_i p_ij dout_i; dk_j += scale sum_i ds_ij q_i. */
-template <typename T>
+template <typename T, int MAX_DPL>
 __global__ void attention_dkv_kernel(T *dk, T *dv, const T *dout, const T *q, const T *k,
                                      const T *v, const float *lse, const float *delta, int H, int Nq, int Nk,
                                      int D, float scale, int causal) {
@@ -243,8 +257,19 @@ __global__ void attention_dkv_kernel(T *dk, T *dv, const T *dout, const T *q, co
 
 static int check_head_size(kn_cuda_ctx *ctx, int D) {
   if (D >= 1 && D <= KN_CUDA_ATTENTION_MAX_D) return 1;
-  kn_cuda_fail(ctx, "attention", "head size outside 1..KN_CUDA_ATTENTION_MAX_D");
+  kn_cuda_fail(ctx, "attention", "head size outside 1..KN_CUDA_ATTENTION_MAX_D (512)");
   return 0;
+}
+
+template <typename T, int DPL>
+static void launch_forward(kn_cuda_ctx *ctx, T *out, float *lse, const T *q, const T *k, const T *v, int B, int H,
+                           int Nq, int Nk, int D, float scale, int causal) {
+  size_t shared = (2 * (size_t)TILE * (D + 1) + (size_t)ROWS * D) * sizeof(float);
+  if (!kn_cuda_allow_shared(ctx, attention_forward_kernel<T, DPL>, shared, "attention shared memory")) return;
+  dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
+  attention_forward_kernel<T, DPL><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(out, lse, q, k, v, H, Nq, Nk, D,
+                                                                                 scale, causal);
+  kn_cuda_launched(ctx, "attention forward");
 }
 
 template <typename T>
@@ -256,12 +281,30 @@ static void attention_forward(kn_cuda_ctx *ctx, T *out, float *lse, const T *q, 
       kn_cuda_attention_tc_forward(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
       return;
     }
-  size_t shared = (2 * (size_t)TILE * (D + 1) + (size_t)ROWS * D) * sizeof(float);
-  if (!kn_cuda_allow_shared(ctx, attention_forward_kernel<T>, shared, "attention shared memory")) return;
-  dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
-  attention_forward_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(out, lse, q, k, v, H, Nq, Nk, D, scale,
-                                                                            causal);
-  kn_cuda_launched(ctx, "attention forward");
+  if (D <= 32 * SMALL_DPL) launch_forward<T, SMALL_DPL>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
+  else launch_forward<T, LARGE_DPL>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal);
+}
+
+template <typename T, int DPL>
+static void launch_backward(kn_cuda_ctx *ctx, T *dq, T *dk, T *dv, const T *dout, const T *q, const T *k,
+                            const T *v, const float *lse, const float *delta, int B, int H, int Nq, int Nk, int D,
+                            float scale, int causal) {
+  if (dq) {
+    size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D) * sizeof(float);
+    if (!kn_cuda_allow_shared(ctx, attention_dq_kernel<T, DPL>, shared, "attention shared memory")) return;
+    dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
+    attention_dq_kernel<T, DPL><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dq, dout, q, k, v, lse, delta, H, Nq,
+                                                                              Nk, D, scale, causal);
+    kn_cuda_launched(ctx, "attention dq");
+  }
+  if (dk || dv) {
+    size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D + 2 * TILE) * sizeof(float);
+    if (!kn_cuda_allow_shared(ctx, attention_dkv_kernel<T, DPL>, shared, "attention shared memory")) return;
+    dim3 grid((Nk + ROWS - 1) / ROWS, B * H);
+    attention_dkv_kernel<T, DPL><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dk, dv, dout, q, k, v, lse, delta, H,
+                                                                               Nq, Nk, D, scale, causal);
+    kn_cuda_launched(ctx, "attention dk/dv");
+  }
 }
 
 template <typename T>
@@ -279,22 +322,10 @@ static void attention_backward(kn_cuda_ctx *ctx, T *dq, T *dk, T *dv, const T *d
       kn_cuda_attention_tc_backward(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal);
       return;
     }
-  if (dq) {
-    size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D) * sizeof(float);
-    if (!kn_cuda_allow_shared(ctx, attention_dq_kernel<T>, shared, "attention shared memory")) return;
-    dim3 grid((Nq + ROWS - 1) / ROWS, B * H);
-    attention_dq_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dq, dout, q, k, v, lse, delta, H, Nq, Nk, D,
-                                                                         scale, causal);
-    kn_cuda_launched(ctx, "attention dq");
-  }
-  if (dk || dv) {
-    size_t shared = (2 * (size_t)TILE * (D + 1) + 2 * (size_t)ROWS * D + 2 * TILE) * sizeof(float);
-    if (!kn_cuda_allow_shared(ctx, attention_dkv_kernel<T>, shared, "attention shared memory")) return;
-    dim3 grid((Nk + ROWS - 1) / ROWS, B * H);
-    attention_dkv_kernel<T><<<grid, 32 * ROWS, shared, kn_stream(ctx)>>>(dk, dv, dout, q, k, v, lse, delta, H, Nq,
-                                                                          Nk, D, scale, causal);
-    kn_cuda_launched(ctx, "attention dk/dv");
-  }
+  if (D <= 32 * SMALL_DPL)
+    launch_backward<T, SMALL_DPL>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal);
+  else
+    launch_backward<T, LARGE_DPL>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal);
 }
 
 void kn_cuda_attention_forward(kn_cuda_ctx *ctx, float *out, float *lse, const float *q, const float *k,

@@ -211,8 +211,10 @@ void kn_cuda_geglu_backward_bf16(kn_cuda_ctx *ctx, kn_bf16 *dinp, const kn_bf16 
 /* Flash-attention style: one pass over key tiles with an online softmax,
  * no Nq x Nk buffer; lse[B, H, Nq] saved for backward, which recomputes the
  * probabilities (dq by query rows, dk and dv by key rows: no atomics).
- * Head size D <= KN_CUDA_ATTENTION_MAX_D. */
-#define KN_CUDA_ATTENTION_MAX_D 256
+ * Head size D <= KN_CUDA_ATTENTION_MAX_D, forward and backward: 512 covers
+ * the VAE's single 512-channel mid-block head (attention.cu states the
+ * shared memory per block, within an A100's and an H100's opt-in limits). */
+#define KN_CUDA_ATTENTION_MAX_D 512
 void kn_cuda_attention_forward(kn_cuda_ctx *ctx, float *out, float *lse, const float *q,
                                const float *k, const float *v, int B, int H, int Nq, int Nk,
                                int D, float scale, int causal);

@@ -15,9 +15,14 @@
  *   3. the tiny CLIP text encoder of tests/fixtures forward and backward;
  *   4. a tiny Diffusion-DPO step (dpo_train_step_run: reference forward,
  *      policy forward + backward, loss on the host) with the text gradient;
- *   5. txt2img on the tiny latent pipeline of tests/fixtures (text encoder
- *      and UNet on the device, VAE on the CPU), 4 steps with guidance: the
- *      final latents against the CPU sampler's;
+ *   4b. the VAE of tests/fixtures/models/vae decoding on the device
+ *      (dpo_vae_decode through the dispatch: latents and image in device
+ *      memory), float32 and bf16 (dpo_vae_set_precision), against the CPU
+ *      VAE of the same precision; a device plan holds no encoder;
+ *   5. txt2img on the tiny latent pipeline of tests/fixtures (text encoder,
+ *      UNet and VAE decoder on the device), 4 steps with guidance: the
+ *      final latents against the CPU sampler's, and the 8-bit images
+ *      within TOL_IMAGE_LEVELS;
  *   6. reward-acc's pair pass (eval_reward_pair) on the tiny pipeline, both
  *      models' MSE differences on the device against the CPU's;
  *   7. dpo train (dpo_train: latent cache, DPO steps, AdamW, checkpoints)
@@ -106,6 +111,11 @@
  *                       the other way by 2 lr: the mean measure of TOL_TRAIN
  *                       would count that noise, the cosine the bulk); the
  *                       tolerances of tests/unit/test_train_bf16.c
+ *   TOL_IMAGE_LEVELS 8  txt2img's 8-bit images (largest difference of a
+ *                       channel value): the decoded latents differ by
+ *                       TOL_SAMPLE at most, far below one level, but a value
+ *                       on a rounding edge may land one level over, and a
+ *                       broken device decode is off by tens
  *   FROZEN_MAX_BYTES_PER_PARAM 3  SD1.5's frozen reference: device memory
  *                       beyond its plan per parameter (bf16 weights take 2,
  *                       float32 biases and norms a little more; a trainable
@@ -148,6 +158,7 @@
 #define TOL_TRAIN_BF16_NORM 5e-2
 #define MIN_COS_TRAIN_BF16 0.9
 #define FROZEN_MAX_BYTES_PER_PARAM 3.0
+#define TOL_IMAGE_LEVELS 8
 
 static kn_ctx cpu, gpu;
 static uint64_t next_stream = 1;
@@ -702,10 +713,77 @@ static void test_dpo_step(void) {
   dpo_unet_free(pc), dpo_unet_free(rc), dpo_unet_free(pg), dpo_unet_free(rg);
 }
 
+/* ----------------------------------------------------------------- VAE */
+
+static dpo_vae *fixture_vae(kn_dtype dtype) {
+  dpo_error err = {0};
+  dpo_vae *v = NULL;
+  if (dpo_vae_load(test_source_path("tests/fixtures/models/vae"), &v, &err) != DPO_OK ||
+      dpo_vae_set_precision(v, dtype, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "vae: %s", err.msg);
+    dpo_vae_free(v);
+    return NULL;
+  }
+  return v;
+}
+
+/* One precision: the CPU VAE and the device VAE decode the same latents. */
+static void vae_decode_case(kn_dtype dtype, double tol) {
+  int B = 2, S = 16;
+  dpo_vae *vc = fixture_vae(dtype), *vg = fixture_vae(dtype);
+  float *latents = NULL, *g_latents = NULL;
+  if (!vc || !vg) goto done;
+  const dpo_vae_config *c = dpo_vae_get_config(vc);
+  int f = 1 << (c->n_blocks - 1);
+  size_t n_lat = (size_t)B * c->latent_channels * (S / f) * (S / f), n_img = (size_t)B * c->out_channels * S * S;
+  dpo_error err = {0};
+  CHECK_INT(dpo_vae_plan(vc, &cpu, B, S, S, &err), DPO_OK);
+  CHECK_INT(dpo_vae_plan(vg, &gpu, B, S, S, &err), DPO_OK);
+  if (err.code) {
+    fprintf(stderr, "vae plan: %s\n", err.msg);
+    goto done;
+  }
+  /* Encoding stays a float32 CPU path: a device plan leaves it out. */
+  CHECK_INT(dpo_vae_can_encode(vg), gpu.backend == KN_BACKEND_CPU && dtype == KN_F32);
+  latents = host_random(n_lat, 1.0f / c->scaling_factor);   /* unit-scale latents once unscaled */
+  g_latents = device_copy(latents, n_lat * sizeof(float));
+  const float *ic = dpo_vae_decode(vc, &cpu, latents, 1);
+  const float *ig = dpo_vae_decode(vg, &gpu, g_latents, 1);
+  CHECK(ic && ig);
+  char what[64];
+  snprintf(what, sizeof what, "vae decode %s", kn_dtype_name(dtype));
+  if (ic && ig) compare(what, ic, ig, n_img, tol);
+done:
+  free(latents);
+  kn_free(gpu.backend, g_latents);
+  dpo_vae_free(vc);
+  dpo_vae_free(vg);
+}
+
+static void test_vae(void) {
+  printf("VAE decode on the device (float32 and bf16) against the CPU\n");
+  vae_decode_case(KN_F32, TOL_OUT);
+  vae_decode_case(KN_BF16, TOL_BF16_OUT);
+}
+
 /* ------------------------------------------------------------ sampling */
 
+/* Largest difference of an 8-bit channel value between two image lists. */
+static int max_level_difference(const dpo_image *a, const dpo_image *b, int n) {
+  int worst = 0;
+  for (int i = 0; i < n; i++) {
+    if (a[i].width != b[i].width || a[i].height != b[i].height) return 256;
+    size_t m = (size_t)a[i].width * a[i].height * 3;
+    for (size_t k = 0; k < m; k++) {
+      int d = abs((int)a[i].pixels[k] - (int)b[i].pixels[k]);
+      if (d > worst) worst = d;
+    }
+  }
+  return worst;
+}
+
 static void test_sampling(void) {
-  printf("txt2img on the tiny latent pipeline (text encoder + UNet on the device)\n");
+  printf("txt2img on the tiny latent pipeline (text encoder, UNet and VAE decoder on the device)\n");
   dpo_error err = {0};
   char path[4200];
   snprintf(path, sizeof path, "%s", test_source_path("tests/fixtures/pipelines/tiny_sd"));
@@ -739,6 +817,10 @@ static void test_sampling(void) {
     CHECK_INT(eval_txt2img(sg, prompts, 2, noise, lg, ig, &err), DPO_OK);
     if (!err.code) {
       compare_host("txt2img final latents", lc, lg, 2 * lat, TOL_SAMPLE);
+      int levels = max_level_difference(ic, ig, 2);
+      printf("  %-40s largest difference %d levels (tol %d) %s\n", "txt2img 8-bit images", levels,
+             TOL_IMAGE_LEVELS, levels <= TOL_IMAGE_LEVELS ? "ok" : "FAIL");
+      CHECK(levels <= TOL_IMAGE_LEVELS);
       for (int i = 0; i < 2; i++) {
         dpo_image_free(&ic[i]);
         dpo_image_free(&ig[i]);
@@ -1273,6 +1355,7 @@ int main(int argc, char **argv) {
     test_unet_bf16();
     test_clip();
     test_dpo_step();
+    test_vae();
     test_sampling();
     test_reward();
     test_train_loop();

@@ -1021,6 +1021,10 @@ int main(void) {
   test_attention(1, 2, 77, 77, 64, 1);
   test_attention(1, 2, 100, 77, 160, 0);
   test_attention(1, 1, 33, 33, 256, 1);
+  /* The wider kernels (16 dimensions per lane): heads past 256, up to the
+   * VAE's one 512-channel mid-block head (over 8x8 latents here). */
+  test_attention(1, 1, 70, 45, 300, 1);
+  test_attention(2, 1, 64, 64, 512, 0);
   test_bf16_attention(1, 2, 77, 77, 64, 1, 0.0f);
   test_bf16_attention(2, 8, 256, 77, 40, 0, 0.0f);
   /* The tensor-core path's edges: N not a multiple of its 64-row tiles,
@@ -1036,6 +1040,7 @@ int main(void) {
   test_bf16_attention(1, 2, 65, 1, 40, 1, 0.5f);
   test_bf16_attention(1, 8, 1024, 1024, 40, 0, 0.5f);
   test_bf16_attention(1, 2, 100, 77, 80, 1, 0.5f);
+  test_bf16_attention(2, 1, 64, 64, 512, 0, 0.5f);
   test_bf16_pointwise_and_norms();
   test_bf16_conv2d(2, 8, 12, 10, 16, 3, 1, 1);
   test_bf16_conv2d(2, 8, 12, 10, 16, 3, 2, 1);

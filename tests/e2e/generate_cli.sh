@@ -144,14 +144,20 @@ EOF
 "$dpo" -q study create --db e.db --name edit --a edit-tiny_sd --b edit-copy --questions edit --votes 1 ||
   { echo "FAIL: edit study"; fail=1; }
 
-# --precision bf16: the UNet in bf16 mixed precision (on the CPU, the
-# reference emulation): images made, the precision recorded in their
-# settings, and not the float32 images' bytes.
+# --precision bf16: the UNet and the VAE's decoder in bf16 mixed precision
+# (on the CPU, the reference emulation): images made, the precision
+# recorded in their settings, and not the float32 images' bytes. SDEdit in
+# bf16 encodes its sources with a float32 host copy of the VAE (a bf16 VAE
+# only decodes).
 "$dpo" -q generate --model "$sd" --out runbf "${common[@]}" --batch-size 3 --precision bf16 || fail=1
 equal "runbf lines" "$(check_manifest runbf)" 10
 grep -q '"precision":"bf16"' runbf/manifest.jsonl || { echo "FAIL: bf16 settings"; fail=1; }
 if [ "$(hashes runbf)" = "$(hashes runA)" ]; then echo "FAIL: bf16 images equal the float32 ones"; fail=1; fi
 grep -q '"precision"' runA/manifest.jsonl && { echo "FAIL: float32 settings name a precision"; fail=1; }
+"$dpo" -q generate --model "$sd" --prompts tedbench --limit 2 --steps 4 --strength 0.6 --out edit-bf16 \
+  --threads 1 --backend cpu --precision bf16 || { echo "FAIL: tedbench bf16"; fail=1; }
+equal "edit bf16 lines" "$(check_manifest edit-bf16)" 2
+grep -q '"precision":"bf16"' edit-bf16/manifest.jsonl || { echo "FAIL: edit bf16 settings"; fail=1; }
 
 # Shapes-world prompts.
 "$dpo" -q generate --model "$pixel" --prompts world:heldout:3 --steps 2 --out world || fail=1
