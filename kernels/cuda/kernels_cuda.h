@@ -31,8 +31,10 @@
  * DPO_HAVE_CUDA); the CPU definitions are kn_cpu_<op>. Models and trainer
  * stay backend-neutral: they allocate through kn_malloc / kn_arena_init_on
  * and cross to the host with kn_upload / kn_download. The bf16 calls are
- * not reached through the dispatch yet: models hold float32 tensors (the
- * optimizers are reached with param_bf16 NULL).
+ * reached through kernels.h's kn_<op>_bf16 (whose CPU versions, kernels/cpu/
+ * bf16.c, are their reference) by a model set to bf16
+ * (dpo_unet_set_precision, dpo_vae_set_precision); the optimizers get the
+ * bf16 copies of such a model's weights as param_bf16.
  *
  * What stays on the device in `dpo train --backend cuda` (issue 10: the
  * whole step with no host synchronisation but the log's): the UNets'
