@@ -1,6 +1,7 @@
 #include "tests/test.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,4 +75,27 @@ int test_finish(void) {
   if (failures) fprintf(stderr, "%d check(s) failed\n", failures);
   else fprintf(stderr, "all checks passed\n");
   return failures ? 1 : 0;
+}
+
+double test_scaled_error(const float *got, const float *want, size_t n) {
+  double worst = 0.0, scale = 1e-3;
+  for (size_t i = 0; i < n; i++) {
+    double d = fabs((double)got[i] - want[i]);
+    if (d != d) return INFINITY;
+    if (d > worst) worst = d;
+    if (fabs(want[i]) > scale) scale = fabs(want[i]);
+  }
+  return worst / scale;
+}
+
+double test_cosine(const float *a, const float *b, size_t n) {
+  double ab = 0.0, aa = 0.0, bb = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    ab += (double)a[i] * b[i];
+    aa += (double)a[i] * a[i];
+    bb += (double)b[i] * b[i];
+  }
+  if (aa == 0.0 && bb == 0.0) return 1.0;
+  double c = ab / sqrt(aa * bb + 1e-300);
+  return isnan(c) ? -1.0 : c;
 }

@@ -16,6 +16,12 @@ const char *test_path(const char *name);
 /* Absolute path of a file in the source tree ($DPO_SOURCE_DIR when set). */
 const char *test_source_path(const char *relative);
 int test_write_file(const char *path, const void *data, size_t n);
+/* Comparisons of float tensors (bf16 against float32, device against CPU):
+ * max |got - want| / max(max |want|, 1e-3), infinite when got holds a NaN;
+ * and the cosine of the two as vectors (1 for two zero vectors, -1 when
+ * it is NaN). */
+double test_scaled_error(const float *got, const float *want, size_t n);
+double test_cosine(const float *a, const float *b, size_t n);
 
 #define CHECK(cond) \
   do { if (!(cond)) test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond); } while (0)

@@ -456,18 +456,6 @@ static void test_unet(void) {
 
 /* ------------------------------------------------------- bf16 models */
 
-static double cosine(const float *a, const float *b, size_t n) {
-  double ab = 0.0, aa = 0.0, bb = 0.0;
-  for (size_t i = 0; i < n; i++) {
-    ab += (double)a[i] * b[i];
-    aa += (double)a[i] * a[i];
-    bb += (double)b[i] * b[i];
-  }
-  if (aa == 0.0 && bb == 0.0) return 1.0;
-  double c = ab / sqrt(aa * bb + 1e-300);
-  return isnan(c) ? -1.0 : c;
-}
-
 /* Every parameter gradient of two bf16 UNets, device against CPU: each
  * parameter points the same way (cosine >= MIN_COS_BF16) or is within
  * TOL_BF16_GRAD of its own scale, and all together within TOL_BF16_GRAD of
@@ -491,7 +479,7 @@ static void compare_param_grads_bf16(const char *what, const dpo_unet *uc, const
     memcpy(want + at, pc.grad, pc.numel * sizeof(float));
     kn_download(&gpu, got + at, pg.grad, pg.numel * sizeof(float));
     size_t worst;
-    double rel = rel_error(want + at, got + at, pc.numel, &worst), cs = cosine(want + at, got + at, pc.numel);
+    double rel = rel_error(want + at, got + at, pc.numel, &worst), cs = test_cosine(want + at, got + at, pc.numel);
     if (cs < worst_cos) worst_cos = cs, worst_name = pc.name;
     if (!(cs >= MIN_COS_BF16) && !(rel <= TOL_BF16_GRAD) && n_bad++ < 10)
       test_fail(__FILE__, __LINE__, "%s: gradient of %s: cosine %.5f, rel.err %.3g (element %zu cpu %.9g gpu %.9g)",

@@ -69,26 +69,6 @@ static void free_inputs(inputs *in) {
   free(in->dout);
 }
 
-static double cosine(const float *a, const float *b, size_t n) {
-  double ab = 0.0, aa = 0.0, bb = 0.0;
-  for (size_t i = 0; i < n; i++) {
-    ab += (double)a[i] * b[i];
-    aa += (double)a[i] * a[i];
-    bb += (double)b[i] * b[i];
-  }
-  return aa == 0.0 && bb == 0.0 ? 1.0 : ab / sqrt(aa * bb + 1e-300);
-}
-
-static double scaled_error(const float *got, const float *want, size_t n) {
-  double worst = 0.0, scale = 1e-3;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)got[i] - want[i]);
-    if (d > worst || d != d) worst = d != d ? INFINITY : d;
-    if (fabs(want[i]) > scale) scale = fabs(want[i]);
-  }
-  return worst / scale;
-}
-
 /* One forward + backward: the output, dsample and dencoder copied out, the
  * parameter gradients left in the model. */
 typedef struct {
@@ -132,8 +112,8 @@ static void test_against_float32(const char *fixture) {
   const dpo_unet_config *c = dpo_unet_get_config(f);
   size_t n_out = (size_t)in.B * c->out_channels * in.H * in.W;
   size_t nx = (size_t)in.B * in.C * in.H * in.W, ne = (size_t)in.B * in.T * in.D;
-  double e_out = scaled_error(rh.out, rf.out, n_out);
-  double e_dx = scaled_error(rh.dx, rf.dx, nx), e_enc = scaled_error(rh.denc, rf.denc, ne);
+  double e_out = test_scaled_error(rh.out, rf.out, n_out);
+  double e_dx = test_scaled_error(rh.dx, rf.dx, nx), e_enc = test_scaled_error(rh.denc, rf.denc, ne);
   printf("%s: bf16 vs float32: output %.2e, dsample %.2e, dencoder %.2e\n", fixture, e_out, e_dx, e_enc);
   CHECK(e_out <= TOL_OUT);
   CHECK(e_out > 0.0);
@@ -146,7 +126,7 @@ static void test_against_float32(const char *fixture) {
     dpo_param pf, ph;
     dpo_unet_param(f, i, &pf);
     dpo_unet_param(h, i, &ph);
-    double cs = cosine(ph.grad, pf.grad, pf.numel);
+    double cs = test_cosine(ph.grad, pf.grad, pf.numel);
     if (cs < worst_cos || cs != cs) {
       worst_cos = cs;
       worst_name = pf.name;

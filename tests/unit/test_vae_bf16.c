@@ -32,16 +32,6 @@ static dpo_vae *load(kn_dtype dtype) {
   return v;
 }
 
-static double scaled_error(const float *got, const float *want, size_t n) {
-  double worst = 0.0, scale = 1e-3;
-  for (size_t i = 0; i < n; i++) {
-    double d = fabs((double)got[i] - want[i]);
-    if (d > worst || d != d) worst = d != d ? INFINITY : d;
-    if (fabs(want[i]) > scale) scale = fabs(want[i]);
-  }
-  return worst / scale;
-}
-
 enum { B = 2, S = 16, LAT = 4 * 8 * 8, IMG = 3 * S * S };
 
 /* Decodes B latents (scaled) and copies the images out. */
@@ -67,7 +57,7 @@ static void test_decode_against_float32(void) {
   /* Latents of an SD-like scale (std 1 / scaling_factor after unscaling). */
   dpo_rng_normal_fill(5, 1, 0, latents, (size_t)B * LAT);
   if (!decode(f, latents, want) || !decode(h, latents, got)) goto done;
-  double e = scaled_error(got, want, (size_t)B * IMG);
+  double e = test_scaled_error(got, want, (size_t)B * IMG);
   printf("vae bf16 decode: scaled error %.3g (tolerance %.3g)\n", e, TOL_IMAGE);
   CHECK(e <= TOL_IMAGE);
   CHECK(memcmp(got, want, sizeof got) != 0);
