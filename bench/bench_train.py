@@ -3,7 +3,9 @@
 train.py computes it (diffusers UNet2DConditionModel, random weights, CPU):
 reference UNet forward (no grad) on winner and loser, policy forward +
 backward on both, one shared timestep and noise per pair, the official loss
--logsigmoid(-0.5 beta (model_diff - ref_diff)). Same config, batch, latent
+-logsigmoid(-0.5 beta (model_diff - ref_diff)), then an AdamW update of the
+policy (dpo bench train's step ends with one too, since 2026-11-27; the
+results recorded before that date time both steps without it). Same config, batch, latent
 size, tokens and thread count as `dpo bench train`, run in the same process
 tree one after the other. Prints a table; --write appends it to
 bench/RESULTS.md under "## dpo bench train (issue 5)".
@@ -47,6 +49,7 @@ def torch_step_seconds(cfg, hw, tokens, batch, repeat, beta=5000.0):
     reference = UNet2DConditionModel(**cfg)
     reference.load_state_dict(policy.state_dict())
     reference.requires_grad_(False)
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-8)
     sched = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
     gen = torch.Generator().manual_seed(0)
     c = cfg.get("in_channels", 4)
@@ -69,6 +72,7 @@ def torch_step_seconds(cfg, hw, tokens, batch, repeat, beta=5000.0):
         inside = -0.5 * beta * ((model_w - model_l) - (ref_w - ref_l))
         loss = -F.logsigmoid(inside).mean()
         loss.backward()
+        opt.step()
         if r > 0:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -119,8 +123,8 @@ def main():
             if "## dpo bench train (issue 5)" not in have:
                 f.write("\n## dpo bench train (issue 5)\n\n"
                         "One Diffusion-DPO step on the CPU: reference forward on winner and loser, policy\n"
-                        "forward + backward on both (bench/bench_train.py, PyTorch = the official step with\n"
-                        "diffusers' UNet, same config, batch and threads, in the same run).\n")
+                        "forward + backward on both, AdamW update (bench/bench_train.py, PyTorch = the\n"
+                        "official step with diffusers' UNet, same config, batch and threads, in the same run).\n")
             f.write("\n" + text)
     return 0
 
