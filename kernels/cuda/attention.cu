@@ -20,9 +20,10 @@
  * accumulators in float32 (tiles are converted as they are staged); lse
  * stays float32.
  *
- * bf16 with head size D <= KN_CUDA_ATTENTION_TC_MAX_D (64: SD1.5's 40 at
- * 320 channels) goes to the tensor-core kernels of attention_tc.cu instead;
- * the delta kernel below serves both.
+ * bf16 with head size D <= KN_CUDA_ATTENTION_TC_MAX_D (160: SD1.5's heads
+ * of 40, 80 and 160, SDXL's 64) goes to the tensor-core kernels of
+ * attention_tc.cu instead; the kernels here serve float32 at every head size
+ * and bf16 above 160 (the VAE's 512). The delta kernel below serves both.
  *
  * Head sizes. Each lane keeps DPL = ceil(D / 32) accumulators in registers
  * (a template parameter: 8 for D <= 256, the UNets' heads, whose code is

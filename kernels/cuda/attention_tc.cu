@@ -1,4 +1,4 @@
-/* Flash attention on tensor cores: bf16 q, k, v with head size D <= 64.
+/* Flash attention on tensor cores: bf16 q, k, v with head size D <= 160.
  *
  * attention.cu's bf16 entry points call these when D <= KN_CUDA_ATTENTION_TC_MAX_D
  * (its scalar kernels serve larger heads and float32). The contract is the
@@ -10,9 +10,11 @@
  * fragments with float32 accumulators. A block of 4 warps serves 64 rows
  * (queries in the forward and the dq kernel, keys in the dk/dv kernel); warp
  * w owns rows 16w..16w+15 and walks the other side in tiles of 64 staged in
- * shared memory. The head is padded to DP (D rounded up to 16) with zeros:
- * zero columns add nothing to a dot product, and padded outputs are never
- * written. Rows past N are zeros too, and the masks drop their scores.
+ * shared memory. The head is padded to DP (D rounded up to 16: DP = 16, 32,
+ * ..., 160 are instantiated) with zeros: zero columns add nothing to a dot
+ * product, and padded outputs are never written. Rows past N are zeros too,
+ * and the masks drop their scores. SD1.5's heads are 40 (DP 48), 80 and
+ * 160, SDXL's 64.
  *
  * Between two products the scores go through shared memory: the layout of an
  * accumulator fragment's elements is unspecified, so the per-element work
@@ -56,6 +58,10 @@ static constexpr size_t align128(size_t bytes) { return (bytes + 127) / 128 * 12
 static constexpr size_t tile_bytes(int dp) { return align128((size_t)TC_TILE * dp * sizeof(bf16)); }
 static constexpr size_t SCORES = align128(16 * TC_TILE * sizeof(float)); /* a warp's [16][64] floats */
 static constexpr size_t PROBS = align128(16 * TC_TILE * sizeof(bf16));   /* a warp's [16][64] bf16 */
+/* Columns of a [16][DP] float accumulator that one pass through a warp's
+ * [16][64] scores array carries to global memory (the dk/dv and dq kernels'
+ * ends): all of them while DP <= 64, else 64 at a time. */
+__host__ __device__ constexpr int out_cols(int dp) { return dp < TC_TILE ? dp : TC_TILE; }
 
 /* Forward: Q, K, V tiles; per warp scores S, probabilities P, output O
  * [16][DP] float and 16 row factors. */
@@ -88,14 +94,32 @@ struct dq_layout {
   static constexpr size_t bytes = warps + TC_WARPS * per_warp;
 };
 
-/* At DP = 64: forward 64.5 KiB, dk/dv 80.5 KiB, dq 72 KiB (DP = 48: 54.5,
- * 72.5, 64 KiB); above 48 KiB, so the launches opt in. All under the A100's
- * 163 KiB per block (two dk/dv blocks fit one of its SMs) and the H100's 227. */
-static_assert(forward_layout<64>::bytes == 66048 && dkv_layout<64>::bytes == 82432 && dq_layout<64>::bytes == 73728,
-              "shared-memory sizes as documented");
+/* Per block (each grows by 10 KiB, 8 KiB and 8 KiB per 16 of DP):
+ *   DP    forward     dk/dv       dq
+ *   48    54.5 KiB    72.5 KiB    64 KiB   (SD1.5's D = 40)
+ *   64    64.5        80.5        72       (SDXL)
+ *   80    74.5        88.5        80       (SD1.5's D = 80)
+ *   160  124.5       128.5       120       (SD1.5's D = 160: the largest)
+ * Above 48 KiB, so the launches opt in. All under the A100's 163 KiB per
+ * block and the H100's 227. An A100 SM holds two dk/dv blocks up to DP = 64
+ * and one from DP = 80; at DP = 160 every kernel runs one block (4 warps)
+ * per SM on either card: correct, not fast.
+ * The [16][DP] float results of the dk/dv and dq kernels leave through the
+ * [16][64] score arrays in passes of 64 columns (out_cols), not a region of
+ * their own: one would add 40 KiB (dk/dv) at DP = 160, past an A100's limit. */
 static_assert(forward_layout<48>::bytes == 55808 && dkv_layout<48>::bytes == 74240 && dq_layout<48>::bytes == 65536,
               "shared-memory sizes as documented");
-static_assert(dkv_layout<64>::bytes <= 163 * 1024, "fits an A100 block");
+static_assert(forward_layout<64>::bytes == 66048 && dkv_layout<64>::bytes == 82432 && dq_layout<64>::bytes == 73728,
+              "shared-memory sizes as documented");
+static_assert(forward_layout<80>::bytes == 76288 && dkv_layout<80>::bytes == 90624 && dq_layout<80>::bytes == 81920,
+              "shared-memory sizes as documented");
+static_assert(forward_layout<160>::bytes == 127488 && dkv_layout<160>::bytes == 131584 &&
+                  dq_layout<160>::bytes == 122880,
+              "shared-memory sizes as documented");
+static_assert(KN_CUDA_ATTENTION_TC_MAX_D == 160, "the launches instantiate DP = 16, 32, ..., 160");
+static_assert(forward_layout<160>::bytes <= 163 * 1024 && dkv_layout<160>::bytes <= 163 * 1024 &&
+                  dq_layout<160>::bytes <= 163 * 1024,
+              "the largest head fits an A100 block");
 
 /* ------------------------------------------------------- device helpers */
 
@@ -123,23 +147,46 @@ __device__ void load_tile(bf16 *tile, const bf16 *x, size_t head_off, int r0, in
 
 /* c[16][16 NB] (float, row major, ldc) = a[16][16 KB] b^T, where b is a
  * row-major [16 NB][16 KB] array: read as a col_major fragment it is b^T.
- * The score products Q K^T, K Q^T, dO V^T, V dO^T. */
+ * The score products Q K^T, K Q^T, dO V^T, V dO^T. Up to KB = 4 (DP <= 64)
+ * the KB a-fragments are loaded once for all NB columns; wider heads load
+ * each where it is used (NB times as many shared-memory reads): 4 KB
+ * registers of preloaded a-fragments next to DP/2 of accumulators made
+ * ptxas spill in some wide instantiations (sm_80: forward DP = 144, dk/dv
+ * 112 and 144), and loading them in place spills in none. */
+#define PRELOAD_KB 4
 template <int KB, int NB>
 __device__ __forceinline__ void mma_abt(float *c, int ldc, const bf16 *a, int lda, const bf16 *b, int ldb) {
-  frag_a fa[KB];
+  if constexpr (KB <= PRELOAD_KB) {
+    frag_a fa[KB];
 #pragma unroll
-  for (int kk = 0; kk < KB; kk++) wmma::load_matrix_sync(fa[kk], a + 16 * kk, lda);
+    for (int kk = 0; kk < KB; kk++) wmma::load_matrix_sync(fa[kk], a + 16 * kk, lda);
 #pragma unroll
-  for (int n = 0; n < NB; n++) {
-    frag_acc acc;
-    wmma::fill_fragment(acc, 0.0f);
+    for (int n = 0; n < NB; n++) {
+      frag_acc acc;
+      wmma::fill_fragment(acc, 0.0f);
 #pragma unroll
-    for (int kk = 0; kk < KB; kk++) {
-      frag_bt fb;
-      wmma::load_matrix_sync(fb, b + (size_t)16 * n * ldb + 16 * kk, ldb);
-      wmma::mma_sync(acc, fa[kk], fb, acc);
+      for (int kk = 0; kk < KB; kk++) {
+        frag_bt fb;
+        wmma::load_matrix_sync(fb, b + (size_t)16 * n * ldb + 16 * kk, ldb);
+        wmma::mma_sync(acc, fa[kk], fb, acc);
+      }
+      wmma::store_matrix_sync(c + 16 * n, acc, ldc, wmma::mem_row_major);
     }
-    wmma::store_matrix_sync(c + 16 * n, acc, ldc, wmma::mem_row_major);
+  } else {
+#pragma unroll
+    for (int n = 0; n < NB; n++) {
+      frag_acc acc;
+      wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < KB; kk++) {
+        frag_a fa;
+        frag_bt fb;
+        wmma::load_matrix_sync(fa, a + 16 * kk, lda);
+        wmma::load_matrix_sync(fb, b + (size_t)16 * n * ldb + 16 * kk, ldb);
+        wmma::mma_sync(acc, fa, fb, acc);
+      }
+      wmma::store_matrix_sync(c + 16 * n, acc, ldc, wmma::mem_row_major);
+    }
   }
 }
 
@@ -260,12 +307,23 @@ __global__ void __launch_bounds__(TC_THREADS)
 
 /* dk, dv by key rows: per query tile, S^T = K Q^T, P^T = exp(scale S^T -
  * lse), dP^T = V dO^T, dS^T = P^T (dP^T - delta); dV += P^T dO, dK += dS^T Q;
- * at the end dv += dV, dk += scale dK. */
-template <int DP>
+ * at the end dv += dV, dk += scale dK.
+ *
+ * PARTS says which: DKV_V (dv), DKV_K (dk) or both. Both at once while
+ * DP <= DKV_FUSED_MAX_DP; wider heads run the kernel twice, once per part,
+ * each keeping DP/2 accumulator registers per thread instead of DP (dK and
+ * dV together need 160 at DP = 160, and ptxas spills past DP = 96): the dv
+ * pass skips dP^T and dS^T, the dk pass the P^T dO product, so the two cost
+ * 5 products where the fused kernel costs 4. */
+#define DKV_V 1
+#define DKV_K 2
+#define DKV_FUSED_MAX_DP 96
+template <int DP, int PARTS>
 __global__ void __launch_bounds__(TC_THREADS)
     attention_tc_dkv_kernel(bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k, const bf16 *v,
                             const float *lse, const float *delta, int H, int Nq, int Nk, int D, float scale,
                             int causal) {
+  constexpr bool WANT_V = (PARTS & DKV_V) != 0, WANT_K = (PARTS & DKV_K) != 0;
   typedef dkv_layout<DP> L;
   extern __shared__ __align__(128) unsigned char smem[];
   int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -280,13 +338,13 @@ __global__ void __launch_bounds__(TC_THREADS)
   bf16 *Pt = (bf16 *)(mine + L::p), *dSt = (bf16 *)(mine + L::ds);
 
   load_tile<DP>(Kb, k, kv_head, k0, Nk, D, HD);
-  load_tile<DP>(Vb, v, kv_head, k0, Nk, D, HD);
+  if (WANT_K) load_tile<DP>(Vb, v, kv_head, k0, Nk, D, HD);
   const bf16 *Kw = Kb + 16 * warp * DP, *Vw = Vb + 16 * warp * DP;
-  frag_acc dK[DP / 16], dV[DP / 16];
+  frag_acc dK[WANT_K ? DP / 16 : 1], dV[WANT_V ? DP / 16 : 1];
 #pragma unroll
   for (int n = 0; n < DP / 16; n++) {
-    wmma::fill_fragment(dK[n], 0.0f);
-    wmma::fill_fragment(dV[n], 0.0f);
+    if (WANT_K) wmma::fill_fragment(dK[WANT_K ? n : 0], 0.0f);
+    if (WANT_V) wmma::fill_fragment(dV[WANT_V ? n : 0], 0.0f);
   }
   int r = lane / 2, j = k0 + 16 * warp + r; /* this lane's key */
 
@@ -303,38 +361,46 @@ __global__ void __launch_bounds__(TC_THREADS)
     }
     __syncthreads();
     mma_abt<DP / 16, TC_TILE / 16>(St, TC_TILE, Kw, DP, Qt, DP);
-    mma_abt<DP / 16, TC_TILE / 16>(dPt, TC_TILE, Vw, DP, DOt, DP);
+    if constexpr (WANT_K) mma_abt<DP / 16, TC_TILE / 16>(dPt, TC_TILE, Vw, DP, DOt, DP);
     __syncwarp();
     for (int c = 0; c < 32; c++) {
       int col = lane_column(c, lane), i = t0 + col, at = r * TC_TILE + col;
       float p = 0.0f, ds = 0.0f;
       if (j < Nk && i < Nq && (!causal || j <= i)) {
         p = expf(scale * St[at] - lse_t[col]);
-        ds = p * (dPt[at] - delta_t[col]);
+        if (WANT_K) ds = p * (dPt[at] - delta_t[col]);
       }
-      Pt[at] = __float2bfloat16_rn(p);
-      dSt[at] = __float2bfloat16_rn(ds);
+      if (WANT_V) Pt[at] = __float2bfloat16_rn(p);
+      if (WANT_K) dSt[at] = __float2bfloat16_rn(ds);
     }
     __syncwarp();
-    mma_ab<TC_TILE / 16, DP / 16>(dV, Pt, TC_TILE, DOt, DP);
-    mma_ab<TC_TILE / 16, DP / 16>(dK, dSt, TC_TILE, Qt, DP);
+    if constexpr (WANT_V) mma_ab<TC_TILE / 16, DP / 16>(dV, Pt, TC_TILE, DOt, DP);
+    if constexpr (WANT_K) mma_ab<TC_TILE / 16, DP / 16>(dK, dSt, TC_TILE, Qt, DP);
     __syncwarp(); /* the fragments are read before the next tile rewrites P^T, dS^T */
   }
 
   /* Through the warp's score arrays (free now) to the accumulation, each
-   * element read, added in float32 and rounded once by one lane. */
+   * element read, added in float32 and rounded once by one lane. A [16][64]
+   * array holds at most 64 columns: wider heads go in passes of OC = 64
+   * columns (DP <= 64: one pass of all DP columns, with ldm DP). */
+  constexpr int OC = out_cols(DP);
 #pragma unroll
-  for (int n = 0; n < DP / 16; n++) {
-    wmma::store_matrix_sync(St + 16 * n, dK[n], DP, wmma::mem_row_major);
-    wmma::store_matrix_sync(dPt + 16 * n, dV[n], DP, wmma::mem_row_major);
-  }
-  __syncwarp();
-  for (int e = lane; e < 16 * D; e += 32) {
-    int rr = e / D, d = e % D, jj = k0 + 16 * warp + rr;
-    if (jj >= Nk) continue;
-    size_t at = kv_head + (size_t)jj * HD + d;
-    if (dv) dv[at] = __float2bfloat16_rn(__bfloat162float(dv[at]) + dPt[rr * DP + d]);
-    if (dk) dk[at] = __float2bfloat16_rn(__bfloat162float(dk[at]) + scale * St[rr * DP + d]);
+  for (int c0 = 0; c0 < DP; c0 += OC) {
+#pragma unroll
+    for (int n = 0; n < OC / 16 && c0 / 16 + n < DP / 16; n++) {
+      if (WANT_K) wmma::store_matrix_sync(St + 16 * n, dK[WANT_K ? c0 / 16 + n : 0], OC, wmma::mem_row_major);
+      if (WANT_V) wmma::store_matrix_sync(dPt + 16 * n, dV[WANT_V ? c0 / 16 + n : 0], OC, wmma::mem_row_major);
+    }
+    __syncwarp();
+    int w = min(OC, D - c0); /* >= 1: DP - 16 < D */
+    for (int e = lane; e < 16 * w; e += 32) {
+      int rr = e / w, d = e % w, jj = k0 + 16 * warp + rr;
+      if (jj >= Nk) continue;
+      size_t at = kv_head + (size_t)jj * HD + c0 + d;
+      if (WANT_V && dv) dv[at] = __float2bfloat16_rn(__bfloat162float(dv[at]) + dPt[rr * OC + d]);
+      if (WANT_K && dk) dk[at] = __float2bfloat16_rn(__bfloat162float(dk[at]) + scale * St[rr * OC + d]);
+    }
+    __syncwarp(); /* read before the next pass overwrites */
   }
 }
 
@@ -390,14 +456,22 @@ __global__ void __launch_bounds__(TC_THREADS)
     __syncwarp();
   }
 
+  /* Through S in passes of OC columns, as in the dk/dv kernel. */
+  constexpr int OC = out_cols(DP);
 #pragma unroll
-  for (int n = 0; n < DP / 16; n++) wmma::store_matrix_sync(S + 16 * n, dQ[n], DP, wmma::mem_row_major);
-  __syncwarp();
-  for (int e = lane; e < 16 * D; e += 32) {
-    int rr = e / D, d = e % D, ii = q0 + 16 * warp + rr;
-    if (ii >= Nq) continue;
-    size_t at = q_head + (size_t)ii * HD + d;
-    dq[at] = __float2bfloat16_rn(__bfloat162float(dq[at]) + scale * S[rr * DP + d]);
+  for (int c0 = 0; c0 < DP; c0 += OC) {
+#pragma unroll
+    for (int n = 0; n < OC / 16 && c0 / 16 + n < DP / 16; n++)
+      wmma::store_matrix_sync(S + 16 * n, dQ[c0 / 16 + n], OC, wmma::mem_row_major);
+    __syncwarp();
+    int w = min(OC, D - c0);
+    for (int e = lane; e < 16 * w; e += 32) {
+      int rr = e / w, d = e % w, ii = q0 + 16 * warp + rr;
+      if (ii >= Nq) continue;
+      size_t at = q_head + (size_t)ii * HD + c0 + d;
+      dq[at] = __float2bfloat16_rn(__bfloat162float(dq[at]) + scale * S[rr * OC + d]);
+    }
+    __syncwarp();
   }
 }
 
@@ -415,6 +489,19 @@ static void forward_dp(kn_cuda_ctx *ctx, bf16 *out, float *lse, const bf16 *q, c
   kn_cuda_launched(ctx, "attention forward (tensor cores)");
 }
 
+template <int DP, int PARTS>
+static void dkv_dp(kn_cuda_ctx *ctx, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q, const bf16 *k,
+                   const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq, int Nk, int D,
+                   float scale, int causal) {
+  size_t shared = dkv_layout<DP>::bytes;
+  if (!kn_cuda_allow_shared(ctx, attention_tc_dkv_kernel<DP, PARTS>, shared, "attention (tensor cores) shared memory"))
+    return;
+  dim3 grid((Nk + TC_ROWS - 1) / TC_ROWS, B * H);
+  attention_tc_dkv_kernel<DP, PARTS><<<grid, TC_THREADS, shared, kn_stream(ctx)>>>(dk, dv, dout, q, k, v, lse, delta,
+                                                                                  H, Nq, Nk, D, scale, causal);
+  kn_cuda_launched(ctx, "attention dk/dv (tensor cores)");
+}
+
 template <int DP>
 static void backward_dp(kn_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *q,
                         const bf16 *k, const bf16 *v, const float *lse, const float *delta, int B, int H, int Nq,
@@ -429,13 +516,12 @@ static void backward_dp(kn_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *dv, const bf
     kn_cuda_launched(ctx, "attention dq (tensor cores)");
   }
   if ((dk || dv) && Nk > 0) {
-    size_t shared = dkv_layout<DP>::bytes;
-    if (!kn_cuda_allow_shared(ctx, attention_tc_dkv_kernel<DP>, shared, "attention (tensor cores) shared memory"))
-      return;
-    dim3 grid((Nk + TC_ROWS - 1) / TC_ROWS, B * H);
-    attention_tc_dkv_kernel<DP><<<grid, TC_THREADS, shared, kn_stream(ctx)>>>(dk, dv, dout, q, k, v, lse, delta, H,
-                                                                               Nq, Nk, D, scale, causal);
-    kn_cuda_launched(ctx, "attention dk/dv (tensor cores)");
+    if constexpr (DP <= DKV_FUSED_MAX_DP) {
+      dkv_dp<DP, DKV_V | DKV_K>(ctx, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal);
+    } else {
+      if (dv) dkv_dp<DP, DKV_V>(ctx, NULL, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal);
+      if (dk) dkv_dp<DP, DKV_K>(ctx, dk, NULL, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal);
+    }
   }
 }
 
@@ -446,6 +532,12 @@ void kn_cuda_attention_tc_forward(kn_cuda_ctx *ctx, bf16 *out, float *lse, const
   case 2: forward_dp<32>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
   case 3: forward_dp<48>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
   case 4: forward_dp<64>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
+  case 5: forward_dp<80>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
+  case 6: forward_dp<96>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
+  case 7: forward_dp<112>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
+  case 8: forward_dp<128>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
+  case 9: forward_dp<144>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
+  case 10: forward_dp<160>(ctx, out, lse, q, k, v, B, H, Nq, Nk, D, scale, causal); break;
   default: kn_cuda_fail(ctx, "attention (tensor cores)", "head size outside 1..KN_CUDA_ATTENTION_TC_MAX_D");
   }
 }
@@ -458,6 +550,12 @@ void kn_cuda_attention_tc_backward(kn_cuda_ctx *ctx, bf16 *dq, bf16 *dk, bf16 *d
   case 2: backward_dp<32>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
   case 3: backward_dp<48>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
   case 4: backward_dp<64>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
+  case 5: backward_dp<80>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
+  case 6: backward_dp<96>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
+  case 7: backward_dp<112>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
+  case 8: backward_dp<128>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
+  case 9: backward_dp<144>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
+  case 10: backward_dp<160>(ctx, dq, dk, dv, dout, q, k, v, lse, delta, B, H, Nq, Nk, D, scale, causal); break;
   default: kn_cuda_fail(ctx, "attention (tensor cores)", "head size outside 1..KN_CUDA_ATTENTION_TC_MAX_D");
   }
 }

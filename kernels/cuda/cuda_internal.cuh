@@ -118,7 +118,7 @@ __device__ __forceinline__ double kn_block_sum_double(double v, double *shared) 
  * checks (1 <= D, B H Nq > 0), its scalar kernels serve larger heads and
  * float32. Backward takes delta[B, H, Nq] = rowsum(dout * out), computed by
  * attention.cu, and accumulates into the non-NULL gradients. */
-#define KN_CUDA_ATTENTION_TC_MAX_D 64
+#define KN_CUDA_ATTENTION_TC_MAX_D 160
 void kn_cuda_attention_tc_forward(kn_cuda_ctx *ctx, __nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q,
                                   const __nv_bfloat16 *k, const __nv_bfloat16 *v, int B, int H, int Nq, int Nk, int D,
                                   float scale, int causal);

@@ -226,11 +226,11 @@ void kn_cuda_attention_backward(kn_cuda_ctx *ctx, float *dq, float *dk, float *d
                                 int D, float scale, int causal);
 
 /* bf16 q, k, v, out, dout and gradients (gradients accumulated in float32
- * and rounded once per call); lse float32. Head sizes D <= 64 run on tensor
- * cores (bf16 products with float32 accumulation; the probabilities and dS
- * are rounded to bf16 for their products, as in FlashAttention; softmax
- * statistics float32); larger heads on the scalar float32-arithmetic
- * kernels. */
+ * and rounded once per call); lse float32. Head sizes D <= 160 (SD1.5's 40,
+ * 80 and 160, SDXL's 64) run on tensor cores (bf16 products with float32
+ * accumulation; the probabilities and dS are rounded to bf16 for their
+ * products, as in FlashAttention; softmax statistics float32); larger heads
+ * (the VAE's 512) on the scalar float32-arithmetic kernels. */
 void kn_cuda_attention_forward_bf16(kn_cuda_ctx *ctx, kn_bf16 *out, float *lse, const kn_bf16 *q,
                                     const kn_bf16 *k, const kn_bf16 *v, int B, int H, int Nq, int Nk,
                                     int D, float scale, int causal);
