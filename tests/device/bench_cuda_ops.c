@@ -285,12 +285,14 @@ int main(int argc, char **argv) {
   bench_conv(batch, 320, 64, 64, 320, 3, 2, 1); /* the first downsampler */
   bench_conv(batch, 640, 64, 64, 320, 1, 1, 0); /* the up path's 1x1 shortcut at 64x64 */
   /* Attention: 4 B H Nq Nk D flops forward (two products), 2.5 times that
-   * backward (five products). bf16 with D <= 64 runs on the tensor cores,
-   * D = 80 and 160 on the scalar kernels (and float32 always). */
+   * backward (five products). bf16 runs on the tensor cores (D <= 160: all
+   * of SD1.5's heads), float32 on the scalar kernels. */
   bench_attention(batch, 8, 4096, 4096, 40); /* self-attention at 64x64, 320 channels */
   bench_attention(batch, 8, 4096, 77, 40);   /* cross-attention over the prompt */
   bench_attention(batch, 8, 1024, 1024, 80); /* self-attention at 32x32, 640 channels */
-  bench_attention(batch, 8, 256, 256, 160);
+  bench_attention(batch, 8, 1024, 77, 80);
+  bench_attention(batch, 8, 256, 256, 160); /* self-attention at 16x16, 1280 channels */
+  bench_attention(batch, 8, 256, 77, 160);
   bench_group_norm(batch, 320, 4096, 32);
   int rc = kn_cuda_ctx_check(&gpu, &err);
   if (rc != DPO_OK) fprintf(stderr, "bench_cuda_ops: %s\n", err.msg);

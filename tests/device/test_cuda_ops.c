@@ -546,13 +546,13 @@ static void bf16_free(bf16_buf *b) {
 static void bf16_compare(const char *what, const bf16_buf *b) { compare_bf16(what, b->cpu, b->dev, b->n, TOL_BF16); }
 
 /* bf16 attention against the CPU on the same bf16-rounded inputs. Head sizes
- * D <= 64 run on the tensor cores (attention_tc.cu), larger ones on the
+ * D <= 160 run on the tensor cores (attention_tc.cu), larger ones on the
  * scalar kernels. grad_scale 0: the gradients start at zero, else random of
  * that scale (backward accumulates). A second backward with dq and dk NULL
  * must leave them alone and add to dv again. */
 static void test_bf16_attention(int B, int H, int Nq, int Nk, int D, int causal, float grad_scale) {
   printf("attention bf16 B=%d H=%d Nq=%d Nk=%d D=%d causal=%d grad0=%g (%s)\n", B, H, Nq, Nk, D, causal,
-         (double)grad_scale, D <= 64 ? "tensor cores" : "scalar");
+         (double)grad_scale, D <= 160 ? "tensor cores" : "scalar");
   size_t nq = (size_t)B * Nq * H * D, nk = (size_t)B * Nk * H * D, nl = (size_t)B * H * Nq;
   float scale = 1.0f / sqrtf((float)D);
   bf16_buf q = bf16_random(nq, 1.0f), k = bf16_random(nk, 1.0f), v = bf16_random(nk, 1.0f), dout = bf16_random(nq, 1.0f);
@@ -1030,8 +1030,7 @@ int main(void) {
   /* The tensor-core path's edges: N not a multiple of its 64-row tiles,
    * padded heads (24 -> 32, 40 -> 48, 36 -> 48 with element loads, 8 -> 16),
    * causal with Nq != Nk either way, one query row, accumulation into
-   * non-zero gradients; then SD1.5's self-attention at 32x32 latents and a
-   * head of 80 (the scalar kernels). */
+   * non-zero gradients; then SD1.5's first-level heads (40) over 32x32 latents. */
   test_bf16_attention(1, 2, 100, 77, 40, 0, 0.5f);
   test_bf16_attention(1, 2, 100, 77, 24, 1, 0.5f);
   test_bf16_attention(1, 3, 77, 130, 64, 1, 0.5f);
@@ -1039,7 +1038,18 @@ int main(void) {
   test_bf16_attention(1, 2, 1, 70, 8, 0, 0.5f);
   test_bf16_attention(1, 2, 65, 1, 40, 1, 0.5f);
   test_bf16_attention(1, 8, 1024, 1024, 40, 0, 0.5f);
-  test_bf16_attention(1, 2, 100, 77, 80, 1, 0.5f);
+  /* Wide heads on the tensor cores (DP > 64: results leave in passes of 64
+   * columns; above DP = 96 dk and dv run as two passes): SD1.5's 80 at
+   * 32x32 latents (self and cross) and its 160 at 16x16; padded heads
+   * (72 -> 80, 100 -> 112 and 150 -> 160 with element loads), causal. */
+  test_bf16_attention(1, 8, 1024, 1024, 80, 0, 0.5f);
+  test_bf16_attention(1, 8, 1024, 77, 80, 0, 0.5f);
+  test_bf16_attention(2, 8, 256, 256, 160, 0, 0.5f);
+  test_bf16_attention(1, 2, 100, 77, 72, 1, 0.5f);
+  test_bf16_attention(1, 2, 130, 70, 100, 1, 0.5f);
+  test_bf16_attention(1, 2, 70, 130, 150, 1, 0.5f);
+  /* Past the tensor cores' 160: the scalar kernels. */
+  test_bf16_attention(1, 2, 100, 77, 192, 1, 0.5f);
   test_bf16_attention(2, 1, 64, 64, 512, 0, 0.5f);
   test_bf16_pointwise_and_norms();
   test_bf16_conv2d(2, 8, 12, 10, 16, 3, 1, 1);
