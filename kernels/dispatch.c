@@ -2,7 +2,10 @@
  * or, for a CUDA context in a build with DPO_HAVE_CUDA, kn_cuda_<op>
  * (kernels/cuda, on device memory, asynchronous on the context's stream).
  * Nothing else happens here, so the CPU path computes exactly what it did
- * before the backends were joined. */
+ * before the backends were joined; the one object made here is the
+ * multi-tensor ops' parameter table (at the end). */
+#include <stdlib.h>
+
 #include "kernels/cpu/cpu.h"
 #ifdef DPO_HAVE_CUDA
 #include "kernels/cuda/kernels_cuda.h"
@@ -869,4 +872,116 @@ void kn_add_channel_backward_bf16(kn_ctx *ctx, kn_bf16 *dv, const kn_bf16 *dx, i
   }
 #endif
   kn_cpu_add_channel_backward_bf16(ctx, dv, dx, B, C, HW);
+}
+
+/* ----------------------------------------------- multi-tensor training ops */
+
+/* The table keeps the caller's arrays on the host (what the CPU ops loop
+ * over) and, for a CUDA context, the device table made from them once. */
+struct kn_param_table {
+  int count;
+  size_t *numel;
+  float **param, **grad, **exp_avg, **exp_avg_sq; /* the moments NULL: none */
+  kn_bf16 **param_bf16;                            /* NULL entries where there is no copy */
+  void *device;                                    /* kn_cuda_param_table, CUDA only */
+};
+
+int kn_param_table_create(kn_ctx *ctx, int count, const size_t *numel, float *const *param,
+                          kn_bf16 *const *param_bf16, float *const *grad, float *const *exp_avg,
+                          float *const *exp_avg_sq, kn_param_table **out, dpo_error *err) {
+  *out = NULL;
+  if (count < 1 || !numel || !param || !grad)
+    return dpo_fail(err, DPO_ERR_USAGE, "parameter table: %d tensors, or sizes, parameters or gradients missing",
+                    count);
+  if (!exp_avg != !exp_avg_sq)
+    return dpo_fail(err, DPO_ERR_USAGE, "parameter table: give both AdamW moments or neither");
+  for (int i = 0; i < count; i++)
+    if (!param[i] || !grad[i] || (exp_avg && (!exp_avg[i] || !exp_avg_sq[i])))
+      return dpo_fail(err, DPO_ERR_USAGE, "parameter table: entry %d lacks a parameter, gradient or moment", i);
+  kn_param_table *t = calloc(1, sizeof *t);
+  if (!t) return dpo_fail(err, DPO_ERR_DATA, "parameter table: out of memory");
+  size_t n = (size_t)count;
+  t->count = count;
+  t->numel = malloc(n * sizeof *t->numel);
+  t->param = malloc(n * sizeof *t->param);
+  t->grad = malloc(n * sizeof *t->grad);
+  t->param_bf16 = calloc(n, sizeof *t->param_bf16);
+  if (exp_avg) {
+    t->exp_avg = malloc(n * sizeof *t->exp_avg);
+    t->exp_avg_sq = malloc(n * sizeof *t->exp_avg_sq);
+  }
+  if (!t->numel || !t->param || !t->grad || !t->param_bf16 || (exp_avg && (!t->exp_avg || !t->exp_avg_sq))) {
+    kn_param_table_free(t);
+    return dpo_fail(err, DPO_ERR_DATA, "parameter table: out of memory for %d tensors", count);
+  }
+  memcpy(t->numel, numel, n * sizeof *t->numel);
+  memcpy(t->param, param, n * sizeof *t->param);
+  memcpy(t->grad, grad, n * sizeof *t->grad);
+  if (param_bf16) memcpy(t->param_bf16, param_bf16, n * sizeof *t->param_bf16);
+  if (exp_avg) {
+    memcpy(t->exp_avg, exp_avg, n * sizeof *t->exp_avg);
+    memcpy(t->exp_avg_sq, exp_avg_sq, n * sizeof *t->exp_avg_sq);
+  }
+  (void)ctx; /* the CPU ops need nothing more */
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    t->device = kn_cuda_param_table_create(ctx->device, count, t->numel, t->param, t->param_bf16, t->grad,
+                                           t->exp_avg, t->exp_avg_sq, err);
+    if (!t->device) {
+      kn_param_table_free(t);
+      return DPO_ERR_DATA;
+    }
+  }
+#endif
+  *out = t;
+  return DPO_OK;
+}
+
+void kn_param_table_free(kn_param_table *t) {
+  if (!t) return;
+#ifdef DPO_HAVE_CUDA
+  if (t->device) kn_cuda_param_table_free(t->device);
+#endif
+  free(t->numel);
+  free(t->param);
+  free(t->grad);
+  free(t->param_bf16);
+  free(t->exp_avg);
+  free(t->exp_avg_sq);
+  free(t);
+}
+
+int kn_param_table_count(const kn_param_table *t) { return t->count; }
+
+void kn_multi_sum_squares(kn_ctx *ctx, float *sum_squares, const kn_param_table *t) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_multi_sum_squares(ctx->device, sum_squares, t->device);
+    return;
+  }
+#endif
+  kn_cpu_multi_sum_squares(ctx, sum_squares, t->count, t->numel, t->grad);
+}
+
+void kn_multi_scale_by(kn_ctx *ctx, const kn_param_table *t, const float *factor) {
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_multi_scale_by(ctx->device, t->device, factor);
+    return;
+  }
+#endif
+  kn_cpu_multi_scale_by(ctx, t->count, t->numel, t->grad, factor);
+}
+
+void kn_multi_adamw_update(kn_ctx *ctx, const kn_param_table *t, int64_t step, double lr, double beta1,
+                           double beta2, double eps, double weight_decay) {
+  if (!t->exp_avg) return;
+#ifdef DPO_HAVE_CUDA
+  if (ctx->backend == KN_BACKEND_CUDA) {
+    kn_cuda_multi_adamw_update(ctx->device, t->device, step, lr, beta1, beta2, eps, weight_decay);
+    return;
+  }
+#endif
+  kn_cpu_multi_adamw_update(ctx, t->count, t->numel, t->param, t->param_bf16, t->grad, t->exp_avg, t->exp_avg_sq,
+                            step, lr, beta1, beta2, eps, weight_decay);
 }

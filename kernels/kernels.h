@@ -396,6 +396,47 @@ void kn_adafactor_update(kn_ctx *ctx, float *param, kn_bf16 *param_bf16, const f
                          int64_t step, double lr, double eps1, double clip_threshold,
                          double decay_rate, double beta1, double weight_decay);
 
+/* Multi-tensor (foreach) versions of the clipping and AdamW ops over a
+ * model's parameter tensors, in a constant number of launches per step on a
+ * device instead of about four per tensor. Each gives, for every tensor,
+ * BITWISE what the per-tensor op above gives for it: on the CPU they loop
+ * over the same code; on CUDA they run the per-tensor kernels' arithmetic
+ * (the same device functions) over the same reduction partition per tensor,
+ * all tensors in one grid (tests/unit/test_kernels_train_ops.c and
+ * tests/device/test_cuda_models.c compare them).
+ *
+ * A kn_param_table lists the tensors once (made at optimizer set-up, not
+ * per step): count entries; entry i is numel[i] values of param[i], its
+ * gradient grad[i], its AdamW moments exp_avg[i], exp_avg_sq[i] and its
+ * bf16 copy param_bf16[i], all in ctx's memory. exp_avg and exp_avg_sq are
+ * both arrays or both NULL (a table for clipping only); param_bf16 may be
+ * NULL, and so may any of its entries. The arrays are copied (on a device
+ * into a table in device memory, uploaded once here: synchronous), the
+ * tensors borrowed. Fails with DPO_ERR_USAGE for count < 1 or a missing
+ * array or entry, DPO_ERR_DATA when memory runs out. On a device the table
+ * also holds the sums' partials (256 doubles per tensor), so the ops take
+ * no workspace. */
+typedef struct kn_param_table kn_param_table;
+int kn_param_table_create(kn_ctx *ctx, int count, const size_t *numel, float *const *param,
+                          kn_bf16 *const *param_bf16, float *const *grad, float *const *exp_avg,
+                          float *const *exp_avg_sq, kn_param_table **out, dpo_error *err);
+/* Frees the table (not its tensors); NULL is fine. Like kn_free it needs no
+ * context, so it may follow kn_ctx_free. */
+void kn_param_table_free(kn_param_table *t);
+/* Its entry count. */
+int kn_param_table_count(const kn_param_table *t);
+/* sum_squares[count] (ctx's memory): entry i's value is kn_sum_squares of
+ * grad[i], bit for bit. */
+void kn_multi_sum_squares(kn_ctx *ctx, float *sum_squares, const kn_param_table *t);
+/* Every gradient *= factor[0] as kn_scale_by (factor in ctx's memory;
+ * nothing is touched when it is exactly 1). */
+void kn_multi_scale_by(kn_ctx *ctx, const kn_param_table *t, const float *factor);
+/* kn_adamw_update of every entry with these scalars (param_bf16[i], when
+ * there, rewritten). The table must hold moments: one without them is the
+ * caller's error and nothing is done. */
+void kn_multi_adamw_update(kn_ctx *ctx, const kn_param_table *t, int64_t step, double lr,
+                           double beta1, double beta2, double eps, double weight_decay);
+
 /* ------------------------------------------------- bf16 mixed precision */
 
 /* The ops of a model stored in bf16 (models.h: dpo_unet_set_precision).

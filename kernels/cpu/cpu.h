@@ -117,6 +117,18 @@ void kn_cpu_adafactor_update(kn_ctx *ctx, float *param, const float *grad, float
                              int64_t outer, int64_t rows, int64_t cols, int64_t step, double lr,
                              double eps1, double clip_threshold, double decay_rate, double beta1,
                              double weight_decay);
+/* The multi-tensor ops (kernels.h, kn_multi_*) over the arrays of a
+ * kn_param_table: loops over the per-tensor ops above, so the same bits by
+ * construction. param_bf16 may be NULL (and any entry of it). */
+void kn_cpu_multi_sum_squares(kn_ctx *ctx, float *sum_squares, int count, const size_t *numel,
+                              float *const *grad);
+void kn_cpu_multi_scale_by(kn_ctx *ctx, int count, const size_t *numel, float *const *grad,
+                           const float *factor);
+void kn_cpu_multi_adamw_update(kn_ctx *ctx, int count, const size_t *numel, float *const *param,
+                               kn_bf16 *const *param_bf16, float *const *grad,
+                               float *const *exp_avg, float *const *exp_avg_sq, int64_t step,
+                               double lr, double beta1, double beta2, double eps,
+                               double weight_decay);
 void kn_cpu_to_bf16(kn_ctx *ctx, kn_bf16 *out, const float *inp, size_t n);
 void kn_cpu_from_bf16(kn_ctx *ctx, float *out, const kn_bf16 *inp, size_t n);
 /* The bf16 ops (kernels/cpu/bf16.c): the float32 ops on widened copies. */

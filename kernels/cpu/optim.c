@@ -113,6 +113,30 @@ void kn_cpu_adamw_update(kn_ctx *ctx, float *param, const float *grad, float *ex
   }
 }
 
+/* ------------------------------------------------------- multi-tensor */
+
+/* The per-tensor ops in a loop, with what kernels/dispatch.c adds to them
+ * (AdamW's bf16 copy), so that the bits are theirs. */
+
+void kn_cpu_multi_sum_squares(kn_ctx *ctx, float *sum_squares, int count, const size_t *numel, float *const *grad) {
+  for (int i = 0; i < count; i++) kn_cpu_sum_squares(ctx, sum_squares + i, grad[i], numel[i]);
+}
+
+void kn_cpu_multi_scale_by(kn_ctx *ctx, int count, const size_t *numel, float *const *grad, const float *factor) {
+  for (int i = 0; i < count; i++) kn_cpu_scale_by(ctx, grad[i], factor, numel[i]);
+}
+
+void kn_cpu_multi_adamw_update(kn_ctx *ctx, int count, const size_t *numel, float *const *param,
+                               kn_bf16 *const *param_bf16, float *const *grad, float *const *exp_avg,
+                               float *const *exp_avg_sq, int64_t step, double lr, double beta1, double beta2,
+                               double eps, double weight_decay) {
+  for (int i = 0; i < count; i++) {
+    kn_cpu_adamw_update(ctx, param[i], grad[i], exp_avg[i], exp_avg_sq[i], numel[i], step, lr, beta1, beta2, eps,
+                        weight_decay);
+    if (param_bf16 && param_bf16[i]) kn_cpu_to_bf16(ctx, param_bf16[i], param[i], numel[i]);
+  }
+}
+
 /* ---------------------------------------------------------- Adafactor */
 
 /* u = grad / sqrt(second-moment estimate), updating the moments. The loops

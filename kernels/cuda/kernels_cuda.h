@@ -41,10 +41,11 @@
  * parameters, gradients and activations; per micro-batch the per-sample
  * MSEs (kn_cuda_mse_per_sample_forward), the DPO loss gradient
  * (kn_cuda_dpo_loss), d pred (kn_cuda_mse_per_sample_backward) and the
- * backward; per step the gradient-norm clipping (kn_cuda_sum_squares,
- * kn_cuda_clip_coefficient, kn_cuda_scale_by: the factor never visits the
- * host) and the optimizer with its moments (kn_cuda_adamw_update,
- * kn_cuda_adafactor_update). The host uploads each micro-batch's inputs
+ * backward; per step the gradient-norm clipping (kn_cuda_multi_sum_squares,
+ * kn_cuda_clip_coefficient, kn_cuda_multi_scale_by over the optimizer's
+ * table of tensors: the factor never visits the host) and the optimizer
+ * with its moments (kn_cuda_multi_adamw_update; kn_cuda_adafactor_update
+ * per tensor). The host uploads each micro-batch's inputs
  * (noisy latents, targets, timesteps, text states, labels: made on the host
  * from the latent cache; kn_cuda_upload waits for the stream, so that is
  * where a micro-batch meets the previous one), and downloads once per step
@@ -366,6 +367,26 @@ void kn_cuda_sum_squares(kn_cuda_ctx *ctx, float *out, const float *inp, size_t 
 void kn_cuda_clip_coefficient(kn_cuda_ctx *ctx, float *out, const float *sum_squares, int n,
                               double max_norm);
 void kn_cuda_scale_by(kn_cuda_ctx *ctx, float *x, const float *factor, size_t n);
+
+/* Multi-tensor clipping and AdamW (kernels.h: kn_param_table, kn_multi_*):
+ * every tensor of a table in one launch per op (the sums of squares in two),
+ * bit for bit the per-tensor ops above. The table is an array of {param,
+ * param_bf16, grad, exp_avg, exp_avg_sq, numel, first work item} in device
+ * memory, uploaded once, with the sums' partials (256 doubles per tensor)
+ * beside it; the arguments are kn_param_table_create's, checked there
+ * (exp_avg and exp_avg_sq both NULL: no moments, and the AdamW op does
+ * nothing). Create returns NULL with err set when memory runs out. */
+typedef struct kn_cuda_param_table kn_cuda_param_table;
+kn_cuda_param_table *kn_cuda_param_table_create(kn_cuda_ctx *ctx, int count, const size_t *numel,
+                                                float *const *param, kn_bf16 *const *param_bf16,
+                                                float *const *grad, float *const *exp_avg,
+                                                float *const *exp_avg_sq, dpo_error *err);
+void kn_cuda_param_table_free(kn_cuda_param_table *t);
+void kn_cuda_multi_sum_squares(kn_cuda_ctx *ctx, float *sum_squares, const kn_cuda_param_table *t);
+void kn_cuda_multi_scale_by(kn_cuda_ctx *ctx, const kn_cuda_param_table *t, const float *factor);
+void kn_cuda_multi_adamw_update(kn_cuda_ctx *ctx, const kn_cuda_param_table *t, int64_t step,
+                                double lr, double beta1, double beta2, double eps,
+                                double weight_decay);
 
 /* ------------------------------------------------------ bf16 conversions */
 

@@ -3,42 +3,70 @@
  * trainer/optim.c (torch.optim.AdamW) in the same order; the scalars are
  * computed on the host in double, as there. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "kernels/cuda/cuda_internal.cuh"
 
+/* One element of the update: shared by the per-tensor and the multi-tensor
+ * kernels, so that both compile the same float operations (the same
+ * contractions into fused multiply-adds) and give the same bits. */
+__device__ __forceinline__ void adamw_element(float *param, __nv_bfloat16 *param_bf16, const float *grad,
+                                              float *exp_avg, float *exp_avg_sq, size_t i, int decay_on, float decay,
+                                              float w, float b2, float one_minus_b2, float step_size, float bc2_sqrt,
+                                              float eps) {
+  float g = grad[i];
+  float p = param[i];
+  if (decay_on) p *= decay;
+  /* torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w). */
+  float m = exp_avg[i];
+  m = w < 0.5f ? m + w * (g - m) : g - (g - m) * (1.0f - w);
+  exp_avg[i] = m;
+  float v = exp_avg_sq[i] * b2 + one_minus_b2 * (g * g);
+  exp_avg_sq[i] = v;
+  float denom = sqrtf(v) / bc2_sqrt + eps;
+  p += -step_size * (m / denom);
+  param[i] = p;
+  if (param_bf16) param_bf16[i] = __float2bfloat16_rn(p);
+}
+
+/* The float scalars of one update, computed on the host in double as
+ * trainer/optim.c does (one function: the per-tensor and multi-tensor
+ * launches get the same values). */
+typedef struct {
+  int decay_on;
+  float decay, w, b2, one_minus_b2, step_size, bc2_sqrt, eps;
+} adamw_scalars;
+
+static adamw_scalars adamw_scalars_for(int64_t step, double lr, double beta1, double beta2, double eps,
+                                       double weight_decay) {
+  adamw_scalars a;
+  a.decay_on = weight_decay != 0;
+  a.decay = (float)(1.0 - lr * weight_decay);
+  a.w = (float)(1.0 - beta1);
+  a.b2 = (float)beta2;
+  a.one_minus_b2 = (float)(1.0 - beta2);
+  double bias_correction1 = 1.0 - pow(beta1, (double)step);
+  double bias_correction2 = 1.0 - pow(beta2, (double)step);
+  a.step_size = (float)(lr / bias_correction1);
+  a.bc2_sqrt = (float)sqrt(bias_correction2);
+  a.eps = (float)eps;
+  return a;
+}
+
 __global__ void adamw_kernel(float *param, __nv_bfloat16 *param_bf16, const float *grad, float *exp_avg,
-                             float *exp_avg_sq, size_t n, int decay_on, float decay, float w, float b2,
-                             float one_minus_b2, float step_size, float bc2_sqrt, float eps) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    float g = grad[i];
-    float p = param[i];
-    if (decay_on) p *= decay;
-    /* torch.lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w). */
-    float m = exp_avg[i];
-    m = w < 0.5f ? m + w * (g - m) : g - (g - m) * (1.0f - w);
-    exp_avg[i] = m;
-    float v = exp_avg_sq[i] * b2 + one_minus_b2 * (g * g);
-    exp_avg_sq[i] = v;
-    float denom = sqrtf(v) / bc2_sqrt + eps;
-    p += -step_size * (m / denom);
-    param[i] = p;
-    if (param_bf16) param_bf16[i] = __float2bfloat16_rn(p);
-  }
+                             float *exp_avg_sq, size_t n, adamw_scalars a) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    adamw_element(param, param_bf16, grad, exp_avg, exp_avg_sq, i, a.decay_on, a.decay, a.w, a.b2, a.one_minus_b2,
+                  a.step_size, a.bc2_sqrt, a.eps);
 }
 
 void kn_cuda_adamw_update(kn_cuda_ctx *ctx, float *param, kn_bf16 *param_bf16, const float *grad, float *exp_avg,
                           float *exp_avg_sq, size_t n, int64_t step, double lr, double beta1, double beta2,
                           double eps, double weight_decay) {
   if (n == 0) return;
-  float decay = (float)(1.0 - lr * weight_decay);
-  float w = (float)(1.0 - beta1);
-  double bias_correction1 = 1.0 - pow(beta1, (double)step);
-  double bias_correction2 = 1.0 - pow(beta2, (double)step);
-  float step_size = (float)(lr / bias_correction1);
-  float bc2_sqrt = (float)sqrt(bias_correction2);
-  adamw_kernel<<<kn_blocks(n, 256), 256, 0, kn_stream(ctx)>>>(
-      param, (__nv_bfloat16 *)param_bf16, grad, exp_avg, exp_avg_sq, n, weight_decay != 0, decay, w, (float)beta2,
-      (float)(1.0 - beta2), step_size, bc2_sqrt, (float)eps);
+  adamw_scalars a = adamw_scalars_for(step, lr, beta1, beta2, eps, weight_decay);
+  adamw_kernel<<<kn_blocks(n, 256), 256, 0, kn_stream(ctx)>>>(param, (__nv_bfloat16 *)param_bf16, grad, exp_avg,
+                                                              exp_avg_sq, n, a);
   kn_cuda_launched(ctx, "adamw");
 }
 
@@ -105,13 +133,22 @@ __global__ void adafactor_full_direction_kernel(float *u, float *exp_avg_sq, con
   }
 }
 
-/* partial[b] = sum of u^2 over block b's fixed share (grid of ADAFACTOR_PARTIALS). */
-__global__ void adafactor_square_partials_kernel(double *partial, const float *u, size_t n) {
-  __shared__ double shared[32];
+/* Block blockIdx.x's share of the sum of u^2 over n values: its grid-stride
+ * elements (a grid of gridDim.x blocks in x) summed per thread in double,
+ * then over the block in a fixed order. Shared by the per-tensor sums and
+ * the multi-tensor one (which runs the same x-grid per tensor), so that they
+ * give the same bits. */
+__device__ __forceinline__ double square_partial(const float *u, size_t n, double *shared) {
   double s = 0.0;
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     s += (double)u[i] * u[i];
-  s = kn_block_sum_double(s, shared);
+  return kn_block_sum_double(s, shared);
+}
+
+/* partial[b] = sum of u^2 over block b's fixed share (grid of ADAFACTOR_PARTIALS). */
+__global__ void adafactor_square_partials_kernel(double *partial, const float *u, size_t n) {
+  __shared__ double shared[32];
+  double s = square_partial(u, n, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
@@ -183,12 +220,18 @@ void kn_cuda_adafactor_update(kn_cuda_ctx *ctx, float *param, kn_bf16 *param_bf1
  * thread adds the partials in order. No atomics: the result does not depend
  * on scheduling. */
 #define SUM_SQUARES_PARTIALS 256
+#define SUM_SQUARES_THREADS 256
+
+/* The partials in order, rounded once (per-tensor and multi-tensor alike). */
+__device__ __forceinline__ float sum_partials(const double *partial) {
+  double s = 0.0;
+  for (int b = 0; b < SUM_SQUARES_PARTIALS; b++) s += partial[b];
+  return (float)s;
+}
 
 __global__ void sum_squares_finish_kernel(float *out, const double *partial) {
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
-  double s = 0.0;
-  for (int b = 0; b < SUM_SQUARES_PARTIALS; b++) s += partial[b];
-  out[0] = (float)s;
+  out[0] = sum_partials(partial);
 }
 
 void kn_cuda_sum_squares(kn_cuda_ctx *ctx, float *out, const float *inp, size_t n) {
@@ -197,7 +240,7 @@ void kn_cuda_sum_squares(kn_cuda_ctx *ctx, float *out, const float *inp, size_t 
   cudaStream_t s = kn_stream(ctx);
   /* The Adafactor partials kernel is the same reduction (a grid of
    * ADAFACTOR_PARTIALS blocks, which this grid equals). */
-  adafactor_square_partials_kernel<<<SUM_SQUARES_PARTIALS, 256, 0, s>>>(partial, inp, n);
+  adafactor_square_partials_kernel<<<SUM_SQUARES_PARTIALS, SUM_SQUARES_THREADS, 0, s>>>(partial, inp, n);
   sum_squares_finish_kernel<<<1, 32, 0, s>>>(out, partial);
   kn_cuda_launched(ctx, "sum of squares");
 }
@@ -235,4 +278,171 @@ void kn_cuda_scale_by(kn_cuda_ctx *ctx, float *x, const float *factor, size_t n)
   if (n == 0) return;
   scale_by_kernel<<<kn_blocks(n, 256), 256, 0, kn_stream(ctx)>>>(x, factor, n);
   kn_cuda_launched(ctx, "scale by");
+}
+
+/* ------------------------------------------------------- multi-tensor ops */
+
+/* Clipping and AdamW over every tensor of a parameter table in a constant
+ * number of launches (kernels.h: kn_param_table). Bitwise the per-tensor
+ * ops: the sums of squares run, per tensor, the per-tensor op's x-grid of
+ * SUM_SQUARES_PARTIALS blocks of SUM_SQUARES_THREADS threads (blockIdx.y
+ * picks the tensor) through the same device function, so each partial is
+ * the same double; one thread per tensor then adds its partials in the
+ * same order and rounds once. scale_by and AdamW are elementwise: any
+ * partition of the elements gives the same bits as long as each element
+ * runs the same operations (the same device function, the same host-made
+ * scalars), so they walk a flat list of (tensor, chunk) work items. */
+
+#define MULTI_THREADS 256
+#define MULTI_PER_THREAD 8
+#define MULTI_CHUNK ((int64_t)MULTI_THREADS * MULTI_PER_THREAD) /* elements per work item */
+#define MULTI_MAX_Y 65535                                      /* gridDim.y's limit: tensors per sums launch */
+
+typedef struct {
+  float *param;
+  __nv_bfloat16 *param_bf16; /* NULL: none */
+  float *grad;
+  float *exp_avg, *exp_avg_sq;
+  size_t n;
+  int64_t first_chunk; /* its first work item: the chunks of the tensors before it */
+} multi_entry;
+
+struct kn_cuda_param_table {
+  int count;
+  int has_moments;
+  int64_t n_chunks;      /* work items of all tensors */
+  multi_entry *entries;  /* device: count */
+  double *partials;      /* device: count * SUM_SQUARES_PARTIALS */
+};
+
+kn_cuda_param_table *kn_cuda_param_table_create(kn_cuda_ctx *ctx, int count, const size_t *numel, float *const *param,
+                                                kn_bf16 *const *param_bf16, float *const *grad,
+                                                float *const *exp_avg, float *const *exp_avg_sq, dpo_error *err) {
+  kn_cuda_param_table *t = (kn_cuda_param_table *)calloc(1, sizeof *t);
+  multi_entry *host = (multi_entry *)calloc((size_t)count, sizeof *host);
+  if (!t || !host) {
+    free(t);
+    free(host);
+    dpo_fail(err, DPO_ERR_DATA, "cuda: out of host memory for a table of %d tensors", count);
+    return NULL;
+  }
+  t->count = count;
+  t->has_moments = exp_avg != NULL;
+  int64_t chunks = 0;
+  for (int i = 0; i < count; i++) {
+    host[i].param = param[i];
+    host[i].param_bf16 = param_bf16 ? (__nv_bfloat16 *)param_bf16[i] : NULL;
+    host[i].grad = grad[i];
+    host[i].exp_avg = exp_avg ? exp_avg[i] : NULL;
+    host[i].exp_avg_sq = exp_avg_sq ? exp_avg_sq[i] : NULL;
+    host[i].n = numel[i];
+    host[i].first_chunk = chunks;
+    chunks += ((int64_t)numel[i] + MULTI_CHUNK - 1) / MULTI_CHUNK;
+  }
+  t->n_chunks = chunks;
+  size_t entry_bytes = (size_t)count * sizeof(multi_entry);
+  size_t partial_bytes = (size_t)count * SUM_SQUARES_PARTIALS * sizeof(double);
+  cudaError_t rc = cudaMalloc((void **)&t->entries, entry_bytes);
+  if (rc == cudaSuccess) rc = cudaMalloc((void **)&t->partials, partial_bytes);
+  /* Synchronous, like kn_cuda_upload: the host array is freed below. */
+  if (rc == cudaSuccess) rc = cudaMemcpy(t->entries, host, entry_bytes, cudaMemcpyHostToDevice);
+  free(host);
+  if (rc != cudaSuccess) {
+    dpo_fail(err, DPO_ERR_DATA, "cuda: cannot make a table of %d tensors (%zu bytes): %s", count,
+             entry_bytes + partial_bytes, cudaGetErrorString(rc));
+    kn_cuda_param_table_free(t);
+    return NULL;
+  }
+  (void)ctx;
+  return t;
+}
+
+void kn_cuda_param_table_free(kn_cuda_param_table *t) {
+  if (!t) return;
+  cudaFree(t->entries);
+  cudaFree(t->partials);
+  free(t);
+}
+
+/* The entry whose chunks hold work item c: the last with first_chunk <= c
+ * (tensors of no elements have no chunks and are never found). */
+__device__ __forceinline__ int multi_find(const multi_entry *e, int count, int64_t c) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) / 2;
+    if (e[mid].first_chunk <= c) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/* partials[tensor, b] as adafactor_square_partials_kernel's partial[b] for
+ * that tensor: grid (SUM_SQUARES_PARTIALS, tensors), tensor first + y. */
+__global__ void multi_square_partials_kernel(double *partials, const multi_entry *e, int first) {
+  __shared__ double shared[32];
+  int k = first + (int)blockIdx.y;
+  double s = square_partial(e[k].grad, e[k].n, shared);
+  if (threadIdx.x == 0) partials[(size_t)k * SUM_SQUARES_PARTIALS + blockIdx.x] = s;
+}
+
+__global__ void multi_sum_partials_kernel(float *out, const double *partials, int count) {
+  int k = blockIdx.x * blockDim.x + threadIdx.x;
+  if (k < count) out[k] = sum_partials(partials + (size_t)k * SUM_SQUARES_PARTIALS);
+}
+
+void kn_cuda_multi_sum_squares(kn_cuda_ctx *ctx, float *sum_squares, const kn_cuda_param_table *t) {
+  cudaStream_t s = kn_stream(ctx);
+  for (int first = 0; first < t->count; first += MULTI_MAX_Y) {
+    int n = t->count - first < MULTI_MAX_Y ? t->count - first : MULTI_MAX_Y;
+    multi_square_partials_kernel<<<dim3(SUM_SQUARES_PARTIALS, (unsigned)n), SUM_SQUARES_THREADS, 0, s>>>(
+        t->partials, t->entries, first);
+  }
+  multi_sum_partials_kernel<<<(unsigned)((t->count + 127) / 128), 128, 0, s>>>(sum_squares, t->partials, t->count);
+  kn_cuda_launched(ctx, "multi-tensor sum of squares");
+}
+
+/* f(k, i) for every element i of every tensor k: work item c covers
+ * elements [chunk * MULTI_CHUNK, + MULTI_CHUNK) of its tensor, and thread x
+ * takes every MULTI_THREADS-th of them (coalesced); blocks stride over the
+ * work items. */
+template <typename F>
+__device__ __forceinline__ void multi_for_each(const multi_entry *e, int count, int64_t n_chunks, F f) {
+  for (int64_t c = blockIdx.x; c < n_chunks; c += gridDim.x) {
+    int k = multi_find(e, count, c);
+    size_t base = (size_t)(c - e[k].first_chunk) * MULTI_CHUNK, n = e[k].n;
+    for (int j = 0; j < MULTI_PER_THREAD; j++) {
+      size_t i = base + (size_t)j * MULTI_THREADS + threadIdx.x;
+      if (i < n) f(k, i);
+    }
+  }
+}
+
+/* As scale_by_kernel: every thread reads the factor and leaves when it is 1. */
+__global__ void multi_scale_by_kernel(const multi_entry *e, int count, int64_t n_chunks, const float *factor) {
+  float c = factor[0];
+  if (c == 1.0f) return;
+  multi_for_each(e, count, n_chunks, [&](int k, size_t i) { e[k].grad[i] *= c; });
+}
+
+__global__ void multi_adamw_kernel(const multi_entry *e, int count, int64_t n_chunks, adamw_scalars a) {
+  multi_for_each(e, count, n_chunks, [&](int k, size_t i) {
+    adamw_element(e[k].param, e[k].param_bf16, e[k].grad, e[k].exp_avg, e[k].exp_avg_sq, i, a.decay_on, a.decay, a.w,
+                  a.b2, a.one_minus_b2, a.step_size, a.bc2_sqrt, a.eps);
+  });
+}
+
+void kn_cuda_multi_scale_by(kn_cuda_ctx *ctx, const kn_cuda_param_table *t, const float *factor) {
+  if (t->n_chunks == 0) return;
+  multi_scale_by_kernel<<<kn_blocks((size_t)t->n_chunks, 1), MULTI_THREADS, 0, kn_stream(ctx)>>>(
+      t->entries, t->count, t->n_chunks, factor);
+  kn_cuda_launched(ctx, "multi-tensor scale by");
+}
+
+void kn_cuda_multi_adamw_update(kn_cuda_ctx *ctx, const kn_cuda_param_table *t, int64_t step, double lr,
+                                double beta1, double beta2, double eps, double weight_decay) {
+  if (t->n_chunks == 0 || !t->has_moments) return;
+  adamw_scalars a = adamw_scalars_for(step, lr, beta1, beta2, eps, weight_decay);
+  multi_adamw_kernel<<<kn_blocks((size_t)t->n_chunks, 1), MULTI_THREADS, 0, kn_stream(ctx)>>>(
+      t->entries, t->count, t->n_chunks, a);
+  kn_cuda_launched(ctx, "multi-tensor adamw");
 }

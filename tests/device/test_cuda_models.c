@@ -37,7 +37,10 @@
  *      CUDA the whole step is device-resident (MSEs, DPO loss gradient,
  *      clipping, optimizer; one download of logged scalars per step), so
  *      this compares that path with the CPU's host step. Before it, the step's ops through kn_<op>
- *      (sum of squares, clip factor, scale-by, DPO loss, AdamW, Adafactor);
+ *      (sum of squares, clip factor, scale-by, DPO loss, AdamW, Adafactor),
+ *      and the multi-tensor ops (kn_multi_sum_squares, kn_multi_scale_by,
+ *      kn_multi_adamw_update over a kn_param_table) against the per-tensor
+ *      ones on the device bit for bit and against the CPU within TOL_STEP;
  *   8. the SD1.5 UNet (random weights) forward + backward at batch 4 (the
  *      PyTorch baseline's 2 pairs), 64x64 latents, 77 tokens, float32, on the
  *      device alone: time and memory, a check that the output and the last
@@ -337,6 +340,124 @@ static void test_step_ops(void) {
   kn_free(gpu.backend, dx), kn_free(gpu.backend, dsq), kn_free(gpu.backend, dout), kn_free(gpu.backend, dmse);
   kn_free(gpu.backend, dlabel), kn_free(gpu.backend, dres), kn_free(gpu.backend, dp), kn_free(gpu.backend, dg);
   kn_free(gpu.backend, dm1), kn_free(gpu.backend, dv), kn_free(gpu.backend, drow), kn_free(gpu.backend, dcol);
+}
+
+/* 1 when `bytes` of two device buffers differ (or the device failed). */
+static int bits_differ(const void *want_device, const void *got_device, size_t bytes) {
+  dpo_error err = {0};
+  unsigned char *want = malloc(bytes ? bytes : 1), *got = malloc(bytes ? bytes : 1);
+  kn_download(&gpu, want, want_device, bytes);
+  kn_download(&gpu, got, got_device, bytes);
+  int differ = kn_ctx_check(&gpu, &err) != DPO_OK || memcmp(want, got, bytes) != 0;
+  free(want);
+  free(got);
+  return differ;
+}
+
+static void report_bits(const char *what, size_t bytes, int bad) {
+  printf("  %-40s bytes=%-9zu %s\n", what, bytes, bad < 0 ? "bitwise ok" : "FAIL");
+  if (bad >= 0) test_fail(__FILE__, __LINE__, "%s: tensor %d: the multi-tensor op differs from the per-tensor op", what, bad);
+  n_checked++;
+}
+
+/* Device tensors want[k] against got[k] (count[k] elements each, k < K),
+ * bit for bit; pairs with a NULL are skipped. */
+#define COMPARE_BITS(what, want, got, count, K)                                      \
+  do {                                                                               \
+    size_t bytes_ = 0;                                                               \
+    int bad_ = -1;                                                                   \
+    for (int k_ = 0; k_ < (K); k_++) {                                               \
+      if (!(want)[k_] || !(got)[k_]) continue;                                       \
+      size_t b_ = (count)[k_] * sizeof *(want)[k_];                                  \
+      bytes_ += b_;                                                                  \
+      if (bad_ < 0 && bits_differ((want)[k_], (got)[k_], b_)) bad_ = k_;             \
+    }                                                                                \
+    report_bits(what, bytes_, bad_);                                                 \
+  } while (0)
+
+/* The multi-tensor ops (kn_param_table, kn_multi_*) on the device against
+ * the per-tensor ops on the device, bit for bit (the same arithmetic over
+ * the same partitions), and against the CPU within TOL_STEP, as the
+ * per-tensor ops are: tensors of one value up to past the sums' 256 x 256
+ * grid and many multi-tensor work items, bf16 copies on every other. */
+static void test_multi_step_ops(void) {
+  printf("multi-tensor clipping and AdamW through kn_multi_<op>\n");
+  enum { K = 6 };
+  const size_t numel[K] = {1, 320, 2049, 65537, 300001, (1u << 20) + 3};
+  float *hp[K], *hg[K], *hm[K], *hv[K];                 /* the CPU's */
+  float *tp[K], *tg[K], *tm[K], *tv[K];                 /* device, per-tensor ops */
+  float *up[K], *ug[K], *um[K], *uv[K];                 /* device, multi-tensor ops */
+  kn_bf16 *tb[K], *ub[K];
+  for (int k = 0; k < K; k++) {
+    size_t n = numel[k], bytes = n * sizeof(float);
+    hp[k] = host_random(n, 1.0f);
+    hg[k] = host_random(n, 0.01f * (float)(k + 1));
+    hm[k] = calloc(n, sizeof(float));
+    hv[k] = calloc(n, sizeof(float));
+    tp[k] = device_copy(hp[k], bytes), up[k] = device_copy(hp[k], bytes);
+    tg[k] = device_copy(hg[k], bytes), ug[k] = device_copy(hg[k], bytes);
+    tm[k] = kn_malloc(&gpu, bytes), um[k] = kn_malloc(&gpu, bytes);
+    tv[k] = kn_malloc(&gpu, bytes), uv[k] = kn_malloc(&gpu, bytes);
+    tb[k] = k % 2 ? NULL : kn_malloc(&gpu, n * sizeof(kn_bf16));
+    ub[k] = k % 2 ? NULL : kn_malloc(&gpu, n * sizeof(kn_bf16));
+  }
+  dpo_error err = {0};
+  kn_param_table *t = NULL;
+  if (kn_param_table_create(&gpu, K, numel, up, ub, ug, um, uv, &t, &err) != DPO_OK) {
+    test_fail(__FILE__, __LINE__, "multi-tensor table: %s", err.msg);
+    return;
+  }
+  float sq[K], out[2], *dsq_t = kn_malloc(&gpu, sizeof sq), *dsq_u = kn_malloc(&gpu, sizeof sq);
+  float *dout_t = kn_malloc(&gpu, sizeof out), *dout_u = kn_malloc(&gpu, sizeof out), one = 1.0f;
+  float *done = device_copy(&one, sizeof one);
+  for (int k = 0; k < K; k++) {
+    kn_sum_squares(&cpu, sq + k, hg[k], numel[k]);
+    kn_sum_squares(&gpu, dsq_t + k, tg[k], numel[k]);
+  }
+  kn_multi_sum_squares(&gpu, dsq_u, t);
+  size_t n_sq = K, n_out = 2;
+  COMPARE_BITS("multi sum of squares", &dsq_t, &dsq_u, &n_sq, 1);
+  compare("multi sum of squares vs cpu", sq, dsq_u, K, TOL_STEP);
+
+  /* Scaling by exactly 1 touches nothing; then by a clip factor below 1. */
+  kn_multi_scale_by(&gpu, t, done);
+  COMPARE_BITS("multi scale by 1", tg, ug, numel, K);
+  double max_norm = 0.5 * sqrt((double)sq[K - 1]);
+  kn_clip_coefficient(&cpu, out, sq, K, max_norm);
+  kn_clip_coefficient(&gpu, dout_t, dsq_t, K, max_norm);
+  kn_clip_coefficient(&gpu, dout_u, dsq_u, K, max_norm);
+  COMPARE_BITS("clip factor from the multi sums", &dout_t, &dout_u, &n_out, 1);
+  for (int k = 0; k < K; k++) {
+    kn_scale_by(&cpu, hg[k], out + 1, numel[k]);
+    kn_scale_by(&gpu, tg[k], dout_t + 1, numel[k]);
+  }
+  kn_multi_scale_by(&gpu, t, dout_u + 1);
+  COMPARE_BITS("multi scale by the clip factor", tg, ug, numel, K);
+  compare("multi scale by vs cpu", hg[K - 1], ug[K - 1], numel[K - 1], TOL_STEP);
+
+  for (int step = 1; step <= 2; step++) {
+    for (int k = 0; k < K; k++) {
+      kn_adamw_update(&cpu, hp[k], NULL, hg[k], hm[k], hv[k], numel[k], step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
+      kn_adamw_update(&gpu, tp[k], tb[k], tg[k], tm[k], tv[k], numel[k], step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
+    }
+    kn_multi_adamw_update(&gpu, t, step, 1e-3, 0.9, 0.999, 1e-8, 1e-2);
+  }
+  COMPARE_BITS("multi adamw, 2 updates: parameters", tp, up, numel, K);
+  COMPARE_BITS("multi adamw: exp_avg", tm, um, numel, K);
+  COMPARE_BITS("multi adamw: exp_avg_sq", tv, uv, numel, K);
+  COMPARE_BITS("multi adamw: bf16 copies", tb, ub, numel, K);
+  for (int k = 0; k < K; k += K - 1) compare("multi adamw vs cpu, 2 updates", hp[k], up[k], numel[k], TOL_STEP);
+  if (kn_ctx_check(&gpu, &err) != DPO_OK) test_fail(__FILE__, __LINE__, "multi-tensor ops: %s", err.msg);
+  kn_param_table_free(t);
+  for (int k = 0; k < K; k++) {
+    free(hp[k]), free(hg[k]), free(hm[k]), free(hv[k]);
+    kn_free(gpu.backend, tp[k]), kn_free(gpu.backend, tg[k]), kn_free(gpu.backend, tm[k]);
+    kn_free(gpu.backend, tv[k]), kn_free(gpu.backend, tb[k]);
+    kn_free(gpu.backend, up[k]), kn_free(gpu.backend, ug[k]), kn_free(gpu.backend, um[k]);
+    kn_free(gpu.backend, uv[k]), kn_free(gpu.backend, ub[k]);
+  }
+  kn_free(gpu.backend, dsq_t), kn_free(gpu.backend, dsq_u), kn_free(gpu.backend, dout_t);
+  kn_free(gpu.backend, dout_u), kn_free(gpu.backend, done);
 }
 
 /* ------------------------------------------------------------- models */
@@ -1339,6 +1460,7 @@ int main(int argc, char **argv) {
   if (small) {
     test_layout_ops();
     test_step_ops();
+    test_multi_step_ops();
     test_unet();
     test_unet_bf16();
     test_clip();

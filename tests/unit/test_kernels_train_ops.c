@@ -2,7 +2,9 @@
  * kn_dpo_loss, kn_sum_squares, kn_clip_coefficient, kn_scale_by,
  * kn_adamw_update and kn_adafactor_update, against the trainer's host code
  * that they mirror (trainer/loss.c, trainer/optim.c): the loss and the
- * optimizers bit for bit, the clipping norm to float rounding. These are
+ * optimizers bit for bit, the clipping norm to float rounding; and the
+ * multi-tensor ops (kn_param_table, kn_multi_*) against the per-tensor
+ * ones, bit for bit. These are
  * the references the CUDA versions are compared with on a GPU
  * (tests/device), and what the CPU-as-device harness runs. */
 #include <math.h>
@@ -242,6 +244,141 @@ static void test_clip_grad_norm_on(void) {
   CHECK(same_bits(c.grad[1], keep, 24));
 }
 
+/* --------------------------------------------------------- multi-tensor */
+
+/* Tensors of odd sizes, one of a single value and one past several of the
+ * CPU reduction's chunks; bf16 copies on every other tensor when asked. */
+enum { MT = 5 };
+static const size_t mt_numel[MT] = {1, 7, 333, 4099, 70001};
+
+typedef struct {
+  float *p[MT], *g[MT], *m[MT], *v[MT];
+  kn_bf16 *b[MT];
+} mt_set;
+
+static void mt_grads(mt_set *s, int step) {
+  for (int i = 0; i < MT; i++)
+    for (size_t j = 0; j < mt_numel[i]; j++)
+      s->g[i][j] = cosf(0.13f * (float)j * (float)(step + 1) + (float)i) * (float)(i + 1) * 0.1f;
+}
+
+static void mt_init(mt_set *s, int with_bf16) {
+  memset(s, 0, sizeof *s);
+  for (int i = 0; i < MT; i++) {
+    size_t n = mt_numel[i];
+    s->p[i] = malloc(n * sizeof(float));
+    s->g[i] = malloc(n * sizeof(float));
+    s->m[i] = calloc(n, sizeof(float));
+    s->v[i] = calloc(n, sizeof(float));
+    if (with_bf16 && i % 2 == 0) s->b[i] = calloc(n, sizeof(kn_bf16));
+    for (size_t j = 0; j < n; j++) s->p[i][j] = sinf(0.37f * (float)i + 0.011f * (float)j);
+  }
+  mt_grads(s, 0);
+}
+
+static void mt_free(mt_set *s) {
+  for (int i = 0; i < MT; i++) {
+    free(s->p[i]);
+    free(s->g[i]);
+    free(s->m[i]);
+    free(s->v[i]);
+    free(s->b[i]);
+  }
+}
+
+static int mt_same(float *const *a, float *const *b) {
+  for (int i = 0; i < MT; i++)
+    if (!same_bits(a[i], b[i], mt_numel[i])) return 0;
+  return 1;
+}
+
+/* The multi ops against the per-tensor ones on the same values: sums of
+ * squares, scaling by 1 (nothing touched) and by a clip factor, three AdamW
+ * updates (parameters, moments and bf16 copies): the same bits. */
+static void check_multi_ops(int with_bf16) {
+  mt_set a, b;
+  mt_init(&a, with_bf16);
+  mt_init(&b, with_bf16);
+  kn_param_table *t = NULL;
+  dpo_error err;
+  CHECK_INT(kn_param_table_create(&ctx, MT, mt_numel, b.p, with_bf16 ? b.b : NULL, b.g, b.m, b.v, &t, &err), DPO_OK);
+  if (!t) {
+    mt_free(&a);
+    mt_free(&b);
+    return;
+  }
+  CHECK_INT(kn_param_table_count(t), MT);
+  float sq_a[MT], sq_b[MT];
+  for (int i = 0; i < MT; i++) kn_sum_squares(&ctx, sq_a + i, a.g[i], mt_numel[i]);
+  kn_multi_sum_squares(&ctx, sq_b, t);
+  CHECK(same_bits(sq_a, sq_b, MT));
+
+  float one = 1.0f, factor = 0.37f;
+  kn_multi_scale_by(&ctx, t, &one);
+  CHECK(mt_same(a.g, b.g));
+  float before = b.g[4][5];
+  for (int i = 0; i < MT; i++) kn_scale_by(&ctx, a.g[i], &factor, mt_numel[i]);
+  kn_multi_scale_by(&ctx, t, &factor);
+  CHECK(mt_same(a.g, b.g));
+  CHECK(before != 0.0f && b.g[4][5] == before * factor);
+
+  for (int step = 1; step <= 3; step++) {
+    if (step > 1) {
+      mt_grads(&a, step);
+      mt_grads(&b, step);
+    }
+    for (int i = 0; i < MT; i++)
+      kn_adamw_update(&ctx, a.p[i], a.b[i], a.g[i], a.m[i], a.v[i], mt_numel[i], step, 1e-2, 0.9, 0.999, 1e-8, 1e-2);
+    kn_multi_adamw_update(&ctx, t, step, 1e-2, 0.9, 0.999, 1e-8, 1e-2);
+  }
+  CHECK(mt_same(a.p, b.p));
+  CHECK(mt_same(a.m, b.m));
+  CHECK(mt_same(a.v, b.v));
+  for (int i = 0; i < MT; i++) {
+    CHECK((a.b[i] != NULL) == (with_bf16 && i % 2 == 0));
+    if (a.b[i]) CHECK(memcmp(a.b[i], b.b[i], mt_numel[i] * sizeof(kn_bf16)) == 0);
+    if (a.b[i]) CHECK(kn_bf16_to_float(b.b[i][0]) == kn_bf16_to_float(kn_bf16_from_float(b.p[i][0])));
+  }
+  kn_param_table_free(t);
+  mt_free(&a);
+  mt_free(&b);
+}
+
+static void test_multi_ops(void) {
+  check_multi_ops(1);
+  check_multi_ops(0);
+
+  /* A table for clipping only (no moments, no bf16): the sums, and AdamW
+   * does nothing. */
+  mt_set s;
+  mt_init(&s, 0);
+  kn_param_table *t = NULL;
+  dpo_error err;
+  CHECK_INT(kn_param_table_create(&ctx, MT, mt_numel, s.p, NULL, s.g, NULL, NULL, &t, &err), DPO_OK);
+  if (t) {
+    float sq[MT], want;
+    kn_multi_sum_squares(&ctx, sq, t);
+    kn_sum_squares(&ctx, &want, s.g[3], mt_numel[3]);
+    CHECK(sq[3] == want);
+    float keep = s.p[2][10];
+    kn_multi_adamw_update(&ctx, t, 1, 1e-2, 0.9, 0.999, 1e-8, 1e-2);
+    CHECK(s.p[2][10] == keep);
+    kn_param_table_free(t);
+  }
+
+  /* Refused: no tensors, one moment without the other, a missing gradient. */
+  CHECK_INT(kn_param_table_create(&ctx, 0, mt_numel, s.p, NULL, s.g, NULL, NULL, &t, &err), DPO_ERR_USAGE);
+  CHECK(t == NULL);
+  CHECK_INT(kn_param_table_create(&ctx, MT, mt_numel, s.p, NULL, s.g, s.m, NULL, &t, &err), DPO_ERR_USAGE);
+  float *grads[MT];
+  memcpy(grads, s.g, sizeof grads);
+  grads[2] = NULL;
+  CHECK_INT(kn_param_table_create(&ctx, MT, mt_numel, s.p, NULL, grads, NULL, NULL, &t, &err), DPO_ERR_USAGE);
+  CHECK(strstr(err.msg, "entry 2") != NULL);
+  kn_param_table_free(NULL);
+  mt_free(&s);
+}
+
 int main(void) {
   dpo_error err;
   if (kn_ctx_init(&ctx, 2, &err) != DPO_OK) {
@@ -255,6 +392,7 @@ int main(void) {
   test_adafactor_update_op();
   test_optimizers_on_ctx();
   test_clip_grad_norm_on();
+  test_multi_ops();
   kn_ctx_free(&ctx);
   return test_finish();
 }
