@@ -114,6 +114,39 @@ static int check_config(const dpo_optim_config *c, dpo_error *err) {
   return DPO_OK;
 }
 
+/* The kernels' table of the parameters (with AdamW's moments; Adafactor
+ * updates per tensor and uses it for clipping only), on the context the
+ * updates run on. */
+static int make_table(dpo_optimizer *opt, dpo_error *err) {
+  int n = opt->n_params, adamw = opt->cfg.kind == DPO_OPTIM_ADAMW;
+  size_t *numel = malloc(sizeof *numel * (size_t)n);
+  float **data = malloc(sizeof *data * (size_t)n), **grad = malloc(sizeof *grad * (size_t)n);
+  float **m = malloc(sizeof *m * (size_t)n), **v = malloc(sizeof *v * (size_t)n);
+  kn_bf16 **bf16 = malloc(sizeof *bf16 * (size_t)n);
+  int rc = DPO_OK;
+  if (!numel || !data || !grad || !m || !v || !bf16) {
+    rc = dpo_fail(err, DPO_ERR_DATA, "optimizer: out of memory");
+  } else {
+    for (int i = 0; i < n; i++) {
+      numel[i] = (size_t)dpo_optim_param_numel(&opt->params[i]);
+      data[i] = opt->params[i].data;
+      grad[i] = opt->params[i].grad;
+      bf16[i] = opt->params[i].data_bf16;
+      m[i] = opt->slots[i].exp_avg;
+      v[i] = opt->slots[i].exp_avg_sq;
+    }
+    rc = kn_param_table_create(opt->ctx ? opt->ctx : &opt->host_ctx, n, numel, data, bf16, grad, adamw ? m : NULL,
+                               adamw ? v : NULL, &opt->table, err);
+  }
+  free(numel);
+  free(data);
+  free(grad);
+  free(m);
+  free(v);
+  free(bf16);
+  return rc;
+}
+
 static int optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
                       kn_ctx *ctx, dpo_error *err) {
   memset(opt, 0, sizeof *opt);
@@ -161,7 +194,9 @@ static int optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo
       return dpo_fail(err, DPO_ERR_DATA, "optimizer: out of memory for the state of %s", params[i].name);
     }
   }
-  return DPO_OK;
+  rc = make_table(opt, err);
+  if (rc != DPO_OK) dpo_optim_free(opt);
+  return rc;
 }
 
 int dpo_optim_init(dpo_optimizer *opt, const dpo_optim_config *cfg, const dpo_optim_param *params, int n,
@@ -186,6 +221,7 @@ void dpo_optim_free(dpo_optimizer *opt) {
       free_moment(opt, opt->slots[i].exp_avg_sq_col);
     }
   }
+  kn_param_table_free(opt->table);
   free(opt->slots);
   free(opt->params);
   if (opt->host_ctx_ok) kn_ctx_free(&opt->host_ctx);
@@ -194,19 +230,15 @@ void dpo_optim_free(dpo_optimizer *opt) {
 
 /* ---------------------------------------------------------------- update */
 
-/* The update of one parameter through the kernels' ops on ctx, in its
- * memory (asynchronous on a device). The CPU ops are torch's arithmetic in
- * torch's order (kernels/cpu/optim.c), the reference the CUDA ones match. */
-static void update_on(dpo_optimizer *opt, kn_ctx *ctx, int i, double lr) {
+/* The Adafactor update of one parameter through the kernels' op on ctx, in
+ * its memory (asynchronous on a device). The CPU ops are torch's arithmetic
+ * in torch's order (kernels/cpu/optim.c), the reference the CUDA ones
+ * match. */
+static void adafactor_update_on(dpo_optimizer *opt, kn_ctx *ctx, int i, double lr) {
   const dpo_optim_config *c = &opt->cfg;
   dpo_optim_param *p = &opt->params[i];
   dpo_optim_slot *s = &opt->slots[i];
   int64_t n = dpo_optim_param_numel(p);
-  if (c->kind == DPO_OPTIM_ADAMW) {
-    kn_adamw_update(ctx, p->data, p->data_bf16, p->grad, s->exp_avg, s->exp_avg_sq, (size_t)n, opt->step, lr, c->beta1,
-                    c->beta2, c->eps, c->weight_decay);
-    return;
-  }
   int64_t outer = 1, rows = 1, cols = n;
   if (is_factored(opt, p)) factored_dims(p, &outer, &rows, &cols);
   kn_adafactor_update(ctx, p->data, p->data_bf16, p->grad, s->exp_avg, s->exp_avg_sq, s->exp_avg_sq_row,
@@ -217,7 +249,13 @@ static void update_on(dpo_optimizer *opt, kn_ctx *ctx, int i, double lr) {
 void dpo_optim_step(dpo_optimizer *opt, double lr) {
   opt->step++;
   kn_ctx *ctx = opt->ctx ? opt->ctx : &opt->host_ctx;
-  for (int i = 0; i < opt->n_params; i++) update_on(opt, ctx, i, lr);
+  const dpo_optim_config *c = &opt->cfg;
+  if (c->kind == DPO_OPTIM_ADAMW) {
+    /* Every parameter at once: kn_adamw_update's bits for each. */
+    kn_multi_adamw_update(ctx, opt->table, opt->step, lr, c->beta1, c->beta2, c->eps, c->weight_decay);
+    return;
+  }
+  for (int i = 0; i < opt->n_params; i++) adafactor_update_on(opt, ctx, i, lr);
 }
 
 /* --------------------------------------------------------------- clipping */
@@ -251,6 +289,14 @@ int dpo_clip_grad_norm_on(kn_ctx *ctx, dpo_optim_param *params, int n, double ma
   if (max_norm <= 0) return n;
   for (int i = 0; i < n; i++) kn_scale_by(ctx, params[i].grad, out + 1, (size_t)dpo_optim_param_numel(&params[i]));
   return n;
+}
+
+int dpo_optim_clip_grad_norm(dpo_optimizer *opt, double max_norm, float *sum_squares, float *out) {
+  kn_ctx *ctx = opt->ctx ? opt->ctx : &opt->host_ctx;
+  kn_multi_sum_squares(ctx, sum_squares, opt->table);
+  kn_clip_coefficient(ctx, out, sum_squares, opt->n_params, max_norm);
+  if (max_norm > 0) kn_multi_scale_by(ctx, opt->table, out + 1);
+  return opt->n_params;
 }
 
 /* ------------------------------------------------------------ save / load */

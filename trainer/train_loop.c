@@ -242,7 +242,9 @@ static int clip_and_gather(run *r, dpo_loss_stats *sum, int *n_strict, double *n
   const dpo_train_options *o = r->o;
   int B = o->batch_size;
   size_t n = 2 + (size_t)o->grad_accum * 4 * B;
-  dpo_clip_grad_norm_on(&r->ctx, r->params, r->n_params, o->max_grad_norm, r->dev_sum_squares, r->dev_log);
+  /* The optimizer's parameters are r->params: its table clips them in a
+   * few launches. */
+  dpo_optim_clip_grad_norm(&r->opt, o->max_grad_norm, r->dev_sum_squares, r->dev_log);
   kn_download(&r->ctx, r->host_log, r->dev_log, n * sizeof(float));
   if (kn_ctx_check(&r->ctx, err) != DPO_OK) return DPO_ERR_DATA;
   *norm = r->host_log[0];

@@ -379,6 +379,43 @@ static void test_multi_ops(void) {
   mt_free(&s);
 }
 
+/* dpo_optim_clip_grad_norm (the optimizer's table) against
+ * dpo_clip_grad_norm_on (per tensor): the same bits, on a context's
+ * optimizer and on a host one, for AdamW's table and Adafactor's. */
+static void check_optim_clip(dpo_optim_kind kind, int on_ctx) {
+  three_params a, b;
+  three_params_init(&a, 0.2f);
+  three_params_init(&b, 0.2f);
+  new_grads(&a, 3);
+  new_grads(&b, 3);
+  dpo_optim_config cfg;
+  dpo_optim_config_default(&cfg, kind);
+  dpo_optimizer opt;
+  dpo_error err;
+  CHECK_INT(on_ctx ? dpo_optim_init_on(&opt, &cfg, b.p, 3, &ctx, &err) : dpo_optim_init(&opt, &cfg, b.p, 3, &err),
+            DPO_OK);
+  float sq_a[3], out_a[2], sq_b[3], out_b[2];
+  CHECK_INT(dpo_clip_grad_norm_on(&ctx, a.p, 3, 0.5, sq_a, out_a), 3);
+  CHECK_INT(dpo_optim_clip_grad_norm(&opt, 0.5, sq_b, out_b), 3);
+  CHECK(same_bits(sq_a, sq_b, 3));
+  CHECK(same_bits(out_a, out_b, 2));
+  CHECK(out_b[1] < 1.0f);
+  for (int i = 0; i < 3; i++) CHECK(same_bits(a.grad[i], b.grad[i], 24));
+  /* No clipping: the norm alone. */
+  CHECK_INT(dpo_optim_clip_grad_norm(&opt, 0, sq_b, out_b), 3);
+  dpo_clip_grad_norm_on(&ctx, a.p, 3, 0, sq_a, out_a);
+  CHECK(same_bits(out_a, out_b, 2) && out_b[1] == 1.0f);
+  for (int i = 0; i < 3; i++) CHECK(same_bits(a.grad[i], b.grad[i], 24));
+  dpo_optim_free(&opt);
+}
+
+static void test_optim_clip(void) {
+  check_optim_clip(DPO_OPTIM_ADAMW, 1);
+  check_optim_clip(DPO_OPTIM_ADAMW, 0);
+  check_optim_clip(DPO_OPTIM_ADAFACTOR, 1);
+  check_optim_clip(DPO_OPTIM_ADAFACTOR, 0);
+}
+
 int main(void) {
   dpo_error err;
   if (kn_ctx_init(&ctx, 2, &err) != DPO_OK) {
@@ -393,6 +430,7 @@ int main(void) {
   test_optimizers_on_ctx();
   test_clip_grad_norm_on();
   test_multi_ops();
+  test_optim_clip();
   kn_ctx_free(&ctx);
   return test_finish();
 }
