@@ -344,8 +344,12 @@ kn_cuda_param_table *kn_cuda_param_table_create(kn_cuda_ctx *ctx, int count, con
   size_t partial_bytes = (size_t)count * SUM_SQUARES_PARTIALS * sizeof(double);
   cudaError_t rc = cudaMalloc((void **)&t->entries, entry_bytes);
   if (rc == cudaSuccess) rc = cudaMalloc((void **)&t->partials, partial_bytes);
-  /* Synchronous, like kn_cuda_upload: the host array is freed below. */
-  if (rc == cudaSuccess) rc = cudaMemcpy(t->entries, host, entry_bytes, cudaMemcpyHostToDevice);
+  /* On the context's stream (non-blocking: a plain cudaMemcpy on the legacy
+   * stream would not order before its kernels) and waited for, as
+   * kn_cuda_upload: the host array is freed below. */
+  if (rc == cudaSuccess)
+    rc = cudaMemcpyAsync(t->entries, host, entry_bytes, cudaMemcpyHostToDevice, kn_stream(ctx));
+  if (rc == cudaSuccess) rc = cudaStreamSynchronize(kn_stream(ctx));
   free(host);
   if (rc != cudaSuccess) {
     dpo_fail(err, DPO_ERR_DATA, "cuda: cannot make a table of %d tensors (%zu bytes): %s", count,
@@ -353,7 +357,6 @@ kn_cuda_param_table *kn_cuda_param_table_create(kn_cuda_ctx *ctx, int count, con
     kn_cuda_param_table_free(t);
     return NULL;
   }
-  (void)ctx;
   return t;
 }
 
