@@ -190,11 +190,7 @@ static int collect_params(dpo_pipeline *p, dpo_optim_param **out, int *n_out, si
     dpo_param mp;
     if (i < nu) dpo_unet_param(p->unet, i, &mp);
     else dpo_clip_param(p->text_encoder, i - nu, &mp);
-    params[i].name = mp.name;
-    params[i].ndim = mp.ndim;
-    for (int d = 0; d < mp.ndim && d < DPO_ST_MAX_DIMS; d++) params[i].shape[d] = mp.shape[d];
-    params[i].data = mp.data;
-    params[i].grad = mp.grad;
+    params[i] = dpo_optim_param_of(&mp, mp.name);
     *n_floats += mp.numel;
   }
   *out = params;

@@ -12,6 +12,18 @@
 
 #include "trainer/trainer.h"
 
+dpo_optim_param dpo_optim_param_of(const dpo_param *p, const char *name) {
+  dpo_optim_param q;
+  memset(&q, 0, sizeof q);
+  q.name = name;
+  q.ndim = p->ndim;
+  for (int d = 0; d < p->ndim && d < DPO_ST_MAX_DIMS; d++) q.shape[d] = p->shape[d];
+  q.data = p->data;
+  q.grad = p->grad;
+  q.data_bf16 = p->data_bf16;
+  return q;
+}
+
 int64_t dpo_optim_param_numel(const dpo_optim_param *p) {
   int64_t n = 1;
   for (int d = 0; d < p->ndim; d++) n *= p->shape[d];
@@ -278,17 +290,6 @@ double dpo_clip_grad_norm(dpo_optim_param *params, int n, double max_norm) {
     }
   }
   return norm;
-}
-
-int dpo_clip_grad_norm_on(kn_ctx *ctx, dpo_optim_param *params, int n, double max_norm, float *sum_squares,
-                          float *out) {
-  if (n < 1) return 0;
-  for (int i = 0; i < n; i++)
-    kn_sum_squares(ctx, sum_squares + i, params[i].grad, (size_t)dpo_optim_param_numel(&params[i]));
-  kn_clip_coefficient(ctx, out, sum_squares, n, max_norm);
-  if (max_norm <= 0) return n;
-  for (int i = 0; i < n; i++) kn_scale_by(ctx, params[i].grad, out + 1, (size_t)dpo_optim_param_numel(&params[i]));
-  return n;
 }
 
 int dpo_optim_clip_grad_norm(dpo_optimizer *opt, double max_norm, float *sum_squares, float *out) {

@@ -62,12 +62,7 @@ int dpo_bench_train_step(const json_t *unet_config, const dpo_bench_train_option
   for (int i = 0; i < n_params; i++) {
     dpo_param p;
     dpo_unet_param(policy, i, &p);
-    params[i].name = p.name;
-    params[i].ndim = p.ndim;
-    for (int d = 0; d < p.ndim && d < DPO_ST_MAX_DIMS; d++) params[i].shape[d] = p.shape[d];
-    params[i].data = p.data;
-    params[i].grad = p.grad;
-    params[i].data_bf16 = p.data_bf16;
+    params[i] = dpo_optim_param_of(&p, p.name);
   }
   dpo_optim_config oc;
   dpo_optim_config_default(&oc, DPO_OPTIM_ADAMW);

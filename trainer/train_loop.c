@@ -167,14 +167,7 @@ static int add_params(run *r, const char *prefix, int n, void (*get)(const void 
     char *name = malloc(len);
     if (!name) return dpo_fail(err, DPO_ERR_DATA, "out of memory");
     snprintf(name, len, "%s.%s", prefix, p.name);
-    dpo_optim_param *q = &r->params[r->n_params];
-    memset(q, 0, sizeof *q);
-    q->name = name;
-    q->ndim = p.ndim;
-    for (int d = 0; d < p.ndim && d < DPO_ST_MAX_DIMS; d++) q->shape[d] = p.shape[d];
-    q->data = p.data;
-    q->grad = p.grad;
-    q->data_bf16 = p.data_bf16;
+    r->params[r->n_params] = dpo_optim_param_of(&p, name);
     r->param_names[r->n_params++] = name;
   }
   return DPO_OK;

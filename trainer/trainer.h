@@ -306,6 +306,11 @@ typedef struct {
                             (a model planned in bf16: dpo_unet_set_precision) */
 } dpo_optim_param;
 
+/* The optimizer's view of a model's parameter (models.h's dpo_param: data,
+ * gradient and bf16 copy borrowed) under `name` (borrowed too: the model's
+ * own, or a prefixed copy the caller keeps). */
+dpo_optim_param dpo_optim_param_of(const dpo_param *p, const char *name);
+
 int64_t dpo_optim_param_numel(const dpo_optim_param *p);
 
 typedef enum { DPO_OPTIM_ADAMW = 0, DPO_OPTIM_ADAFACTOR = 1 } dpo_optim_kind;
@@ -388,20 +393,16 @@ int dpo_optim_load(dpo_optimizer *opt, const char *path, dpo_error *err);
  * when max_norm > 0 every gradient is scaled by min(1, max_norm / (norm +
  * 1e-6)). Returns the norm before clipping (may be inf or nan). */
 double dpo_clip_grad_norm(dpo_optim_param *params, int n, double max_norm);
-/* The same over gradients in the memory of ctx's backend, without reading
- * them on the host: sum_squares[n] (ctx's memory) receives each gradient's
- * sum of squares, out[2] (ctx's memory) the norm before clipping and the
- * factor applied (1 when none), which the caller downloads with its other
- * logged scalars. The norm sums per-tensor float sums in double (torch also
- * sums per tensor), so it may differ from dpo_clip_grad_norm's in the last
- * float bits. Returns n (the tensors queued). */
-int dpo_clip_grad_norm_on(kn_ctx *ctx, dpo_optim_param *params, int n, double max_norm, float *sum_squares,
-                          float *out);
-/* dpo_clip_grad_norm_on over the optimizer's parameters on its context (a
+/* dpo_clip_grad_norm over the optimizer's parameters, on its context (a
  * device optimizer's, or for a host one its CPU context, with host
- * sum_squares and out), through its table: the multi-tensor ops, so the
- * same bits as dpo_clip_grad_norm_on in 4 launches on a device instead of
- * about 3 per parameter. Returns the parameter count. */
+ * sum_squares and out), without reading the gradients on the host:
+ * sum_squares[n] (that context's memory) receives each gradient's sum of
+ * squares (kn_sum_squares' bits, through the table's multi-tensor op: a few
+ * launches on a device, not about 3 per parameter), out[2] the norm before
+ * clipping and the factor applied (1 when none), which the caller downloads
+ * with its other logged scalars. The norm sums per-tensor float sums in
+ * double (torch also sums per tensor), so it may differ from
+ * dpo_clip_grad_norm's in the last float bits. Returns the parameter count. */
 int dpo_optim_clip_grad_norm(dpo_optimizer *opt, double max_norm, float *sum_squares, float *out);
 
 /* ============================================================ lr schedule

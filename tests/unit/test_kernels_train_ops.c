@@ -218,7 +218,19 @@ static void test_adafactor_update_op(void) {
   dpo_optim_free(&opt);
 }
 
-/* dpo_clip_grad_norm_on against dpo_clip_grad_norm. */
+/* Clipping with the per-tensor ops, the reference of the optimizer's
+ * multi-tensor clipping (dpo_optim_clip_grad_norm). */
+static int clip_per_tensor(kn_ctx *c, dpo_optim_param *params, int n, double max_norm, float *sum_squares,
+                           float *out) {
+  for (int i = 0; i < n; i++)
+    kn_sum_squares(c, sum_squares + i, params[i].grad, (size_t)dpo_optim_param_numel(&params[i]));
+  kn_clip_coefficient(c, out, sum_squares, n, max_norm);
+  if (max_norm <= 0) return n;
+  for (int i = 0; i < n; i++) kn_scale_by(c, params[i].grad, out + 1, (size_t)dpo_optim_param_numel(&params[i]));
+  return n;
+}
+
+/* Per-tensor clipping on a context against dpo_clip_grad_norm. */
 static void test_clip_grad_norm_on(void) {
   three_params a, b;
   three_params_init(&a, 0.1f);
@@ -227,7 +239,7 @@ static void test_clip_grad_norm_on(void) {
   new_grads(&b, 2);
   float sq[3], out[2];
   double norm = dpo_clip_grad_norm(a.p, 3, 1.0);
-  CHECK_INT(dpo_clip_grad_norm_on(&ctx, b.p, 3, 1.0, sq, out), 3);
+  CHECK_INT(clip_per_tensor(&ctx, b.p, 3, 1.0, sq, out), 3);
   CHECK_NEAR(out[0], norm, norm * 1e-6);
   CHECK(out[1] < 1.0f);
   for (int i = 0; i < 3; i++)
@@ -238,7 +250,7 @@ static void test_clip_grad_norm_on(void) {
   new_grads(&c, 2);
   float keep[24];
   memcpy(keep, c.grad[1], sizeof keep);
-  dpo_clip_grad_norm_on(&ctx, c.p, 3, 0, sq, out);
+  clip_per_tensor(&ctx, c.p, 3, 0, sq, out);
   CHECK_NEAR(out[0], norm, norm * 1e-6);
   CHECK(out[1] == 1.0f);
   CHECK(same_bits(c.grad[1], keep, 24));
@@ -380,7 +392,7 @@ static void test_multi_ops(void) {
 }
 
 /* dpo_optim_clip_grad_norm (the optimizer's table) against
- * dpo_clip_grad_norm_on (per tensor): the same bits, on a context's
+ * clip_per_tensor (per tensor): the same bits, on a context's
  * optimizer and on a host one, for AdamW's table and Adafactor's. */
 static void check_optim_clip(dpo_optim_kind kind, int on_ctx) {
   three_params a, b;
@@ -395,7 +407,7 @@ static void check_optim_clip(dpo_optim_kind kind, int on_ctx) {
   CHECK_INT(on_ctx ? dpo_optim_init_on(&opt, &cfg, b.p, 3, &ctx, &err) : dpo_optim_init(&opt, &cfg, b.p, 3, &err),
             DPO_OK);
   float sq_a[3], out_a[2], sq_b[3], out_b[2];
-  CHECK_INT(dpo_clip_grad_norm_on(&ctx, a.p, 3, 0.5, sq_a, out_a), 3);
+  CHECK_INT(clip_per_tensor(&ctx, a.p, 3, 0.5, sq_a, out_a), 3);
   CHECK_INT(dpo_optim_clip_grad_norm(&opt, 0.5, sq_b, out_b), 3);
   CHECK(same_bits(sq_a, sq_b, 3));
   CHECK(same_bits(out_a, out_b, 2));
@@ -403,7 +415,7 @@ static void check_optim_clip(dpo_optim_kind kind, int on_ctx) {
   for (int i = 0; i < 3; i++) CHECK(same_bits(a.grad[i], b.grad[i], 24));
   /* No clipping: the norm alone. */
   CHECK_INT(dpo_optim_clip_grad_norm(&opt, 0, sq_b, out_b), 3);
-  dpo_clip_grad_norm_on(&ctx, a.p, 3, 0, sq_a, out_a);
+  clip_per_tensor(&ctx, a.p, 3, 0, sq_a, out_a);
   CHECK(same_bits(out_a, out_b, 2) && out_b[1] == 1.0f);
   for (int i = 0; i < 3; i++) CHECK(same_bits(a.grad[i], b.grad[i], 24));
   dpo_optim_free(&opt);
